@@ -1,0 +1,292 @@
+"""Spiking primitives on batched spike waves (SpykeTorch's names and argument names).
+
+Layout: a spike wave or a potential tensor is `[B, T, C, H, W]` (batch, time, channel, row,
+column). A spike wave is cumulative: once a neuron has spiked it shows 1 at every later step.
+Every primitive treats the batch elements independently: a batched call gives, for each sample,
+exactly what the same call on that sample alone gives, and with `B = 1` the results equal
+SpykeTorch's single-sample semantics, tie rules included.
+
+Functions return new tensors; the variants ending in `_` work in place, as in torch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_int, check_rank, check_same_shape, check_threshold, pair
+
+WAVE = "[B, T, C, H, W]"
+
+
+def pad(input: torch.Tensor, pad: tuple[int, int, int, int], value: float = 0) -> torch.Tensor:
+    """Constant padding of the last two dimensions, `pad = (left, right, top, bottom)`.
+
+    Shape: [..., H, W] -> [..., H + top + bottom, W + left + right].
+    """
+    if not isinstance(input, torch.Tensor) or input.dim() < 2:
+        raise ValueError(f"pad expects a tensor with at least 2 dims [..., H, W], got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    if len(pad) != 4:
+        raise ValueError(f"pad must be (left, right, top, bottom), got {pad!r}")
+    return F.pad(input, tuple(int(p) for p in pad), value=value)
+
+
+def pooling(input: torch.Tensor, kernel_size, stride=None, padding=0) -> torch.Tensor:
+    """2-D max pooling of every time slice (floor mode; padded cells are -inf and never win).
+
+    On a cumulative wave this passes on the earliest spike of each window.
+    `stride` defaults to `kernel_size`.
+
+    Shape: [B, T, C, H, W] -> [B, T, C, H', W'], H' = floor((H + 2 pad - k) / stride) + 1.
+    """
+    check_rank(input, 5, "input", WAVE)
+    kernel = pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else pair(stride, "stride")
+    padding = pair(padding, "padding")
+    b, t = input.shape[:2]
+    pooled = F.max_pool2d(input.flatten(0, 1), kernel, stride, padding)
+    return pooled.unflatten(0, (b, t))
+
+
+def threshold_(potentials: torch.Tensor, threshold=None) -> torch.Tensor:
+    """In-place `threshold`."""
+    check_rank(potentials, 5, "potentials", WAVE)
+    threshold = check_threshold(threshold)
+    if threshold is None:
+        potentials[:, :-1].zero_()
+    else:
+        # keep strictly-greater values, zero the rest (torch.threshold_ has this exact rule)
+        torch.threshold_(potentials, float(threshold), 0.0)
+    return potentials
+
+
+def threshold(potentials: torch.Tensor, threshold=None) -> torch.Tensor:
+    """Keep potentials strictly above `threshold`, zero the rest.
+
+    With `threshold=None` every step but the last is zeroed and the last is kept as it is.
+
+    Shape: [B, T, C, H, W] -> same.
+    """
+    check_rank(potentials, 5, "potentials", WAVE)
+    return threshold_(potentials.clone(), threshold)
+
+
+def fire_(potentials: torch.Tensor, threshold=None) -> torch.Tensor:
+    """In-place `fire`: `potentials` becomes the spike wave, which is returned."""
+    threshold_(potentials, threshold)
+    return potentials.sign_()
+
+
+def fire(potentials: torch.Tensor, threshold=None, return_thresholded_potentials: bool = False):
+    """Spikes where the potential is strictly above `threshold`: `sign(threshold(potentials))`.
+
+    With a threshold a neuron spikes at every step where its potential exceeds it; since
+    potentials of non-negative weights never decrease, the result is a cumulative wave. Without
+    one only the last step can be non-zero (a negative last potential gives -1).
+
+    Shape: potentials [B, T, C, H, W] -> spikes [B, T, C, H, W] (and the thresholded potentials
+    of the same shape when `return_thresholded_potentials`).
+    """
+    check_rank(potentials, 5, "potentials", WAVE)
+    thresholded = threshold_(potentials.clone(), threshold)  # `threshold` is the argument here
+    spikes = thresholded.sign()
+    if return_thresholded_potentials:
+        return spikes, thresholded
+    return spikes
+
+
+def pointwise_inhibition(thresholded_potentials: torch.Tensor) -> torch.Tensor:
+    """Keep, at each position, only the feature that spikes there first.
+
+    Among features whose first spike falls on the same (earliest) step, the one with the largest
+    potential at that step wins; exact ties go to the lowest feature index. The winner keeps its
+    potentials at every step, every other feature at that position is zeroed at every step, and a
+    position where nothing spikes by the last step stays zero.
+
+    Shape: [B, T, C, H, W] -> same.
+    """
+    check_rank(thresholded_potentials, 5, "thresholded_potentials", WAVE)
+    steps = thresholded_potentials.shape[1]
+    maximum, feature = thresholded_potentials.max(dim=2)          # [B, T, H, W]
+    active = maximum.sign()
+    # earliest step at which anything spikes = T - number of active steps (cumulative waves)
+    first = (steps - active.sum(dim=1, keepdim=True)).long().clamp_(0, steps - 1)
+    winner = feature.gather(1, first)                             # [B, 1, H, W]
+    coefficient = torch.zeros_like(thresholded_potentials[:, :1])  # [B, 1, C, H, W]
+    coefficient.scatter_(2, winner.unsqueeze(2), active[:, -1:].unsqueeze(2))
+    return thresholded_potentials * coefficient
+
+
+def _check_features(potentials: torch.Tensor, inhibited_features) -> torch.Tensor:
+    features = torch.as_tensor(inhibited_features, dtype=torch.long).flatten()
+    channels = potentials.shape[2]
+    if features.numel() and (features.min() < 0 or features.max() >= channels):
+        raise ValueError(f"inhibited_features must lie in [0, {channels}), got "
+                         f"{features.tolist()}")
+    return features.to(potentials.device)
+
+
+def feature_inhibition_(potentials: torch.Tensor, inhibited_features) -> torch.Tensor:
+    """In-place `feature_inhibition`."""
+    check_rank(potentials, 5, "potentials", WAVE)
+    features = _check_features(potentials, inhibited_features)
+    if features.numel():
+        potentials.index_fill_(2, features, 0)
+    return potentials
+
+
+def feature_inhibition(potentials: torch.Tensor, inhibited_features) -> torch.Tensor:
+    """Zero the given feature maps at every step (an empty list returns an unchanged copy).
+
+    Shape: [B, T, C, H, W] -> same.
+    """
+    check_rank(potentials, 5, "potentials", WAVE)
+    return feature_inhibition_(potentials.clone(), inhibited_features)
+
+
+def select_winners(scores: torch.Tensor, kwta: int, inhibition_radius: int) -> torch.Tensor:
+    """Greedy k-winners-take-all on per-neuron scores (the selection half of `get_k_winners`).
+
+    Up to `kwta` times, per sample: take the neuron with the largest score over (feature, row,
+    col), the first flat index on equal scores; stop when that score is 0; record it; make its
+    feature ineligible everywhere and, with `inhibition_radius = r > 0`, every feature at rows
+    and columns within `r` of it (clipped to the map). The loop runs over the `kwta` picks,
+    each one vectorised over the whole batch.
+
+    Shape: scores [B, C, H, W] -> winners LongTensor [B, kwta, 3] of (feature, row, col) in
+    selection order, rows of -1 where fewer than `kwta` winners exist.
+    """
+    batch, channels, height, width = scores.shape
+    device = scores.device
+    total = scores.clone()
+    flat = total.view(batch, -1)
+    winners = torch.full((batch, kwta, 3), -1, dtype=torch.long, device=device)
+    alive = torch.ones(batch, dtype=torch.bool, device=device)
+    feature_ids = torch.arange(channels, device=device).view(1, channels, 1, 1)
+    rows = torch.arange(height, device=device).view(1, 1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, 1, width)
+    for k in range(kwta):
+        best, index = flat.max(dim=1)
+        alive &= best != 0
+        feature = index // (height * width)
+        row = (index // width) % height
+        col = index % width
+        picked = torch.stack((feature, row, col), dim=1)
+        winners[:, k] = torch.where(alive.unsqueeze(1), picked, winners[:, k])
+        inhibit = feature_ids == feature.view(batch, 1, 1, 1)
+        if inhibition_radius > 0:
+            near = ((rows - row.view(batch, 1, 1, 1)).abs() <= inhibition_radius) & \
+                   ((cols - col.view(batch, 1, 1, 1)).abs() <= inhibition_radius)
+            inhibit = inhibit | near
+        total.masked_fill_(inhibit & alive.view(batch, 1, 1, 1), 0)
+    return winners
+
+
+def get_k_winners(potentials: torch.Tensor, kwta: int = 1, inhibition_radius: int = 0,
+                  spikes: torch.Tensor | None = None) -> torch.Tensor:
+    """Pick up to `kwta` winner neurons per sample: earliest spike first, then largest potential.
+
+    Score, per sample in float32 (SpykeTorch's): `first = T - (number of spiking steps)`, clamped
+    to `T - 1`; `value = potentials[first]`; `v = T * max(spikes * value)` over this sample;
+    `score = sum over steps of spikes * (value + v)`. Earlier spikes have more spiking steps and
+    so a larger score; among equal spike times the larger value wins; values within about one
+    float32 ulp of `v` tie and go to the first flat index. The greedy selection, one winner per
+    feature and the inhibition radius, is `select_winners`.
+
+    `spikes` defaults to `sign(potentials)`.
+
+    Shape: potentials [B, T, C, H, W] (and spikes, same) -> LongTensor [B, kwta, 3] of
+    (feature, row, col), padded with rows of -1.
+    """
+    check_rank(potentials, 5, "potentials", WAVE)
+    kwta = check_int(kwta, "kwta", 1)
+    inhibition_radius = check_int(inhibition_radius, "inhibition_radius", 0)
+    if spikes is None:
+        spikes = potentials.sign()
+    else:
+        check_rank(spikes, 5, "spikes", WAVE)
+        check_same_shape(potentials, spikes, "potentials", "spikes")
+        spikes = spikes.to(potentials.dtype)
+    steps = potentials.shape[1]
+    first = (steps - spikes.sum(dim=1, keepdim=True)).long().clamp_(0, steps - 1)
+    values = potentials.gather(1, first)                       # [B, 1, C, H, W]
+    truncated = spikes * values
+    v = truncated.flatten(1).max(dim=1).values.mul_(steps).view(-1, 1, 1, 1, 1)
+    truncated.addcmul_(spikes, v)
+    scores = truncated.sum(dim=1)                               # [B, C, H, W]
+    return select_winners(scores, kwta, inhibition_radius)
+
+
+def local_normalization(input: torch.Tensor, normalization_radius: int,
+                        eps: float = 1e-12) -> torch.Tensor:
+    """Divide each channel by its local mean over a `(2r+1) x (2r+1)` box (zero padding).
+
+    The mean is a zero-padded cross-correlation with a float32 kernel of entries
+    `1 / (2r+1)^2` (the divisor is always the full box), plus `eps`.
+
+    Shape: [B, C, H, W] -> same.
+    """
+    check_rank(input, 4, "input", "[B, C, H, W]")
+    radius = check_int(normalization_radius, "normalization_radius", 0)
+    size = 2 * radius + 1
+    kernel = torch.ones(1, 1, size, size, dtype=input.dtype, device=input.device) / (size * size)
+    b, c, h, w = input.shape
+    means = conv2d(input.reshape(b * c, 1, h, w), kernel, padding=radius) + eps
+    return input / means.view(b, c, h, w)
+
+
+def intensity_lateral_inhibition_kernel(percents) -> torch.Tensor:
+    """The kernel of `intensity_lateral_inhibition` from n percentages.
+
+    Size `(2n+1) x (2n+1)`: `percents[d-1]` at Chebyshev distance `d` from the centre, 0 at the
+    centre. The shallow Mozafari 2018 model uses `[0.15, 0.12, 0.1, 0.07, 0.05]`.
+    """
+    percents = torch.as_tensor(percents, dtype=torch.float32).flatten()
+    n = percents.numel()
+    if n == 0:
+        raise ValueError("percents must hold at least one value")
+    offsets = torch.arange(-n, n + 1)
+    distance = torch.maximum(offsets.view(-1, 1).abs(), offsets.view(1, -1).abs())
+    kernel = torch.zeros(2 * n + 1, 2 * n + 1)
+    ring = distance > 0
+    kernel[ring] = percents[distance[ring] - 1]
+    return kernel
+
+
+def intensity_lateral_inhibition(intensities: torch.Tensor,
+                                 inhibition_kernel: torch.Tensor) -> torch.Tensor:
+    """Scale each value by `1 + sum of the kernel weights of its strictly weaker neighbours`.
+
+    Per channel; neighbours outside the image count as 0. Despite the name this amplifies local
+    maxima relative to their surround.
+
+    Shape: intensities [B, C, H, W], kernel [K, K] (K odd) -> [B, C, H, W].
+    """
+    check_rank(intensities, 4, "intensities", "[B, C, H, W]")
+    check_rank(inhibition_kernel, 2, "inhibition_kernel", "[K, K]")
+    size = inhibition_kernel.shape[0]
+    if inhibition_kernel.shape[1] != size or size % 2 == 0:
+        raise ValueError(f"inhibition_kernel must be square with an odd size, got "
+                         f"{tuple(inhibition_kernel.shape)}")
+    b, c, h, w = intensities.shape
+    radius = size // 2
+    planes = intensities.reshape(b * c, 1, h, w)
+    neighbours = F.unfold(planes, size, padding=radius)          # [B*C, K*K, H*W]
+    centre = planes.reshape(b * c, 1, h * w)
+    weaker = (centre - neighbours > 0).to(intensities.dtype)
+    weights = inhibition_kernel.to(intensities).reshape(1, -1, 1)
+    factors = (weaker * weights).sum(dim=1).view(b, c, h, w)
+    return intensities * (1 + factors)
+
+
+def conv2d(input: torch.Tensor, weight: torch.Tensor, padding=0) -> torch.Tensor:
+    """`F.conv2d` whose per-sample results do not depend on the batch size.
+
+    oneDNN runs a batch of one through a different kernel whose float32 rounding differs from
+    the batched kernel; a lone sample is therefore computed as a batch of two copies, so that a
+    sample gives bit-identical potentials alone or in a batch (and SpykeTorch's `B = 1` calls,
+    which convolve T slices at once, are matched).
+    """
+    if input.shape[0] == 1:
+        return F.conv2d(input.expand(2, *input.shape[1:]), weight, padding=padding)[:1]
+    return F.conv2d(input, weight, padding=padding)

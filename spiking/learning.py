@@ -1,0 +1,310 @@
+"""STDP and reward-modulated STDP on convolution layers.
+
+The update of one winner `(f, i, j)` of one sample, for every synapse `(c, u, v)` of feature `f`:
+
+    pre  = number of spiking steps of input (c, i + u, j + v)     (0 if it never spiked)
+    post = number of spiking steps of the winner
+    rate = a_plus[f]  if pre >= post  (the input spiked at the same step as the winner or earlier)
+           a_minus[f] otherwise
+    W[f] += rate * ((W[f] - lower) * (upper - W[f]))   with the stabiliser,  W[f] += rate  without
+
+after which the whole weight tensor is clamped to [lower, upper]. Features that did not win are
+untouched; when two winners of one sample share a feature the later one's receptive field is used.
+Anti-STDP is an STDP rule with a negative `a_plus` and a positive `a_minus`.
+
+Batches: every sample's rates are computed against the same starting weights and **summed**
+(`combine="sum"`): `W += (sum_b rate_b) * stabiliser(W)`, then one clamp. With `B = 1` this is
+exactly the single-sample rule. `combine="sequential"` instead applies the samples one after the
+other (each stabiliser and clamp seeing the previous sample's result), which equals calling the
+rule once per sample on the same inputs. The exact sequential *algorithm*, where each sample's
+forward pass also sees the previous sample's weights, is simply a batch size of 1.
+
+Pure functions (`stdp_rates`, `apply_stdp_`) do the arithmetic; `STDP` and `RSTDP` hold the rates
+as buffers (saved in `state_dict`, never requiring grad) and a reference to the conv layer, which
+is not registered as a submodule so that its weight is not duplicated in the state dict.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.nn as nn
+
+from . import functional as sf
+from ._checks import check_int, check_rank, check_same_shape
+
+
+def _as_winner_tensor(winners, batch: int, device) -> torch.Tensor:
+    """Winners as LongTensor [B, k, 3]; a SpykeTorch-style list of (f, i, j) is one sample's."""
+    if isinstance(winners, torch.Tensor):
+        tensor = winners.to(device=device, dtype=torch.long)
+    else:
+        rows = [tuple(int(v) for v in w) for w in winners]
+        if batch != 1:
+            raise ValueError(f"a list of (feature, row, col) winners describes one sample, "
+                             f"but the batch has {batch}; pass a LongTensor [B, k, 3]")
+        tensor = torch.tensor(rows, dtype=torch.long, device=device).view(1, len(rows), 3)
+    if tensor.dim() != 3 or tensor.shape[0] != batch or tensor.shape[2] != 3:
+        raise ValueError(f"winners must be a LongTensor [B={batch}, k, 3] of (feature, row, col), "
+                         f"got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def check_winners(winners: torch.Tensor, features: int, rows: int, cols: int) -> None:
+    """Every winner is a row of -1 (padding) or lies inside the [features, rows, cols] map."""
+    valid = winners[..., 0] >= 0
+    limits = torch.tensor([features, rows, cols], device=winners.device)
+    inside = ((winners >= 0) & (winners < limits)).all(dim=-1)
+    padding = (winners == -1).all(dim=-1)
+    if not bool((torch.where(valid, inside, padding)).all()):
+        raise ValueError(f"winners do not match the layer: each must be -1 padding or a "
+                         f"(feature < {features}, row < {rows}, col < {cols})")
+
+
+def stdp_rates(pre_counts: torch.Tensor, post_counts: torch.Tensor, winners: torch.Tensor,
+               a_plus: torch.Tensor, a_minus: torch.Tensor, kernel_size) -> torch.Tensor:
+    """Per-synapse learning rates of a batch of winners, summed over the batch (pure).
+
+    Shape: pre_counts [B, C, H, W] (spiking steps of every input), post_counts [B, k] (spiking
+    steps of each winner), winners LongTensor [B, k, 3] (rows of -1 ignored), a_plus / a_minus
+    [F] per feature or [B, F] per sample -> rates [F, C, kh, kw].
+    """
+    batch, channels = pre_counts.shape[:2]
+    features = a_plus.shape[-1]
+    kh, kw = kernel_size
+    device = pre_counts.device
+    feature, row, col = winners.unbind(-1)                       # [B, k] each
+    valid = feature >= 0
+    # a later winner of the same sample with the same feature supersedes an earlier one
+    k = winners.shape[1]
+    later = torch.triu(torch.ones(k, k, dtype=torch.bool, device=device), diagonal=1)
+    same = (feature.unsqueeze(2) == feature.unsqueeze(1)) & later & valid.unsqueeze(1)
+    used = valid & ~same.any(dim=2)
+    f, r, c = feature.clamp(min=0), row.clamp(min=0), col.clamp(min=0)
+    b_index = torch.arange(batch, device=device).view(batch, 1, 1, 1, 1)
+    c_index = torch.arange(channels, device=device).view(1, 1, channels, 1, 1)
+    r_index = (r.unsqueeze(-1) + torch.arange(kh, device=device)).view(batch, k, 1, kh, 1)
+    q_index = (c.unsqueeze(-1) + torch.arange(kw, device=device)).view(batch, k, 1, 1, kw)
+    patches = pre_counts[b_index, c_index, r_index, q_index]      # [B, k, C, kh, kw]
+    paired = patches >= post_counts.view(batch, k, 1, 1, 1).to(patches.dtype)
+    if a_plus.dim() == 1:
+        plus, minus = a_plus[f], a_minus[f]                      # [B, k]
+    else:
+        plus, minus = a_plus.gather(1, f), a_minus.gather(1, f)
+    view = (batch, k, 1, 1, 1)
+    rates = torch.where(paired, plus.view(view), minus.view(view))
+    rates = rates * used.view(view).to(rates.dtype)
+    # sum over (sample, winner) into features: a one-hot matmul is deterministic on every device
+    one_hot = torch.nn.functional.one_hot(f.flatten(), features).to(rates.dtype)  # [B*k, F]
+    return (one_hot.t() @ rates.reshape(batch * k, -1)).view(features, channels, kh, kw)
+
+
+def apply_stdp_(weight: torch.Tensor, rates: torch.Tensor, use_stabilizer: bool,
+                lower_bound: float, upper_bound: float) -> torch.Tensor:
+    """`W += rates * ((W - lower)(upper - W))` (or `W += rates`), then clamp W to the bounds."""
+    if use_stabilizer:
+        weight += rates * ((weight - lower_bound) * (upper_bound - weight))
+    else:
+        weight += rates
+    return weight.clamp_(lower_bound, upper_bound)
+
+
+def _rate_pairs(learning_rate, features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def is_pair(x):
+        return (isinstance(x, (tuple, list)) and len(x) == 2
+                and all(isinstance(v, numbers.Real) or (isinstance(v, torch.Tensor) and v.numel() == 1)
+                        for v in x))
+    if is_pair(learning_rate):
+        pairs = [learning_rate] * features
+    elif isinstance(learning_rate, (tuple, list)) and len(learning_rate) == features and all(
+            is_pair(p) for p in learning_rate):
+        pairs = list(learning_rate)
+    else:
+        raise ValueError(f"learning_rate must be one (a_plus, a_minus) pair or a list of "
+                         f"{features} pairs (one per feature), got {learning_rate!r}")
+    rates = torch.tensor([[float(a), float(b)] for a, b in pairs], dtype=torch.float32)
+    return rates[:, 0].contiguous(), rates[:, 1].contiguous()
+
+
+class STDP(nn.Module):
+    """Spike-timing-dependent plasticity of one `Convolution` (see the module docstring).
+
+    `learning_rate` is one signed `(a_plus, a_minus)` pair for all features or a list of
+    `out_channels` pairs; the rates are the buffers `a_plus` and `a_minus` ([F]).
+    """
+
+    def __init__(self, conv_layer, learning_rate, use_stabilizer: bool = True,
+                 lower_bound: float = 0, upper_bound: float = 1):
+        super().__init__()
+        if not hasattr(conv_layer, "weight") or conv_layer.weight.dim() != 4:
+            raise TypeError("STDP needs a convolution layer with a weight of shape [F, C, kh, kw]")
+        if not lower_bound < upper_bound:
+            raise ValueError(f"lower_bound must be below upper_bound, got {lower_bound}, {upper_bound}")
+        self.__dict__["conv_layer"] = conv_layer    # a reference, not a submodule (no duplicate)
+        features = conv_layer.weight.shape[0]
+        a_plus, a_minus = _rate_pairs(learning_rate, features)
+        self.register_buffer("a_plus", a_plus.to(conv_layer.weight.device))
+        self.register_buffer("a_minus", a_minus.to(conv_layer.weight.device))
+        self.use_stabilizer = bool(use_stabilizer)
+        self.lower_bound = float(lower_bound)
+        self.upper_bound = float(upper_bound)
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return tuple(self.conv_layer.weight.shape[-2:])
+
+    @property
+    def learning_rate(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-feature `(a_plus, a_minus)` pairs (0-d views of the buffers), as in SpykeTorch."""
+        return [(self.a_plus[f], self.a_minus[f]) for f in range(self.a_plus.numel())]
+
+    def update_learning_rate(self, feature: int, ap: float, an: float) -> None:
+        """Set the rates of one feature."""
+        feature = check_int(feature, "feature", 0)
+        if feature >= self.a_plus.numel():
+            raise ValueError(f"feature must be < {self.a_plus.numel()}, got {feature}")
+        self.a_plus[feature] = float(ap)
+        self.a_minus[feature] = float(an)
+
+    def update_all_learning_rate(self, ap: float, an: float) -> None:
+        """Set the rates of every feature."""
+        self.a_plus.fill_(float(ap))
+        self.a_minus.fill_(float(an))
+
+    def rates(self, pre_counts, post_counts, winners, a_plus=None, a_minus=None) -> torch.Tensor:
+        """Summed rates `[F, C, kh, kw]` of a batch (see `stdp_rates`); pure."""
+        return stdp_rates(pre_counts, post_counts, winners,
+                          self.a_plus if a_plus is None else a_plus,
+                          self.a_minus if a_minus is None else a_minus, self.kernel_size)
+
+    @torch.no_grad()
+    def apply_(self, rates: torch.Tensor) -> None:
+        """Add summed rates to the layer's weights (stabilised) and clamp."""
+        apply_stdp_(self.conv_layer.weight, rates, self.use_stabilizer,
+                    self.lower_bound, self.upper_bound)
+
+    def _counts(self, input_spikes, potentials, output_spikes, winners, kwta, inhibition_radius):
+        check_rank(input_spikes, 5, "input_spikes", "[B, T, C, H, W]")
+        check_rank(potentials, 5, "potentials", "[B, T, F, H', W']")
+        check_same_shape(potentials, output_spikes, "potentials", "output_spikes")
+        batch, steps, channels, height, width = input_spikes.shape
+        features, in_channels, kh, kw = self.conv_layer.weight.shape
+        expected = (batch, steps, features, height - kh + 1, width - kw + 1)
+        if channels != in_channels or tuple(potentials.shape) != expected:
+            raise ValueError(f"potentials/output_spikes must be {list(expected)} for input "
+                             f"{list(input_spikes.shape)} and weight {[features, in_channels, kh, kw]}, "
+                             f"got {list(potentials.shape)}")
+        if winners is None:
+            winners = sf.get_k_winners(potentials, kwta, inhibition_radius, output_spikes)
+        winners = _as_winner_tensor(winners, batch, potentials.device)
+        check_winners(winners, features, expected[3], expected[4])
+        pre = input_spikes.sum(dim=1)
+        post_map = output_spikes.sum(dim=1)                          # [B, F, H', W']
+        f, r, c = winners.clamp(min=0).unbind(-1)
+        post = post_map[torch.arange(batch, device=post_map.device).unsqueeze(1), f, r, c]
+        return pre, post, winners
+
+    @torch.no_grad()
+    def forward(self, input_spikes, potentials, output_spikes, winners=None, kwta: int = 1,
+                inhibition_radius: int = 0, combine: str = "sum") -> torch.Tensor:
+        """Update the weights from one batch; returns the winners used (LongTensor [B, k, 3]).
+
+        Shape: input_spikes [B, T, C, H, W]; potentials, output_spikes [B, T, F, H', W'];
+        winners LongTensor [B, k, 3] (default: `get_k_winners(potentials, kwta,
+        inhibition_radius, output_spikes)`).
+        """
+        pre, post, winners = self._counts(input_spikes, potentials, output_spikes, winners,
+                                          kwta, inhibition_radius)
+        self.update(pre, post, winners, combine=combine)
+        return winners
+
+    @torch.no_grad()
+    def update(self, pre_counts, post_counts, winners, combine: str = "sum",
+               a_plus=None, a_minus=None) -> None:
+        """The update from counts (the fast path's entry point); see the module docstring."""
+        if combine == "sum":
+            self.apply_(self.rates(pre_counts, post_counts, winners, a_plus, a_minus))
+        elif combine == "sequential":
+            for b in range(pre_counts.shape[0]):
+                sample = slice(b, b + 1)
+                self.apply_(self.rates(pre_counts[sample], post_counts[sample], winners[sample],
+                                       None if a_plus is None or a_plus.dim() == 1 else a_plus[sample],
+                                       None if a_minus is None or a_minus.dim() == 1 else a_minus[sample]))
+        else:
+            raise ValueError(f"combine must be 'sum' or 'sequential', got {combine!r}")
+
+
+class RSTDP(nn.Module):
+    """Reward-modulated STDP: a reward rule and a punish rule (two `STDP`) on one layer.
+
+    Per sample, `reward = +1` applies the reward rule, `-1` the punish rule and `0` nothing.
+    Both rules must share the layer, the bounds and the stabiliser setting, so that a batch
+    mixing rewarded and punished samples is one summed update.
+
+    Adaptive rates (Mozafari et al.): `adapt(hit, miss)` sets the reward rates to
+    `base_reward * (miss * adaptive_int + adaptive_min)` and the punish rates to
+    `base_punish * (hit * adaptive_int + adaptive_min)`, where the bases are the rules' rates at
+    construction (buffers), so nothing compounds.
+    """
+
+    def __init__(self, reward: STDP, punish: STDP):
+        super().__init__()
+        if reward.conv_layer is not punish.conv_layer:
+            raise ValueError("the reward and punish rules must act on the same conv layer")
+        if (reward.use_stabilizer, reward.lower_bound, reward.upper_bound) != \
+                (punish.use_stabilizer, punish.lower_bound, punish.upper_bound):
+            raise ValueError("the reward and punish rules must share bounds and stabiliser")
+        self.reward = reward
+        self.punish = punish
+        self.register_buffer("base_reward", torch.stack((reward.a_plus, reward.a_minus)).clone())
+        self.register_buffer("base_punish", torch.stack((punish.a_plus, punish.a_minus)).clone())
+
+    @classmethod
+    def from_rates(cls, conv_layer, reward=(0.004, -0.003), punish=(-0.004, 0.0005),
+                   use_stabilizer: bool = False, lower_bound: float = 0.2,
+                   upper_bound: float = 0.8) -> "RSTDP":
+        """The zoo's decision-layer rules by default."""
+        return cls(STDP(conv_layer, reward, use_stabilizer, lower_bound, upper_bound),
+                   STDP(conv_layer, punish, use_stabilizer, lower_bound, upper_bound))
+
+    @property
+    def conv_layer(self):
+        return self.reward.conv_layer
+
+    def sample_rates(self, reward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample rate tables `[B, F]` (a_plus, a_minus) for a reward vector `[B]`."""
+        reward = reward.view(-1, 1).to(self.reward.a_plus.device)
+        zero = torch.zeros_like(self.reward.a_plus)
+        plus = torch.where(reward > 0, self.reward.a_plus, torch.where(reward < 0, self.punish.a_plus, zero))
+        minus = torch.where(reward > 0, self.reward.a_minus, torch.where(reward < 0, self.punish.a_minus, zero))
+        return plus, minus
+
+    @torch.no_grad()
+    def forward(self, input_spikes, potentials, output_spikes, winners, reward,
+                combine: str = "sum") -> None:
+        """Reward (+1), punish (-1) or leave (0) each sample; `reward` is a tensor [B].
+
+        Shape: as `STDP.forward`, winners LongTensor [B, k, 3], reward [B].
+        """
+        pre, post, winners = self.reward._counts(input_spikes, potentials, output_spikes,
+                                                 winners, 1, 0)
+        self.update(pre, post, winners, torch.as_tensor(reward), combine)
+
+    @torch.no_grad()
+    def update(self, pre_counts, post_counts, winners, reward: torch.Tensor,
+               combine: str = "sum") -> None:
+        if reward.shape != (pre_counts.shape[0],):
+            raise ValueError(f"reward must have shape [B={pre_counts.shape[0]}], got {tuple(reward.shape)}")
+        plus, minus = self.sample_rates(reward)
+        self.reward.update(pre_counts, post_counts, winners, combine, plus, minus)
+
+    @torch.no_grad()
+    def adapt(self, hit: float, miss: float, adaptive_min: float = 0.0,
+              adaptive_int: float = 1.0) -> None:
+        """Scale reward rates by the miss fraction and punish rates by the hit fraction."""
+        reward_scale = miss * adaptive_int + adaptive_min
+        punish_scale = hit * adaptive_int + adaptive_min
+        reward = (self.base_reward.double() * reward_scale).float()
+        punish = (self.base_punish.double() * punish_scale).float()
+        self.reward.a_plus.copy_(reward[0]); self.reward.a_minus.copy_(reward[1])
+        self.punish.a_plus.copy_(punish[0]); self.punish.a_minus.copy_(punish[1])

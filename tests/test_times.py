@@ -1,0 +1,105 @@
+"""The first-spike-time fast paths give exactly what the wave primitives give."""
+import pytest
+import torch
+
+import spiking
+from spiking import functional as sf
+from spiking import times as st
+from tests.conftest import random_times
+
+
+def wave_of(times, steps):
+    return st.times_to_wave(times, steps)
+
+
+def test_times_wave_round_trip(gen):
+    times = random_times(3, 4, 5, 6, 7, generator=gen)
+    wave = wave_of(times, 7)
+    assert wave.shape == (3, 7, 4, 5, 6) and (wave[:, 1:] >= wave[:, :-1]).all()
+    assert torch.equal(st.wave_to_times(wave), times)
+    assert torch.equal(st.final_map(times, 7), wave[:, -1])
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, None, 0), (3, None, 0), (2, 2, 1), (3, 2, 1)])
+def test_pool_and_pad_times(gen, kernel, stride, padding):
+    times = random_times(2, 3, 9, 9, 6, generator=gen)
+    pooled = st.pool_times(times, kernel, stride, padding)
+    assert torch.equal(wave_of(pooled, 6), sf.pooling(wave_of(times, 6), kernel, stride, padding))
+    padded = st.pad_times(times, (1, 2, 0, 3), 6)
+    assert torch.equal(wave_of(padded, 6), sf.pad(wave_of(times, 6), (1, 2, 0, 3)))
+
+
+def layer(seed, features=8, channels=4, k=3, dyadic=False):
+    torch.manual_seed(seed)
+    conv = spiking.Convolution(channels, features, k, 0.8, 0.05)
+    if dyadic:   # exactly representable sums: equality holds whatever the summation order
+        conv.weight.copy_((conv.weight * 16).round() / 16)
+    return conv
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 4])
+@pytest.mark.parametrize("seed", range(3))
+def test_conv_fire_times_equals_conv_then_fire(seed, chunk):
+    gen = torch.Generator().manual_seed(seed)
+    conv = layer(seed)
+    times = random_times(5, 4, 10, 10, 15, never=0.5, generator=gen)
+    pot = conv(wave_of(times, 15))
+    spikes, thresholded = sf.fire(pot, 6.0, True)
+    out_times, values = st.conv_fire_times(times, conv.weight, 6.0, 15, chunk=chunk)
+    assert torch.equal(out_times, st.wave_to_times(spikes))
+    first = out_times.long().clamp(max=14).unsqueeze(1)
+    expected_values = thresholded.gather(1, first).squeeze(1)
+    assert torch.equal(values, expected_values)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_inhibition_and_winners_from_times_equal_wave_path(seed):
+    gen = torch.Generator().manual_seed(seed)
+    conv = layer(seed, dyadic=seed % 2 == 0)     # dyadic weights: many exact potential ties
+    times = random_times(4, 4, 12, 12, 15, never=0.4, generator=gen)
+    pot = conv(wave_of(times, 15))
+    _, thresholded = sf.fire(pot, 5.0, True)
+    inhibited = sf.pointwise_inhibition(thresholded)
+    spikes = inhibited.sign()
+    out_times, values = st.conv_fire_times(times, conv.weight, 5.0, 15)
+    inh_times, inh_values = st.pointwise_inhibition_times(out_times, values, 15)
+    assert torch.equal(inh_times, st.wave_to_times(spikes))
+    assert torch.equal(inh_values, inhibited.gather(1, inh_times.long().clamp(max=14).unsqueeze(1)).squeeze(1))
+    for kwta, radius in [(1, 0), (5, 3), (8, 1), (20, 0)]:
+        expected = sf.get_k_winners(inhibited, kwta, radius, spikes)
+        assert torch.equal(st.k_winners_times(inh_times, inh_values, 15, kwta, radius), expected)
+
+
+def test_winner_scores_bit_identical_to_wave_scores(gen):
+    conv = layer(7, features=30, channels=6, k=5)
+    times = random_times(3, 6, 20, 20, 15, never=0.6, generator=gen)
+    pot = conv(wave_of(times, 15))
+    _, thresholded = sf.fire(pot, 3.0, True)
+    spikes = thresholded.sign()
+    first = (15 - spikes.sum(1, keepdim=True)).long().clamp(0, 14)
+    values = pot.gather(1, first)
+    truncated = spikes * values
+    v = truncated.flatten(1).max(1).values.mul(15).view(-1, 1, 1, 1, 1)
+    wave_scores = truncated.addcmul(spikes, v).sum(1)
+    out_times, out_values = st.conv_fire_times(times, conv.weight, 3.0, 15)
+    assert torch.equal(st.winner_scores(out_times, out_values, 15), wave_scores)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_decision_from_final_map_equals_full_wave_decision(seed):
+    gen = torch.Generator().manual_seed(seed)
+    conv = layer(seed, features=20, channels=6, k=3)
+    times = random_times(6, 6, 7, 7, 15, never=0.7, generator=gen)
+    pot = conv(wave_of(times, 15))
+    expected = sf.get_k_winners(pot, 1, 0, sf.fire(pot))
+    final = sf.conv2d(st.final_map(times, 15), conv.weight)
+    assert torch.equal(final, pot[:, -1])
+    assert torch.equal(sf.select_winners(st.decision_scores(final, 15), 1, 0), expected)
+
+
+def test_hidden_layer_final_map_equals_spiked_by_last_step(gen):
+    conv = layer(3)
+    times = random_times(4, 4, 9, 9, 15, generator=gen)
+    out_times, _ = st.conv_fire_times(times, conv.weight, 7.0, 15)
+    final = (sf.conv2d(st.final_map(times, 15), conv.weight) > 7.0).float()
+    assert torch.equal(final, st.final_map(out_times, 15))
