@@ -15,6 +15,9 @@ equivalent waves (tests compare them); they assume non-negative conv weights.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -74,9 +77,10 @@ def conv_fire_times(times: torch.Tensor, weight: torch.Tensor, threshold: float,
                     time_steps: int, chunk: int | None = None):
     """Convolve a wave given as spike times and fire at `threshold` (strictly above).
 
-    The potentials of step `t` are the convolution of the cumulative wave at `t` (one conv over
-    all `B * chunk` slices of a time chunk, like the direct per-step path); a neuron's spike time
-    is its first step above threshold and its value the potential at that step.
+    The direct per-step path: the potentials of step `t` are the convolution of the cumulative
+    wave at `t`, one conv call over all `chunk * B` slices of a time chunk. As in SpykeTorch a
+    neuron's spike time is `T - (number of steps above threshold)`, which for non-negative
+    weights is its first step above threshold; its value is the potential at that step.
 
     Shape: times uint8 [B, C, H, W], weight [F, C, kh, kw] ->
            (spike times uint8 [B, F, H', W'], first-spike potentials float32 [B, F, H', W'];
@@ -86,24 +90,184 @@ def conv_fire_times(times: torch.Tensor, weight: torch.Tensor, threshold: float,
     check_threshold(threshold)
     steps = check_int(time_steps, "time_steps", 1)
     chunk = steps if chunk is None else check_int(chunk, "chunk", 1)
-    batch = times.shape[0]
     out_times = values = None
     for start in range(0, steps, chunk):
-        stop = min(steps, start + chunk)
-        step_ids = torch.arange(start, stop, device=times.device).view(1, -1, 1, 1, 1)
-        wave = (times.unsqueeze(1) <= step_ids).to(weight.dtype)          # [B, c, C, H, W]
-        potentials = conv2d(wave.flatten(0, 1), weight).unflatten(0, (batch, stop - start))
-        crossed = potentials > threshold
+        length = min(steps, start + chunk) - start
+        step_ids = torch.arange(start, start + length, device=times.device).view(-1, 1, 1, 1, 1)
+        wave = (times.unsqueeze(0) <= step_ids).to(weight.dtype)            # [c, B, C, H, W]
+        potentials = conv2d(wave.flatten(0, 1), weight).unflatten(0, (length, times.shape[0]))
+        above = torch.zeros(potentials.shape[1:], dtype=torch.uint8, device=times.device)
+        for step in range(length):          # steps above threshold; per-step adds stay contiguous
+            above += potentials[step] > threshold
         if out_times is None:
-            out_times = torch.full(potentials.shape[:1] + potentials.shape[2:], steps,
-                                   dtype=torch.uint8, device=times.device)
-            values = torch.zeros(out_times.shape, dtype=potentials.dtype, device=times.device)
-        # first crossing inside this chunk (argmax returns the first True)
-        first = crossed.to(torch.uint8).argmax(dim=1, keepdim=True)
-        new = crossed.any(dim=1) & (out_times == steps)
-        out_times = torch.where(new, first.squeeze(1).to(torch.uint8) + start, out_times)
-        values = torch.where(new, potentials.gather(1, first).squeeze(1), values)
+            out_times = torch.full(above.shape, steps, dtype=torch.uint8, device=times.device)
+            values = torch.zeros(above.shape, dtype=potentials.dtype, device=times.device)
+        new = (above > 0) & (out_times == steps)
+        first = (length - above.long()).clamp_(max=length - 1)               # index inside the chunk
+        out_times = torch.where(new, (first + start).to(torch.uint8), out_times)
+        values = torch.where(new, potentials.gather(0, first.unsqueeze(0)).squeeze(0), values)
     return out_times, values
+
+
+def im2col_times(times: torch.Tensor, kernel_size) -> torch.Tensor:
+    """Receptive fields of every output position as rows (a strided copy, no float expansion).
+
+    Shape: [B, C, H, W] -> [B * H' * W', C * kh * kw], same dtype, rows in (b, row, col) order,
+    columns in the weight's (channel, kh, kw) order.
+    """
+    kh, kw = pair(kernel_size, "kernel_size")
+    batch, channels, height, width = times.shape
+    rows, cols = height - kh + 1, width - kw + 1
+    s = times.stride()
+    view = times.as_strided((batch, rows, cols, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
+    return view.reshape(batch * rows * cols, channels * kh * kw)
+
+
+@dataclass
+class Survivors:
+    """The pointwise-inhibition survivor of every position: at most one feature per position.
+
+    `times` [B, H, W] int64 (T = nothing spikes there), `features` [B, H, W] int64 (valid where
+    times < T), `values` [B, H, W] float (the survivor's potential at its first spike)."""
+    times: torch.Tensor
+    features: torch.Tensor
+    values: torch.Tensor
+    num_features: int
+    time_steps: int
+
+    def dense(self):
+        """As `pointwise_inhibition_times` returns them: uint8 [B, F, H, W] and float [B, F, H, W]."""
+        batch, height, width = self.times.shape
+        shape = (batch, self.num_features, height, width)
+        spiking = (self.times < self.time_steps).unsqueeze(1)
+        index = self.features.clamp(min=0).unsqueeze(1)
+        out_times = torch.full(shape, self.time_steps, dtype=torch.uint8, device=self.times.device)
+        out_times.scatter_(1, index, torch.where(spiking, self.times.unsqueeze(1), self.time_steps).to(torch.uint8))
+        values = torch.zeros(shape, dtype=self.values.dtype, device=self.values.device)
+        values.scatter_(1, index, torch.where(spiking, self.values.unsqueeze(1), 0.0))
+        return out_times, values
+
+
+def earliest_spikes(times: torch.Tensor, weight: torch.Tensor, threshold: float,
+                    time_steps: int) -> Survivors:
+    """Conv + fire + pointwise inhibition in one pass, by bisection in time per position.
+
+    Whether any feature at a position has crossed the threshold by step `t` is monotone in `t`
+    (non-negative weights), so each position's earliest spike step is found by a binary search
+    over [0, T]: `ceil(log2(T + 1))` evaluations of the position's potentials (one GEMM over the
+    receptive fields of all positions each) instead of T convolutions. At that step the features
+    above threshold are exactly those first spiking then, and the largest (lowest index on exact
+    ties) survives, as in `functional.pointwise_inhibition`.
+
+    Results equal `pointwise_inhibition_times(*conv_fire_times(...))` up to float32 summation
+    order (bit for bit when the sums are exact, e.g. dyadic weights).
+
+    Shape: times uint8 [B, C, H, W], weight [F, C, kh, kw] -> Survivors over [B, H', W'].
+    """
+    check_rank(times, 4, "times", TIMES)
+    check_threshold(threshold)
+    features, channels, kh, kw = weight.shape
+    batch, _, height, width = times.shape
+    rows, cols = height - kh + 1, width - kw + 1
+    size = channels * kh * kw
+    # GEMMs run markedly faster with an output width that is a multiple of 16 (zero columns
+    # never exceed a non-negative threshold)
+    padded_features = -(-features // 16) * 16
+    matrix = weight.new_zeros(size, padded_features)
+    matrix[:, :features] = weight.reshape(features, -1).t()
+    # receptive fields as float rows, copied straight from the strided uint8 view
+    s = times.stride()
+    fields = times.as_strided((batch, rows, cols, channels, kh, kw),
+                              (s[0], s[2], s[3], s[1], s[2], s[3])).reshape(batch * rows * cols, -1)
+    # blocks of rows small enough to stay in cache (about 4 MB of float receptive fields)
+    block = max(rows * cols, (1 << 20) // size)
+    parts = [_bisect_rows(fields[start:start + block], matrix, threshold, time_steps)
+             for start in range(0, fields.shape[0], block)]
+    high = torch.cat([p[0] for p in parts])
+    best = torch.cat([p[1] for p in parts])[:, :features]
+    candidates = torch.where(best > threshold, best, float("-inf"))
+    winner = candidates.argmax(dim=1)
+    values = best.gather(1, winner.unsqueeze(1)).squeeze(1)
+    spiking = high < time_steps
+    shape = (batch, rows, cols)
+    return Survivors(high.view(shape), torch.where(spiking, winner, -1).view(shape),
+                     torch.where(spiking, values, 0.0).view(shape), features, time_steps)
+
+
+def _bisect_rows(fields: torch.Tensor, matrix: torch.Tensor, threshold: float, time_steps: int):
+    """Earliest step at which any column of `fields_t @ matrix` exceeds `threshold` (T if none),
+    and the potentials at that step, for every row. `fields` holds spike times [R, K]."""
+    count = fields.shape[0]
+    device, dtype = fields.device, matrix.dtype
+    patches = fields.to(dtype)
+    wave = torch.empty_like(patches)
+    potentials = matrix.new_empty(count, matrix.shape[1])
+    best = matrix.new_zeros(count, matrix.shape[1])
+    low = torch.zeros(count, dtype=torch.long, device=device)
+    high = torch.full((count,), time_steps, dtype=torch.long, device=device)
+    for _ in range(math.ceil(math.log2(time_steps + 1))):
+        active = low < high
+        middle = (low + high) // 2
+        # the cumulative wave at each row's own step: 1 where patch time <= middle (integers)
+        torch.sub((middle + 1).to(dtype).unsqueeze(1), patches, out=wave).clamp_(0, 1)
+        torch.mm(wave, matrix, out=potentials)
+        crossed = (potentials.amax(dim=1) > threshold) & active
+        high = torch.where(crossed, middle, high)
+        low = torch.where(active & ~crossed, middle + 1, low)
+        best = torch.where(crossed.unsqueeze(1), potentials, best)
+    return high, best
+
+
+def survivor_winners(survivors: Survivors, kwta: int = 1, inhibition_radius: int = 0) -> torch.Tensor:
+    """`get_k_winners` of pointwise-inhibited potentials, working on one survivor per position.
+
+    Same float32 scores and tie rule (first flat index `feature * H * W + row * W + col` among
+    equal scores) as `functional.get_k_winners`, at the cost of [B, H, W] instead of
+    [B, F, H, W] per pick.
+
+    Shape: Survivors over [B, H, W] -> LongTensor [B, kwta, 3].
+    """
+    kwta = check_int(kwta, "kwta", 1)
+    radius = check_int(inhibition_radius, "inhibition_radius", 0)
+    steps = survivors.time_steps
+    batch, height, width = survivors.times.shape
+    device = survivors.times.device
+    times = survivors.times.flatten(1)
+    scores = _scores(times, survivors.values.flatten(1), steps)               # [B, H*W]
+    features = survivors.features.flatten(1)
+    position = torch.arange(height * width, device=device)
+    flat_index = features * (height * width) + position
+    rows, cols = position // width, position % width
+    winners = torch.full((batch, kwta, 3), -1, dtype=torch.long, device=device)
+    alive = torch.ones(batch, 1, dtype=torch.bool, device=device)
+    never = torch.iinfo(torch.long).max
+    for k in range(kwta):
+        best = scores.max(dim=1, keepdim=True).values
+        alive &= best != 0
+        pick = torch.where(scores == best, flat_index, never).argmin(dim=1, keepdim=True)
+        feature, row, col = features.gather(1, pick), pick // width, pick % width
+        winners[:, k] = torch.where(alive, torch.cat((feature, row, col), dim=1), -1)
+        inhibit = features == feature
+        if radius > 0:
+            inhibit |= ((rows - row).abs() <= radius) & ((cols - col).abs() <= radius)
+        scores = scores.masked_fill(inhibit & alive, 0)
+    return winners
+
+
+def _scores(times: torch.Tensor, values: torch.Tensor, time_steps: int) -> torch.Tensor:
+    """SpykeTorch's float32 k-WTA score from spike times and first-spike values, bit for bit:
+    `v = T * max(value)` per sample, `score = sum over spiking steps of (value + v)` with the
+    time sum done by the same reduction as the wave path (`.sum` over the time dimension).
+    Values of spiking neurons must be positive (above a non-negative threshold).
+
+    Shape: [B, N] (any trailing shape) -> float [B, N...]."""
+    spiking = times < time_steps
+    truncated = torch.where(spiking, values, 0.0)
+    v = truncated.flatten(1).max(dim=1).values.mul_(time_steps)
+    v = v.view((-1,) + (1,) * (values.dim() - 1))
+    steps = torch.arange(time_steps, device=times.device).view((1, -1) + (1,) * (values.dim() - 1))
+    terms = torch.where(steps >= times.unsqueeze(1), (truncated + v).unsqueeze(1), 0.0)
+    return terms.sum(dim=1)
 
 
 def pointwise_inhibition_times(times: torch.Tensor, values: torch.Tensor, time_steps: int):
@@ -127,20 +291,9 @@ def pointwise_inhibition_times(times: torch.Tensor, values: torch.Tensor, time_s
 def winner_scores(times: torch.Tensor, values: torch.Tensor, time_steps: int) -> torch.Tensor:
     """The float32 k-WTA score of `functional.get_k_winners`, bit for bit, from spike times.
 
-    `score = sum over spiking steps of (value + v)`, `v = T * max(value)` per sample; the sum is
-    accumulated step by step exactly as torch's reduction over the time dimension does it.
-    Values of spiking neurons must be positive (they are above a non-negative threshold).
-
     Shape: uint8 [B, C, H, W], float [B, C, H, W] -> float [B, C, H, W].
     """
-    spiking = times < time_steps
-    truncated = torch.where(spiking, values, torch.zeros_like(values))
-    v = truncated.flatten(1).max(dim=1).values.mul_(time_steps).view(-1, 1, 1, 1)
-    term = torch.where(spiking, truncated + v, torch.zeros_like(values))
-    scores = torch.zeros_like(values)
-    for step in range(time_steps):
-        scores = torch.where(times <= step, scores + term, scores)
-    return scores
+    return _scores(times, values, time_steps)
 
 
 def k_winners_times(times: torch.Tensor, values: torch.Tensor, time_steps: int, kwta: int = 1,

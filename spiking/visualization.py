@@ -89,3 +89,17 @@ def reconstruct_features(stack) -> torch.Tensor:
     if features is None:
         raise ValueError("the stack holds no conv layer")
     return features.clamp(min=0)
+
+
+def project_through_filters(features: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Map features over filter-response channels back to pixels: sum over channels of each
+    channel's map convolved (transposed) with that channel's filter kernel.
+
+    Shape: features [F, C, h, w], kernels [C, 1, k, k] (e.g. `Filter.kernels`) ->
+    [F, h + k - 1, w + k - 1].
+    """
+    check_rank(features, 4, "features", "[F, C, h, w]")
+    check_rank(kernels, 4, "kernels", "[C, 1, k, k]")
+    if kernels.shape[0] != features.shape[1]:
+        raise ValueError(f"{kernels.shape[0]} kernels for {features.shape[1]} feature channels")
+    return torch.nn.functional.conv_transpose2d(features.float(), kernels.float()).squeeze(1)

@@ -103,3 +103,37 @@ def test_hidden_layer_final_map_equals_spiked_by_last_step(gen):
     out_times, _ = st.conv_fire_times(times, conv.weight, 7.0, 15)
     final = (sf.conv2d(st.final_map(times, 15), conv.weight) > 7.0).float()
     assert torch.equal(final, st.final_map(out_times, 15))
+
+
+def test_im2col_times_matches_unfold(gen):
+    times = random_times(2, 3, 6, 7, 9, generator=gen)
+    rows = st.im2col_times(times, (3, 2))
+    unfolded = torch.nn.functional.unfold(times.float(), (3, 2))          # [B, K, L]
+    assert torch.equal(rows.float(), unfolded.transpose(1, 2).reshape(-1, unfolded.shape[1]))
+
+
+@pytest.mark.parametrize("steps", [1, 4, 15])
+@pytest.mark.parametrize("seed", range(4))
+def test_earliest_spikes_equal_conv_fire_then_inhibit(seed, steps):
+    gen = torch.Generator().manual_seed(seed)
+    conv = layer(seed, features=20, channels=5, k=3, dyadic=True)
+    times = random_times(4, 5, 11, 11, steps, never=0.4, generator=gen)
+    survivors = st.earliest_spikes(times, conv.weight, 4.0, steps)
+    expected = st.pointwise_inhibition_times(*st.conv_fire_times(times, conv.weight, 4.0, steps), steps)
+    dense_times, dense_values = survivors.dense()
+    assert torch.equal(dense_times, expected[0]) and torch.equal(dense_values, expected[1])
+    for kwta, radius in [(1, 0), (5, 2), (8, 1), (30, 0)]:
+        assert torch.equal(st.survivor_winners(survivors, kwta, radius),
+                           st.k_winners_times(*expected, steps, kwta, radius))
+
+
+def test_earliest_spikes_with_float_weights_agree_with_wave_path(gen):
+    conv = layer(11, features=30, channels=6, k=5)
+    times = random_times(6, 6, 16, 16, 15, never=0.6, generator=gen)
+    survivors = st.earliest_spikes(times, conv.weight, 15.0, 15)
+    pot = conv(wave_of(times, 15))
+    inhibited = sf.pointwise_inhibition(sf.threshold(pot, 15.0))
+    dense_times, dense_values = survivors.dense()
+    assert torch.equal(dense_times, st.wave_to_times(inhibited.sign()))
+    expected_values = inhibited.gather(1, dense_times.long().clamp(max=14).unsqueeze(1)).squeeze(1)
+    assert torch.allclose(dense_values, expected_values, rtol=1e-6)

@@ -1,0 +1,188 @@
+"""Datasets (raw images and labels), stratified splits and label-preserving augmentation.
+
+Every image dataset is returned as uint8 arrays `[N, H, W]` (grey levels 0..255) with int64
+labels; the front end turns them into spike times. `digits` (scikit-learn's bundled 8x8 digits)
+and `synthetic` (procedural bars, for tests) need no download.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils import UserError
+
+
+@dataclass
+class Dataset:
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: list = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def source_id(self, split: str) -> str:
+        """A fingerprint of one split's raw data (validates the encoding cache)."""
+        images, labels = ((self.train_images, self.train_labels) if split == "train"
+                          else (self.test_images, self.test_labels))
+        digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+        digest.update(np.ascontiguousarray(labels).tobytes())
+        return f"{self.name}:{split}:{len(images)}:{digest.hexdigest()[:16]}"
+
+    def check(self) -> "Dataset":
+        """Reject data the pipeline cannot use, with a message saying what is wrong."""
+        for split, images, labels in (("train", self.train_images, self.train_labels),
+                                      ("test", self.test_images, self.test_labels)):
+            if len(images) == 0:
+                raise UserError(f"dataset {self.name}: the {split} split is empty")
+            if len(images) != len(labels):
+                raise UserError(f"dataset {self.name}: {split} has {len(images)} images but "
+                                f"{len(labels)} labels")
+            if images.ndim not in (3, 4) or min(images.shape[-2:]) < 8:
+                raise UserError(f"dataset {self.name}: {split} images must be [N, H, W] with H, W >= 8, "
+                                f"got {images.shape}")
+            if images.dtype != np.uint8 and not np.isfinite(images).all():
+                raise UserError(f"dataset {self.name}: {split} images contain NaN or infinite pixels")
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise UserError(f"dataset {self.name}: {split} labels must lie in [0, {self.num_classes}), "
+                                f"got {labels.min()}..{labels.max()}")
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise UserError(f"dataset {self.name}: train and test images differ in size "
+                            f"({self.train_images.shape[1:]} vs {self.test_images.shape[1:]})")
+        return self
+
+
+def _torchvision(name: str, root: str, download: bool, **kwargs) -> Dataset:
+    import torchvision.datasets as tvd
+    klass = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "emnist": tvd.EMNIST}[name]
+    splits = {}
+    for split in ("train", "test"):
+        try:
+            ds = klass(root=root, train=split == "train", download=False, **kwargs)
+        except RuntimeError:
+            if not download:
+                raise UserError(f"{name} not found under {root} (torchvision layout) and "
+                                f"--no-download was given") from None
+            try:
+                ds = klass(root=root, train=split == "train", download=True, **kwargs)
+            except Exception as error:  # noqa: BLE001 - network and HTTP failures of many kinds
+                raise UserError(f"{name} not found under {root} and the download failed "
+                                f"({type(error).__name__}); point --data-root at a torchvision "
+                                f"layout, e.g. --data-root ../shared/data") from None
+        images = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
+        if name == "emnist":       # EMNIST images are stored transposed
+            images = images.transpose(0, 2, 1)
+        targets = ds.targets.numpy() if isinstance(ds.targets, torch.Tensor) else np.asarray(ds.targets)
+        splits[split] = (np.ascontiguousarray(images, dtype=np.uint8), targets.astype(np.int64))
+    classes = [str(c) for c in range(10)] if name != "fashion-mnist" else list(ds.classes)
+    return Dataset(name, *splits["train"], *splits["test"], classes=classes)
+
+
+def _digits() -> Dataset:
+    """scikit-learn's 8x8 digits, upscaled (bilinear) to 20x20 and centred in 28x28 like MNIST.
+
+    There is no official test split: a fixed stratified 20 % (seed 0, whatever --seed says)."""
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float().unsqueeze(1) / 16.0
+    images = F.interpolate(images, size=(20, 20), mode="bilinear", align_corners=False)
+    images = F.pad(images, (4, 4, 4, 4)).clamp(0, 1).squeeze(1)
+    images = (images * 255).round().to(torch.uint8).numpy()
+    labels = bunch.target.astype(np.int64)
+    test, train = stratified_split(labels, 0.2, seed=0)
+    return Dataset("digits", images[train], labels[train], images[test], labels[test],
+                   classes=[str(c) for c in range(10)])
+
+
+def _synthetic(per_class: int = 30, test_per_class: int = 10, classes: int = 10) -> Dataset:
+    """Procedural 28x28 images: class c is a thick bar at angle c * 180/classes degrees through a
+    jittered centre, with noise. Deterministic; for tests and dry runs."""
+    rng = np.random.RandomState(0)
+    rows, cols = np.mgrid[0:28, 0:28].astype(np.float64)
+
+    def draw(label):
+        angle = np.pi * label / classes
+        cy, cx = 14 + rng.uniform(-2, 2, size=2)
+        distance = np.abs((rows - cy) * np.cos(angle) - (cols - cx) * np.sin(angle))
+        along = np.abs((rows - cy) * np.sin(angle) + (cols - cx) * np.cos(angle))
+        image = ((distance < 1.8) & (along < 9)).astype(np.float64)
+        image = np.clip(image + rng.uniform(0, 0.15, size=image.shape), 0, 1)
+        return (image * 255).astype(np.uint8)
+
+    def make(count):
+        labels = np.repeat(np.arange(classes), count)
+        return np.stack([draw(label) for label in labels]), labels.astype(np.int64)
+
+    train_images, train_labels = make(per_class)
+    test_images, test_labels = make(test_per_class)
+    return Dataset("synthetic", train_images, train_labels, test_images, test_labels,
+                   classes=[str(c) for c in range(classes)])
+
+
+DATASETS = {
+    "mnist": lambda root, download: _torchvision("mnist", root, download),
+    "emnist": lambda root, download: _torchvision("emnist", root, download, split="digits"),
+    "fashion-mnist": lambda root, download: _torchvision("fashion-mnist", root, download),
+    "digits": lambda root, download: _digits(),
+    "synthetic": lambda root, download: _synthetic(),
+}
+
+
+def load_dataset(name: str, root: str = "data", download: bool = True) -> Dataset:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name](root, download).check()
+
+
+# ---------------------------------------------------------------- splits
+
+def stratified_split(labels: np.ndarray, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (chosen, rest), stratified by label and seeded.
+
+    `size < 1` is a fraction of every class; `size >= 1` is a total count shared out in
+    proportion to the class sizes. Both parts come back sorted.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.RandomState(seed % 2 ** 32)
+    total = len(labels)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[rng.permutation(len(members))]
+        share = size if size < 1 else size * len(members) / total
+        take = int(round(share * len(members))) if size < 1 else int(round(share))
+        chosen.append(members[:min(take, len(members))])
+    chosen = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    rest = np.setdiff1d(np.arange(total), chosen)
+    return chosen, rest
+
+
+# ---------------------------------------------------------------- augmentation
+
+def augment_images(images: np.ndarray, seed: int, max_degrees: float = 10.0,
+                   max_shift: float = 2.0) -> np.ndarray:
+    """One randomly rotated (+-max_degrees) and shifted (+-max_shift px) copy of each image.
+
+    Label-preserving for digits: no flips. Bilinear resampling, zero fill. Seeded.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    batch = torch.from_numpy(np.asarray(images)).float().unsqueeze(1) / 255.0
+    count, _, height, width = batch.shape
+    angle = (torch.rand(count, generator=generator) * 2 - 1) * np.deg2rad(max_degrees)
+    shift = (torch.rand(count, 2, generator=generator) * 2 - 1) * max_shift
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(count, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    theta[:, 0, 2] = shift[:, 0] * 2 / width
+    theta[:, 1, 2] = shift[:, 1] * 2 / height
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    moved = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (moved.squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()

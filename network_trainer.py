@@ -1,0 +1,404 @@
+"""The generic, stage-driven trainer: the only place (with the CLI) that has side effects.
+
+It runs a model's stages in order (`model.stages`), with one epoch count per stage:
+
+- an STDP stage learns for its epochs, unsupervised;
+- an R-STDP stage is evaluated on the validation split after every epoch; the best epoch's
+  weights are kept (`best.ckpt`) and training stops after `patience` epochs without
+  improvement; the model then continues from the best weights.
+
+A stage reads node `stage.input_node` (see `models.base`). Node tensors are computed once per
+split through the frozen blocks and kept in memory as uint8, so an epoch costs only the stage's
+own arithmetic. After every epoch the full state (weights, learning rates, sample counters,
+trainer position, history) goes to `checkpoints/last.ckpt`, written atomically with a checksum,
+so an interrupted run resumed with `--resume` ends with exactly the same weights and metrics.
+The test split is evaluated once, at the end.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import plots
+from metrics import classification_metrics, confusion_matrix
+from spiking import times as st
+from spiking.visualization import project_through_filters, reconstruct_features
+from utils import (CHECKPOINT_FORMAT, UserError, atomic_write_json, atomic_write_text,
+                   derived_seed, load_checkpoint, save_checkpoint, save_figure)
+
+
+@dataclass
+class Split:
+    """One split's front-end spike times (node 0, uint8 [N, C, H, W]) and labels [N]."""
+    times: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: tuple
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    patience: int = 10
+    seed: int = 0
+    dry_run: bool = False
+    activation_maps: int = 0
+    tensorboard: bool = False
+    progress: bool | None = None        # None: bars only on a terminal
+
+
+@dataclass
+class TrainerState:
+    stage: int = 0                      # index of the stage in progress
+    epoch: int = 0                      # epochs completed in that stage
+    best_val: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+    elapsed: dict = field(default_factory=dict)
+    selected: dict = field(default_factory=dict)   # R-STDP stage -> {epoch, val_accuracy} kept
+
+
+class NetworkTrainer:
+    def __init__(self, model, splits: dict, run, config: TrainConfig, meta: dict,
+                 device=torch.device("cpu"), log=print):
+        self.model = model.to(device)
+        self.splits = splits
+        self.run = run
+        self.config = config
+        self.meta = meta            # model name, overrides, dataset, classes (saved in checkpoints)
+        self.device = device
+        self.log = log
+        self.state = TrainerState()
+        self._nodes = {}            # (split, node, kind) -> uint8 array
+        self.writer = None
+        stages = model.stages
+        if len(config.epochs) != len(stages):
+            names = ", ".join(s.name for s in stages)
+            raise UserError(f"{meta['model']} has {len(stages)} stages ({names}): --epochs needs "
+                            f"{len(stages)} counts, got {len(config.epochs)}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self, extra: dict | None = None) -> dict:
+        payload = {"format": CHECKPOINT_FORMAT, "model": self.meta["model"],
+                   "overrides": self.meta.get("overrides", {}), "num_classes": self.model.num_classes,
+                   "hyperparameters": json.loads(json.dumps(self.model.hyperparameters())),
+                   "frontend_key": self.model.frontend.key(), "dataset": self.meta.get("dataset"),
+                   "classes": self.meta.get("classes"),
+                   "state_dict": self.model.state_dict(), "trainer": asdict(self.state)}
+        payload.update(extra or {})
+        return payload
+
+    def save(self, name: str, **extra) -> None:
+        save_checkpoint(self.run.file("checkpoints", name), self._payload(extra))
+
+    def resume(self, path: str) -> None:
+        """Continue from a checkpoint of this run (weights, rates, counters, trainer position)."""
+        payload = load_checkpoint(path)
+        check_compatible(payload, self.model, self.meta["model"])
+        self.model.load_state_dict(payload["state_dict"])
+        self.state = TrainerState(**payload["trainer"])
+        self.log(f"resuming {self.run.path} at stage {self.state.stage + 1}/{len(self.model.stages)}, "
+                 f"epoch {self.state.epoch}")
+
+    # ------------------------------------------------------------------ nodes
+    def node(self, split: str, index: int, kind: str) -> np.ndarray:
+        """Node `index` of a split as spike times ("times") or final maps ("final"), cached."""
+        key = (split, index, kind)
+        if key in self._nodes:
+            return self._nodes[key]
+        if index == 0:
+            source = self.splits[split].times
+            array = source if kind == "times" else (np.asarray(source) < self.model.time_steps).astype(np.uint8)
+        else:
+            # start from the deepest cached node below (times can give finals, not the reverse)
+            start, start_kind = 0, "times"
+            for (s, i, k) in self._nodes:
+                if s == split and i < index and i > start and (k == "times" or kind == "final"):
+                    start, start_kind = i, k
+            source = self.node(split, start, start_kind)
+            array = self._map(source, start, start_kind, index, kind, split)
+        self._nodes[key] = array
+        return array
+
+    @torch.no_grad()
+    def _map(self, source, start, start_kind, stop, kind, split):
+        out = None
+        batch = self.config.eval_batch_size
+        with self._bar(len(source), f"encode {split} node {stop}") as bar:
+            for begin in range(0, len(source), batch):
+                x = _tensor((source[begin:begin + batch])).to(self.device)
+                if kind == "times":
+                    y = self.model.forward_times(x, start, stop)
+                else:
+                    x = x.float() if start_kind == "final" else st.final_map(x, self.model.time_steps)
+                    y = self.model.forward_final(x, start, stop)
+                y = y.to(torch.uint8).cpu().numpy()
+                if out is None:
+                    out = np.empty((len(source),) + y.shape[1:], dtype=np.uint8)
+                out[begin:begin + len(y)] = y
+                bar.update(len(y))
+        return out
+
+    def _drop_nodes_after(self, index: int) -> None:
+        self._nodes = {k: v for k, v in self._nodes.items() if k[1] <= index}
+
+    # ------------------------------------------------------------------ training
+    def fit(self) -> dict:
+        stages = self.model.stages
+        if self.config.tensorboard and self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(self.run.folder("tensorboard"))
+        try:
+            while self.state.stage < len(stages):
+                self._train_stage(self.state.stage, stages[self.state.stage])
+            return self._finish()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+
+    def _train_stage(self, index: int, stage) -> None:
+        epochs = 1 if self.config.dry_run else self.config.epochs[index]
+        inputs = self.node("train", stage.input_node, stage.needs)
+        labels = self.splits["train"].labels
+        while self.state.epoch < epochs and not self._patience_spent(stage):
+            epoch = self.state.epoch
+            began = time.time()
+            row = {"stage": stage.name, "kind": stage.kind, "epoch": epoch + 1}
+            row.update(self._train_epoch(stage, index, epoch, epochs, inputs, labels))
+            row["seconds"] = time.time() - began
+            self.state.elapsed[stage.name] = self.state.elapsed.get(stage.name, 0.0) + row["seconds"]
+            stop = False
+            if stage.kind == "rstdp":
+                stop = self._validate(stage, row)
+            else:
+                row["spike_rate"] = self._spike_rate(stage)
+            row.update({f"rate_{stage.name}_{k}": v for k, v in stage.rates().items()})
+            self.state.history.append(row)
+            self.state.epoch = epoch + 1
+            self.save("last.ckpt")
+            self._write_history()
+            self._log_scalars(row, len(self.state.history))
+            self.log(_row_summary(row))
+            if stop:
+                self.log(f"{stage.name}: no validation improvement for {self.config.patience} epochs; stopping")
+        if stage.kind == "rstdp" and self.state.best_epoch >= 0:
+            best = load_checkpoint(self.run.file("checkpoints", "best.ckpt"))
+            if best.get("best_epoch") != self.state.best_epoch:
+                raise UserError(f"best.ckpt holds epoch {best.get('best_epoch')}, the run's state "
+                                f"says {self.state.best_epoch}: the run folder is inconsistent")
+            self.model.load_state_dict(best["state_dict"])
+            self.state.selected[stage.name] = {"epoch": self.state.best_epoch,
+                                               "val_accuracy": self.state.best_val}
+            self.log(f"{stage.name}: keeping epoch {self.state.best_epoch} "
+                     f"(validation accuracy {self.state.best_val:.4f})")
+        self.state = TrainerState(stage=index + 1, history=self.state.history,
+                                  elapsed=self.state.elapsed, selected=self.state.selected)
+        self._drop_nodes_after(stage.input_node)
+        self.save(f"stage-{stage.name}.ckpt")
+        self.save("last.ckpt")
+
+    def _patience_spent(self, stage) -> bool:
+        return stage.kind == "rstdp" and self.state.bad_epochs >= self.config.patience
+
+    def _train_epoch(self, stage, index, epoch, epochs, inputs, labels) -> dict:
+        generator = torch.Generator().manual_seed(derived_seed(self.config.seed, "order", stage.name, epoch))
+        order = torch.randperm(len(labels), generator=generator).numpy()
+        count = len(order)
+        if self.config.dry_run:
+            count = min(count, 2 * self.config.batch_size)
+        totals = {}
+        stage.start_epoch()
+        position = 0
+        with self._bar(count, f"[{index + 1}/{len(self.model.stages)}] {stage.name} "
+                              f"epoch {epoch + 1}/{epochs}") as bar:
+            while position < count:
+                size = min(self.config.batch_size, stage.limit(), count - position)
+                chosen = order[position:position + size]
+                x = _tensor((inputs[chosen])).to(self.device)
+                if stage.needs == "final":
+                    x = x.float()
+                y = _tensor(labels[chosen]).to(self.device)
+                for key, value in stage.step(x, y).items():
+                    totals[key] = totals.get(key, 0) + int(value)
+                position += size
+                bar.update(size)
+                if "correct" in totals:
+                    bar.set_postfix(acc=f"{totals['correct'] / position:.3f}")
+        stage.end_epoch()
+        row = {"train_samples": count}
+        if "correct" in totals:
+            row.update(train_hit=totals["correct"] / count, train_miss=totals["wrong"] / count,
+                       train_silence=totals["silent"] / count)
+        return row
+
+    def _validate(self, stage, row) -> bool:
+        labels, predictions, _ = self.evaluate("val", stage.input_node, stage.needs)
+        accuracy = float((predictions == labels).mean())
+        row.update(val_accuracy=accuracy, val_silence=float((predictions < 0).mean()))
+        if accuracy > self.state.best_val:
+            self.state.best_val, self.state.best_epoch, self.state.bad_epochs = accuracy, row["epoch"], 0
+            # best before last: a crash between the two leaves last.ckpt pointing at an older best
+            self.save("best.ckpt", best_epoch=row["epoch"])
+        else:
+            self.state.bad_epochs += 1
+        return self.state.bad_epochs >= self.config.patience
+
+    @torch.no_grad()
+    def _spike_rate(self, stage) -> float:
+        """Fraction of the trained layer's (pooled) neurons that spike, on up to 256 validation images."""
+        probe = self.node("val", stage.input_node, "final")[:256]
+        x = _tensor((probe)).to(self.device).float()
+        return float(stage.layer.forward_final(x).mean())
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str, start: int = 0, kind: str = "final"):
+        """Decisions on a split from node `start`. Returns (labels, predictions, class scores)."""
+        inputs = self.node(split, start, kind)
+        predictions, scores = [], []
+        batch = self.config.eval_batch_size
+        self.model.eval()
+        for begin in range(0, len(inputs), batch):
+            x = _tensor((inputs[begin:begin + batch])).to(self.device)
+            prediction = self.model.predict(x, start=start, final=kind == "final")
+            predictions.append(prediction.classes.cpu().numpy())
+            scores.append(prediction.scores.float().cpu().numpy())
+        return self.splits[split].labels, np.concatenate(predictions), np.concatenate(scores)
+
+    def _finish(self) -> dict:
+        began = time.time()
+        labels, predictions, scores = self.evaluate("test")
+        classes = self.meta.get("classes") or [str(c) for c in range(self.model.num_classes)]
+        metrics = classification_metrics(labels, predictions, scores, self.model.num_classes)
+        metrics.update(model=self.meta["model"], dataset=self.meta.get("dataset"),
+                       test_seconds=time.time() - began, stage_seconds=dict(self.state.elapsed),
+                       selected_epochs=dict(self.state.selected),
+                       train_samples=len(self.splits["train"]), val_samples=len(self.splits["val"]),
+                       spike_rates=self._test_spike_rates())
+        matrix = confusion_matrix(labels, predictions, self.model.num_classes)
+        self._write_confusion(matrix, classes)
+        self._write_features()
+        if self.config.activation_maps:
+            self._write_activation_maps(self.config.activation_maps)
+        atomic_write_json(self.run.file("metrics.json"), metrics)
+        if self.writer is not None:
+            self.writer.add_figure("test/confusion_matrix", plots.confusion_figure(matrix, classes))
+            for key in ("accuracy", "silence_rate", "macro_f1"):
+                self.writer.add_scalar(f"test/{key}", metrics[key])
+        return metrics
+
+    @torch.no_grad()
+    def _test_spike_rates(self) -> dict:
+        """Fraction of neurons that spike at each node, on up to 256 test images."""
+        x = st.final_map(_tensor((self.splits["test"].times[:256])).to(self.device),
+                         self.model.time_steps)
+        rates = {}
+        for name, block in zip(self.model.block_names[:-1], self.model.blocks[:-1]):
+            x = block.forward_final(x)
+            rates[name] = float(x.mean())
+        return rates
+
+    # ------------------------------------------------------------------ artifacts
+    def _write_history(self) -> None:
+        rows = self.state.history
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.run.file("history.csv"), buffer.getvalue())
+        save_figure(plots.history_figure(rows), self.run.file("history.png"))
+
+    def _write_confusion(self, matrix, classes) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["true \\ predicted"] + list(classes) + ["silent"])
+        for name, row in zip(classes, matrix):
+            writer.writerow([name] + [int(v) for v in row])
+        atomic_write_text(self.run.file("confusion_matrix.csv"), buffer.getvalue())
+        save_figure(plots.confusion_figure(matrix, classes), self.run.file("confusion_matrix.png"))
+
+    def _write_features(self) -> None:
+        """Learned features of every hidden conv layer, projected back to input space."""
+        stack = []
+        for name, block in zip(self.model.block_names, self.model.blocks):
+            if not hasattr(block, "stdp"):
+                continue
+            stack.append(("conv", block.conv.weight))
+            features = project_through_filters(reconstruct_features(stack)[:100],
+                                               self.model.frontend.build().filter.kernels).numpy()
+            save_figure(plots.image_grid_figure(features, f"{name}: learned features in pixel space "
+                                                f"(first {len(features)})"),
+                        self.run.file("features", f"{name}.png"))
+            if block.spec.pool > 1:
+                stack.append(("pool", block.spec.pool, block.spec.pool_stride or block.spec.pool))
+
+    @torch.no_grad()
+    def _write_activation_maps(self, count: int) -> None:
+        times = _tensor((self.splits["test"].times[:count])).to(self.device)
+        steps = self.model.time_steps
+        for sample in range(len(times)):
+            x = times[sample:sample + 1]
+            save_figure(plots.spike_time_figure(x[0].cpu().numpy(), steps, f"test {sample} input"),
+                        self.run.file("activation_maps", f"sample{sample}-input.png"))
+            for name, block in zip(self.model.block_names[:-1], self.model.blocks[:-1]):
+                x = block.forward_times(x)
+                save_figure(plots.spike_time_figure(x[0].cpu().numpy(), steps, f"test {sample} {name}"),
+                            self.run.file("activation_maps", f"sample{sample}-{name}.png"))
+
+    def _log_scalars(self, row: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                self.writer.add_scalar(f"{row['stage']}/{key}", value, step)
+
+    def _bar(self, total: int, description: str):
+        return tqdm(total=total, desc=description, unit="img", unit_scale=True, leave=False,
+                    disable=None if self.config.progress is None else not self.config.progress)
+
+
+def check_compatible(payload: dict, model, model_name: str) -> None:
+    """Refuse a checkpoint made for another model, other hyperparameters or another front end."""
+    if payload.get("model") != model_name:
+        raise UserError(f"checkpoint is for model {payload.get('model')!r}, not {model_name!r}")
+    if payload.get("num_classes") != model.num_classes:
+        raise UserError(f"checkpoint has {payload.get('num_classes')} classes, the data has {model.num_classes}")
+    if payload.get("frontend_key") != model.frontend.key():
+        raise UserError("checkpoint was made with other front-end parameters")
+    ours = json.loads(json.dumps(model.hyperparameters()))
+    if payload.get("hyperparameters") != ours:
+        keys = sorted(k for k in set(ours) | set(payload.get("hyperparameters") or {})
+                      if ours.get(k) != (payload.get("hyperparameters") or {}).get(k))
+        raise UserError(f"checkpoint was made with other hyperparameters ({', '.join(keys)})")
+    state = model.state_dict()
+    theirs = payload.get("state_dict", {})
+    if set(theirs) != set(state) or any(theirs[k].shape != state[k].shape for k in state):
+        raise UserError("checkpoint weights do not match the model's layers")
+
+
+def _row_summary(row: dict) -> str:
+    parts = [f"{row['stage']} epoch {row['epoch']}: {row['seconds']:.1f}s"]
+    for key in ("train_hit", "val_accuracy", "spike_rate"):
+        if key in row:
+            parts.append(f"{key}={row[key]:.4f}")
+    return ", ".join(parts)
+
+
+def _tensor(array) -> torch.Tensor:
+    """numpy (possibly a read-only memmap slice) -> tensor, copying only when needed."""
+    array = np.asarray(array)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)

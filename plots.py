@@ -1,0 +1,101 @@
+"""Figures (matplotlib, Agg): history, confusion matrix, activation maps, learned features.
+
+Each function returns a Figure; the trainer saves it. Nothing here writes files.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def history_figure(rows: list[dict]):
+    """Per epoch: R-STDP train hit/miss/silence and validation accuracy; learning rates."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    supervised = [r for r in rows if r.get("kind") == "rstdp"]
+    if supervised:
+        x = np.arange(1, len(supervised) + 1)
+        for key, label in (("train_hit", "train correct"), ("train_miss", "train wrong"),
+                           ("train_silence", "train silent"), ("val_accuracy", "validation accuracy")):
+            left.plot(x, [r.get(key, np.nan) for r in supervised], marker=".", label=label)
+        left.set_xlabel("R-STDP epoch")
+        left.set_ylabel("fraction of samples")
+        left.set_ylim(0, 1)
+        left.legend(loc="center right")
+        left.grid(alpha=0.3)
+    else:
+        left.text(0.5, 0.5, "no R-STDP epoch yet", ha="center", va="center")
+        left.set_axis_off()
+    x = np.arange(1, len(rows) + 1)
+    keys = sorted({k for r in rows for k in r if k.startswith("rate_")})
+    for key in keys:
+        right.plot(x, [abs(r.get(key, np.nan)) for r in rows], marker=".", label=key[5:])
+    right.set_yscale("log")
+    right.set_xlabel("epoch (all stages)")
+    right.set_ylabel("|learning rate| (end of epoch)")
+    if keys:
+        right.legend(fontsize=7)
+    right.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_figure(matrix: np.ndarray, classes: list[str]):
+    """Rows true class, columns predicted class plus "silent"."""
+    count = len(classes)
+    figure, axis = plt.subplots(figsize=(1.0 + 0.55 * (count + 1), 0.8 + 0.5 * count))
+    image = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    axis.set_xticks(range(count + 1), list(classes) + ["silent"], rotation=45, ha="right")
+    axis.set_yticks(range(count), classes)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    limit = matrix.max() / 2 if matrix.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        axis.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                  color="white" if value > limit else "black")
+    axis.set_title("confusion matrix (test)")
+    figure.tight_layout()
+    return figure
+
+
+def _grid(count: int) -> tuple[int, int]:
+    columns = math.ceil(math.sqrt(count))
+    return math.ceil(count / columns), columns
+
+
+def spike_time_figure(times: np.ndarray, time_steps: int, title: str, max_maps: int = 64):
+    """First-spike times of one sample's maps [C, H, W]; blank where the neuron never spikes."""
+    maps = times[:max_maps]
+    rows, columns = _grid(len(maps))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.3 * rows + 0.4),
+                                squeeze=False)
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("white")
+    for index, axis in enumerate(axes.flat):
+        axis.set_axis_off()
+        if index < len(maps):
+            axis.imshow(np.ma.masked_greater_equal(maps[index], time_steps), cmap=cmap,
+                        vmin=0, vmax=time_steps - 1)
+    shown = f" (first {max_maps} of {len(times)})" if len(times) > max_maps else ""
+    figure.suptitle(f"{title}: first-spike time{shown}, dark = early, blank = never", fontsize=9)
+    return figure
+
+
+def image_grid_figure(images: np.ndarray, title: str):
+    """A grid of small images [N, H, W] (learned features), each on a symmetric red (positive) /
+    blue (negative) scale."""
+    rows, columns = _grid(len(images))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.0 * columns, 1.0 * rows + 0.4),
+                                squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.set_axis_off()
+        if index < len(images):
+            limit = float(np.abs(images[index]).max()) or 1.0
+            axis.imshow(images[index], cmap="RdBu_r", vmin=-limit, vmax=limit)
+    figure.suptitle(title, fontsize=9)
+    return figure

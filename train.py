@@ -1,0 +1,286 @@
+"""Train and evaluate a spiking model: `python train.py --model mozafari2018 --dataset digits`.
+
+`main(argv)` is importable and returns the final test metrics (a dict). Errors in the input or
+the environment end with a one-line message and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+import data
+import models
+from network_trainer import NetworkTrainer, Split, TrainConfig, check_compatible
+from s1c1 import EncodingCache, encode
+from utils import (RunDirectory, UserError, atomic_write_json, default_run_name, derived_seed,
+                   eprint, git_commit, load_checkpoint, package_versions, resolve_device,
+                   seed_everything, set_threads)
+
+RESUMABLE_OVERRIDES = {"--threads", "--device", "--progress", "--no-progress", "--resume",
+                       "--cache-dir", "--data-root"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{message} (see python train.py --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(description="Train, evaluate and inspect convolutional spiking networks "
+                                       "(STDP layer by layer, R-STDP decision layer).")
+    parser.add_argument("--model", default="mozafari2018", help="a registered model (see --list-models)")
+    parser.add_argument("--list-models", action="store_true", help="print the models and their stages")
+    parser.add_argument("--dataset", default="mnist", help=f"one of {', '.join(data.DATASETS)}")
+    parser.add_argument("--data-root", default="data", help="torchvision dataset folder")
+    parser.add_argument("--no-download", action="store_true", help="never try to download data")
+    parser.add_argument("--epochs", type=int, nargs="+", help="one epoch count per stage "
+                        "(default: the model's own); R-STDP counts are maxima (early stopping)")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="samples per update; 1 is the exact sequential algorithm")
+    parser.add_argument("--ratio", type=float, default=1.0, help="stratified fraction of the training set")
+    parser.add_argument("--augment", action="store_true",
+                        help="add one rotated (+-10 deg) and shifted (+-2 px) copy of each training image")
+    parser.add_argument("--val-size", type=float, default=0.1,
+                        help="validation split carved from the training set: a fraction (<1) or a count")
+    parser.add_argument("--patience", type=int, default=10,
+                        help="R-STDP epochs without validation improvement before stopping")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--seed", type=int, default=0, help="fixes weights, splits, order, augmentation")
+    parser.add_argument("--out-dir", default="runs", help="where run folders are created")
+    parser.add_argument("--run-name", help="the run folder's name (default: model-dataset-time)")
+    parser.add_argument("--cache-dir", default="cache", help="encoded-input cache folder")
+    parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard events")
+    parser.add_argument("--activation-maps", type=int, default=0, metavar="N",
+                        help="save per-layer first-spike-time maps of N test images")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    parser.add_argument("--eval-only", metavar="CHECKPOINT", help="evaluate a checkpoint on the test set")
+    parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches per stage")
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="always show progress bars (default: only on a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser
+
+
+def validate(args) -> None:
+    if args.model not in models.list_models():
+        raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(models.list_models())}")
+    if args.dataset not in data.DATASETS:
+        raise UserError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+    checks = [(args.batch_size >= 1, "--batch-size must be >= 1"),
+              (0 < args.ratio <= 1, "--ratio must be in (0, 1]"),
+              (args.val_size > 0 and (args.val_size < 1 or float(args.val_size).is_integer()),
+               "--val-size must be a fraction in (0, 1) or a whole count >= 1"),
+              (args.patience >= 1, "--patience must be >= 1"),
+              (args.threads is None or args.threads >= 1, "--threads must be >= 1"),
+              (args.activation_maps >= 0, "--activation-maps must be >= 0"),
+              (args.epochs is None or all(e >= 0 for e in args.epochs), "--epochs counts must be >= 0"),
+              (0 <= args.seed < 2 ** 63, "--seed must be a non-negative integer")]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    if args.resume and args.eval_only:
+        raise UserError("--resume and --eval-only cannot be combined")
+
+
+def list_models_text() -> str:
+    lines = []
+    for name in models.list_models():
+        model = models.create_model(name)
+        stages = ", ".join(f"{s.name} ({s.kind})" for s in model.stages)
+        epochs = " ".join(str(e) for e in model.config.default_epochs)
+        lines.append(f"{name}: {models.model_description(name)}\n    stages: {stages}\n"
+                     f"    default --epochs {epochs}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- data
+
+def prepare_splits(args, dataset, frontend, log) -> tuple[dict, dict]:
+    """Encode (through the on-disk cache) and split: train (after --ratio, minus validation,
+    plus augmentation), val, test. Returns the splits and a summary for config.json."""
+    cache = EncodingCache(args.cache_dir)
+    encoded = {}
+    for split in ("train", "test"):
+        images = dataset.train_images if split == "train" else dataset.test_images
+        source = dataset.source_id(split)
+        array = cache.load(f"{dataset.name}-{split}", frontend, source, len(images), warn=log)
+        if array is None:
+            began = time.time()
+            array = _encode(images, frontend, args, f"encode {dataset.name} {split}")
+            array = _save_cache(cache, f"{dataset.name}-{split}", frontend, source, array, log)
+            log(f"encoded {dataset.name} {split}: {len(images)} images in {time.time() - began:.1f}s")
+        encoded[split] = array
+    labels = dataset.train_labels
+    pool = np.arange(len(labels))
+    if args.ratio < 1:
+        pool = data.stratified_split(labels, args.ratio, derived_seed(args.seed, "ratio"))[0]
+    val_size = args.val_size if args.val_size < 1 else int(args.val_size)
+    val_local, train_local = data.stratified_split(labels[pool], val_size, derived_seed(args.seed, "val"))
+    train_idx, val_idx = pool[train_local], pool[val_local]
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise UserError(f"--ratio {args.ratio} and --val-size {args.val_size} leave {len(train_idx)} "
+                        f"training and {len(val_idx)} validation images; both must be >= 1")
+    train_times = np.asarray(encoded["train"][train_idx])
+    train_labels = labels[train_idx]
+    if args.augment:
+        moved = data.augment_images(dataset.train_images[train_idx], derived_seed(args.seed, "augment"))
+        train_times = np.concatenate([train_times, _encode(moved, frontend, args, "encode augmented")])
+        train_labels = np.concatenate([train_labels, train_labels])
+    splits = {"train": Split(train_times, train_labels),
+              "val": Split(np.asarray(encoded["train"][val_idx]), labels[val_idx]),
+              "test": Split(encoded["test"], dataset.test_labels)}
+    summary = {"name": dataset.name, "classes": dataset.classes,
+               "sizes": {k: len(v) for k, v in splits.items()}, "augmented": bool(args.augment)}
+    return splits, summary
+
+
+def _encode(images, frontend, args, description):
+    from tqdm import tqdm
+    with tqdm(total=len(images), desc=description, unit="img", unit_scale=True, leave=False,
+              disable=None if args.progress is None else not args.progress) as bar:
+        try:
+            return encode(images, frontend, batch_size=500, device=resolve_device(args.device),
+                          progress=bar.update)
+        except ValueError as error:
+            raise UserError(f"cannot encode the images: {error}") from error
+
+
+def _save_cache(cache, name, frontend, source, array, log):
+    try:
+        return cache.save(name, frontend, source, array)
+    except OSError as error:
+        log(f"warning: cannot write the encoding cache in {cache.root} ({error.strerror}); "
+            f"continuing without it")
+        return array
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None) -> dict:
+    try:
+        return _main(argv)
+    except UserError as error:
+        eprint(f"error: {error}")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        eprint("interrupted: the last completed epoch is saved; continue with --resume RUN_DIR")
+        raise SystemExit(130) from None
+
+
+def _main(argv) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_models:
+        print(list_models_text())
+        return {}
+    run = None
+    if args.resume:
+        args, run = _resume_args(parser, argv, args)
+    validate(args)
+    threads = set_threads(args.threads)
+    device = resolve_device(args.device)
+    log = print
+    if args.eval_only:
+        return _evaluate_only(args, device, log)
+    dataset = data.load_dataset(args.dataset, args.data_root, download=not args.no_download)
+    seed_everything(args.seed)
+    model = models.create_model(args.model, num_classes=dataset.num_classes)
+    epochs = tuple(args.epochs) if args.epochs else tuple(model.config.default_epochs)
+    config = TrainConfig(epochs=epochs, batch_size=args.batch_size, patience=args.patience,
+                         seed=args.seed, dry_run=args.dry_run, activation_maps=args.activation_maps,
+                         tensorboard=args.tensorboard, progress=args.progress)
+    meta = {"model": args.model, "overrides": {}, "dataset": dataset.name, "classes": dataset.classes}
+    if len(epochs) != len(model.stages):  # fail before any encoding work
+        names = ", ".join(s.name for s in model.stages)
+        raise UserError(f"{args.model} has {len(model.stages)} stages ({names}): --epochs needs "
+                        f"{len(model.stages)} counts, got {len(epochs)}")
+    splits, summary = prepare_splits(args, dataset, model.frontend, log)
+    if run is None:
+        run = RunDirectory.create(args.out_dir, args.run_name or default_run_name(args.model, dataset.name))
+        atomic_write_json(run.file("config.json"), {
+            "args": vars(args), "epochs": list(epochs), "model": args.model,
+            "hyperparameters": model.hyperparameters(), "frontend_key": model.frontend.key(),
+            "dataset": summary, "threads": threads, "device": str(device),
+            "versions": package_versions(), "git_commit": git_commit(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": "python train.py " + " ".join(argv)})
+    log(f"run folder: {run.path}")
+    trainer = NetworkTrainer(model, splits, run, config, meta, device=device, log=log)
+    last = run.file("checkpoints", "last.ckpt")
+    if args.resume and os.path.exists(last):
+        trainer.resume(last)
+    try:
+        metrics = trainer.fit()
+    finally:
+        run.release()
+    log(f"test accuracy {metrics['accuracy']:.4f} (silence {metrics['silence_rate']:.4f}, "
+        f"macro F1 {metrics['macro_f1']:.4f}) -> {run.path}")
+    metrics["run_dir"] = run.path
+    return metrics
+
+
+def _resume_args(parser, argv, args):
+    """The interrupted run's own arguments; only runtime flags may be given again."""
+    extra = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in RESUMABLE_OVERRIDES]
+    if extra:
+        raise UserError(f"--resume continues the run with its own settings; {', '.join(extra)} "
+                        f"cannot be changed (allowed: {', '.join(sorted(RESUMABLE_OVERRIDES))})")
+    run = RunDirectory.open(args.resume)
+    try:
+        with open(run.file("config.json")) as handle:
+            saved = json.load(handle)["args"]
+    except (OSError, ValueError, KeyError) as error:
+        run.release()
+        raise UserError(f"{args.resume} has no readable config.json: not a run folder") from error
+    resumed = argparse.Namespace(**{**vars(parser.parse_args([])), **saved})
+    for key in ("threads", "device", "progress", "cache_dir", "data_root"):
+        flag = "--" + key.replace("_", "-")
+        if flag in argv or f"--no-{key}" in argv or any(a.startswith(flag + "=") for a in argv):
+            setattr(resumed, key, getattr(args, key))
+    resumed.resume = args.resume
+    return resumed, run
+
+
+def _evaluate_only(args, device, log) -> dict:
+    payload = load_checkpoint(args.eval_only)
+    name = payload.get("model")
+    if name not in models.list_models():
+        raise UserError(f"checkpoint names an unknown model {name!r}")
+    dataset = data.load_dataset(payload.get("dataset") or args.dataset, args.data_root,
+                                download=not args.no_download)
+    model = models.create_model(name, num_classes=payload.get("num_classes"), **(payload.get("overrides") or {}))
+    check_compatible(payload, model, name)
+    model.load_state_dict(payload["state_dict"])
+    args.model, args.dataset = name, dataset.name
+    splits, summary = prepare_splits(args, dataset, model.frontend, log)
+    run = RunDirectory.create(args.out_dir, args.run_name or "eval-" + default_run_name(name, dataset.name))
+    atomic_write_json(run.file("config.json"), {"args": vars(args), "checkpoint": os.path.abspath(args.eval_only),
+                                                 "model": name, "dataset": summary,
+                                                 "versions": package_versions(), "git_commit": git_commit()})
+    config = TrainConfig(epochs=(0,) * len(model.stages), activation_maps=args.activation_maps,
+                         progress=args.progress)
+    trainer = NetworkTrainer(model, splits, run, config,
+                             {"model": name, "dataset": dataset.name, "classes": dataset.classes},
+                             device=device, log=log)
+    trainer.state.stage = len(model.stages)
+    try:
+        metrics = trainer.fit()
+    finally:
+        run.release()
+    log(f"test accuracy {metrics['accuracy']:.4f} (silence {metrics['silence_rate']:.4f}) -> {run.path}")
+    metrics["run_dir"] = run.path
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
