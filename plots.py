@@ -74,8 +74,7 @@ def spike_time_figure(times: np.ndarray, time_steps: int, title: str, max_maps: 
     rows, columns = _grid(len(maps))
     figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.3 * rows + 0.4),
                                 squeeze=False)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     for index, axis in enumerate(axes.flat):
         axis.set_axis_off()
         if index < len(maps):

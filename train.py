@@ -258,7 +258,10 @@ def _evaluate_only(args, device, log) -> dict:
         raise UserError(f"checkpoint names an unknown model {name!r}")
     dataset = data.load_dataset(payload.get("dataset") or args.dataset, args.data_root,
                                 download=not args.no_download)
-    model = models.create_model(name, num_classes=payload.get("num_classes"), **(payload.get("overrides") or {}))
+    if payload.get("num_classes") != dataset.num_classes:
+        raise UserError(f"checkpoint has {payload.get('num_classes')} classes, dataset {dataset.name} "
+                        f"has {dataset.num_classes}")
+    model = models.create_model(name, num_classes=dataset.num_classes, **(payload.get("overrides") or {}))
     check_compatible(payload, model, name)
     model.load_state_dict(payload["state_dict"])
     args.model, args.dataset = name, dataset.name

@@ -33,7 +33,7 @@ REWARD_RATES, PUNISH_RATES = (0.004, -0.003), (-0.004, 0.0005)
 DECISION_BOUNDS = (0.2, 0.8)
 RATE_DOUBLING_EVERY, MAX_A_PLUS, A_MINUS_RATIO = 500, 0.15, -0.75
 ADAPTIVE_WINDOW = 1000
-POTENTIAL_BUDGET = 1 << 24      # float elements of potentials per time chunk in STDP steps
+POTENTIAL_BUDGET = 1 << 26      # float elements of potentials held at once by a full temporal pass
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,16 +111,16 @@ class HiddenLayer(nn.Module):
             return times
         return st.pool_times(times, self.spec.pool, self.spec.pool_stride, self.spec.pool_padding)
 
-    def fire_times(self, times: torch.Tensor):
-        """Un-pooled spike times and first-spike potentials of the conv layer."""
+    def fire_times(self, times: torch.Tensor) -> torch.Tensor:
+        """Un-pooled spike times of every neuron of the conv layer (the direct per-step path)."""
         padded = st.pad_times(times, _pad4(self.spec.pad), self.time_steps)
         h, w = (s - self.spec.kernel_size + 1 for s in padded.shape[-2:])
         chunk = _chunk(times.shape[0], self.spec.out_channels, h, w, self.time_steps)
-        return padded, *st.conv_fire_times(padded, self.conv.weight, self.spec.threshold,
-                                          self.time_steps, chunk)
+        return st.conv_fire_times(padded, self.conv.weight, self.spec.threshold, self.time_steps,
+                                  chunk, values=False)[0]
 
     def forward_times(self, times: torch.Tensor) -> torch.Tensor:
-        return self._pool_times(self.fire_times(times)[1])
+        return self._pool_times(self.fire_times(times))
 
     def forward_final(self, final: torch.Tensor) -> torch.Tensor:
         potentials = sf.conv2d(F.pad(final, _pad4(self.spec.pad)), self.conv.weight)

@@ -74,7 +74,7 @@ def pool_times(times: torch.Tensor, kernel_size, stride=None, padding=0) -> torc
 
 
 def conv_fire_times(times: torch.Tensor, weight: torch.Tensor, threshold: float,
-                    time_steps: int, chunk: int | None = None):
+                    time_steps: int, chunk: int | None = None, values: bool = True):
     """Convolve a wave given as spike times and fire at `threshold` (strictly above).
 
     The direct per-step path: the potentials of step `t` are the convolution of the cumulative
@@ -84,12 +84,13 @@ def conv_fire_times(times: torch.Tensor, weight: torch.Tensor, threshold: float,
 
     Shape: times uint8 [B, C, H, W], weight [F, C, kh, kw] ->
            (spike times uint8 [B, F, H', W'], first-spike potentials float32 [B, F, H', W'];
-            0 where the neuron never spikes).
+            0 where the neuron never spikes); only the spike times when `values` is false.
     """
     check_rank(times, 4, "times", TIMES)
     check_threshold(threshold)
     steps = check_int(time_steps, "time_steps", 1)
     chunk = steps if chunk is None else check_int(chunk, "chunk", 1)
+    want_values = values
     out_times = values = None
     for start in range(0, steps, chunk):
         length = min(steps, start + chunk) - start
@@ -99,14 +100,17 @@ def conv_fire_times(times: torch.Tensor, weight: torch.Tensor, threshold: float,
         above = torch.zeros(potentials.shape[1:], dtype=torch.uint8, device=times.device)
         for step in range(length):          # steps above threshold; per-step adds stay contiguous
             above += potentials[step] > threshold
+        if not want_values and start == 0 and length == steps:
+            return steps - above, None      # one chunk: the count is the whole story
         if out_times is None:
             out_times = torch.full(above.shape, steps, dtype=torch.uint8, device=times.device)
             values = torch.zeros(above.shape, dtype=potentials.dtype, device=times.device)
         new = (above > 0) & (out_times == steps)
         first = (length - above.long()).clamp_(max=length - 1)               # index inside the chunk
         out_times = torch.where(new, (first + start).to(torch.uint8), out_times)
-        values = torch.where(new, potentials.gather(0, first.unsqueeze(0)).squeeze(0), values)
-    return out_times, values
+        if want_values:
+            values = torch.where(new, potentials.gather(0, first.unsqueeze(0)).squeeze(0), values)
+    return out_times, (values if want_values else None)
 
 
 def im2col_times(times: torch.Tensor, kernel_size) -> torch.Tensor:
@@ -153,9 +157,10 @@ def earliest_spikes(times: torch.Tensor, weight: torch.Tensor, threshold: float,
     """Conv + fire + pointwise inhibition in one pass, by bisection in time per position.
 
     Whether any feature at a position has crossed the threshold by step `t` is monotone in `t`
-    (non-negative weights), so each position's earliest spike step is found by a binary search
-    over [0, T]: `ceil(log2(T + 1))` evaluations of the position's potentials (one GEMM over the
-    receptive fields of all positions each) instead of T convolutions. At that step the features
+    (non-negative weights). One evaluation of the last step's potentials (a GEMM over the
+    receptive fields that hold any spike) finds the positions that spike at all; for those, a
+    binary search over [0, T - 1] finds the earliest step in `ceil(log2(T))` more evaluations,
+    instead of T convolutions of every position. At that step the features
     above threshold are exactly those first spiking then, and the largest (lowest index on exact
     ties) survives, as in `functional.pointwise_inhibition`.
 
@@ -175,16 +180,26 @@ def earliest_spikes(times: torch.Tensor, weight: torch.Tensor, threshold: float,
     padded_features = -(-features // 16) * 16
     matrix = weight.new_zeros(size, padded_features)
     matrix[:, :features] = weight.reshape(features, -1).t()
-    # receptive fields as float rows, copied straight from the strided uint8 view
+    # receptive fields as rows of spike times (uint8, a strided copy)
     s = times.stride()
     fields = times.as_strided((batch, rows, cols, channels, kh, kw),
                               (s[0], s[2], s[3], s[1], s[2], s[3])).reshape(batch * rows * cols, -1)
-    # blocks of rows small enough to stay in cache (about 4 MB of float receptive fields)
-    block = max(rows * cols, (1 << 20) // size)
-    parts = [_bisect_rows(fields[start:start + block], matrix, threshold, time_steps)
-             for start in range(0, fields.shape[0], block)]
-    high = torch.cat([p[0] for p in parts])
-    best = torch.cat([p[1] for p in parts])[:, :features]
+    # Only rows whose final potential crosses the threshold can spike: one evaluation on rows
+    # with any input spike finds them, and the search over [0, T - 1] runs on those alone
+    # (trained layers leave most positions silent).
+    count = fields.shape[0]
+    high = torch.full((count,), time_steps, dtype=torch.long, device=times.device)
+    best = weight.new_zeros(count, padded_features)
+    candidates = torch.nonzero(fields.amin(dim=1) < time_steps).squeeze(1)
+    block = max(rows * cols, (1 << 20) // size)    # about 4 MB of float fields: stays in cache
+    for start in range(0, candidates.numel(), block):
+        index = candidates[start:start + block]
+        part = fields.index_select(0, index)
+        final = (part < time_steps).to(weight.dtype) @ matrix
+        crossing = final.amax(dim=1) > threshold
+        index, part, final = index[crossing], part[crossing], final[crossing]
+        high[index], best[index] = _bisect_rows(part, final, matrix, threshold, time_steps)
+    best = best[:, :features]
     candidates = torch.where(best > threshold, best, float("-inf"))
     winner = candidates.argmax(dim=1)
     values = best.gather(1, winner.unsqueeze(1)).squeeze(1)
@@ -194,18 +209,20 @@ def earliest_spikes(times: torch.Tensor, weight: torch.Tensor, threshold: float,
                      torch.where(spiking, values, 0.0).view(shape), features, time_steps)
 
 
-def _bisect_rows(fields: torch.Tensor, matrix: torch.Tensor, threshold: float, time_steps: int):
-    """Earliest step at which any column of `fields_t @ matrix` exceeds `threshold` (T if none),
-    and the potentials at that step, for every row. `fields` holds spike times [R, K]."""
+def _bisect_rows(fields: torch.Tensor, final: torch.Tensor, matrix: torch.Tensor,
+                 threshold: float, time_steps: int):
+    """For rows known to cross by the last step (`final` = their last-step potentials): the
+    earliest step at which any column of `wave_t @ matrix` exceeds `threshold`, and the
+    potentials at that step. `fields` holds the rows' spike times [R, K]."""
     count = fields.shape[0]
     device, dtype = fields.device, matrix.dtype
     patches = fields.to(dtype)
     wave = torch.empty_like(patches)
     potentials = matrix.new_empty(count, matrix.shape[1])
-    best = matrix.new_zeros(count, matrix.shape[1])
+    best = final
     low = torch.zeros(count, dtype=torch.long, device=device)
-    high = torch.full((count,), time_steps, dtype=torch.long, device=device)
-    for _ in range(math.ceil(math.log2(time_steps + 1))):
+    high = torch.full((count,), time_steps - 1, dtype=torch.long, device=device)
+    for _ in range(math.ceil(math.log2(time_steps))):
         active = low < high
         middle = (low + high) // 2
         # the cumulative wave at each row's own step: 1 where patch time <= middle (integers)

@@ -1,0 +1,129 @@
+"""Every registered model builds, trains one step per stage and predicts; schedules; shapes."""
+import pytest
+import torch
+
+import models
+from models.base import HiddenLayer, HiddenSpec, RSTDPStage, reward_signal
+from spiking import functional as sf
+from spiking.learning import STDP
+from spiking.times import pad_times, times_to_wave
+from tests.conftest import random_times
+
+SHAPES = {
+    "mozafari2018": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
+}
+
+
+def stage_input(model, stage, batch, gen):
+    shape = model.node_shapes((6, 28, 28))[stage.input_node]
+    times = random_times(batch, *shape, model.time_steps, never=0.5, generator=gen)
+    if stage.needs == "final":
+        return (times < model.time_steps).float()
+    return times
+
+
+@pytest.mark.parametrize("name", models.list_models())
+@pytest.mark.parametrize("num_classes", [10, 3])
+def test_every_model_trains_one_step_per_stage_and_predicts(name, num_classes):
+    gen = torch.Generator().manual_seed(0)
+    model = models.create_model(name, num_classes=num_classes)
+    assert model.stages and all(s.kind in ("stdp", "rstdp") for s in model.stages)
+    assert len(model.config.default_epochs) == len(model.stages)
+    for stage in model.stages:
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        stage.start_epoch()
+        x = stage_input(model, stage, 4, gen)
+        stats = stage.step(x, torch.randint(0, num_classes, (4,), generator=gen))
+        stage.end_epoch()
+        assert isinstance(stats, dict)
+        changed = [k for k, v in model.state_dict().items()
+                   if not torch.equal(v, before[k]) and k.endswith("weight")]
+        assert changed, f"{name}: stage {stage.name} changed nothing"
+    times = random_times(5, 6, 28, 28, model.time_steps, never=0.6, generator=gen)
+    prediction = model.predict(times)
+    assert prediction.classes.shape == (5,) and prediction.scores.shape == (5, num_classes)
+    assert ((prediction.classes >= -1) & (prediction.classes < num_classes)).all()
+    assert torch.equal(model(times), prediction.classes)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_shape_tables(name):
+    assert models.create_model(name).node_shapes((6, 28, 28)) == SHAPES[name]
+
+
+def test_rate_doubling_happens_before_the_500th_sample_batched_or_not(gen):
+    spec = HiddenSpec(in_channels=2, out_channels=4, kernel_size=3, threshold=1.0, kwta=1,
+                      inhibition_radius=0, rate_doubling_every=5, max_a_plus=0.02)
+    times = random_times(23, 2, 6, 6, 4, generator=gen)
+    rates = {}
+    for batch in (1, 4, 7):
+        torch.manual_seed(0)
+        layer = HiddenLayer(spec, 4)
+        seen, history = 0, []
+        while seen < 23:
+            size = min(batch, layer.limit(), 23 - seen)
+            layer.learn(times[seen:seen + size])
+            seen += size
+            history.append((seen, round(layer.stdp.a_plus[0].item(), 6), round(layer.stdp.a_minus[0].item(), 6)))
+        rates[batch] = {s: (p, m) for s, p, m in history}
+    # the 5th, 10th... sample learns with doubled rates, capped at 0.02, a_minus = -0.75 a_plus
+    assert rates[1][4] == (0.004, -0.003) and rates[1][5] == (0.008, -0.006)
+    assert rates[1][10] == (0.016, -0.012) and rates[1][15] == (0.02, -0.015)
+    for batch in (4, 7):
+        for seen, value in rates[batch].items():
+            assert value == rates[1][seen]
+
+
+def test_sequential_training_equals_the_wave_reference_loop(gen):
+    """Batch size 1 through the fast engine = SpykeTorch's per-sample recipe written with the
+    wave primitives (conv -> fire -> pointwise inhibition -> k winners -> STDP)."""
+    spec = HiddenSpec(in_channels=3, out_channels=6, kernel_size=3, threshold=4.0, kwta=2,
+                      inhibition_radius=1, pad=1, learning_rate=(0.05, -0.04))
+    times = random_times(12, 3, 7, 7, 6, never=0.4, generator=gen)
+    torch.manual_seed(1)
+    layer = HiddenLayer(spec, 6)
+    torch.manual_seed(1)
+    reference = HiddenLayer(spec, 6)
+    rule = STDP(reference.conv, (0.05, -0.04))
+    for i in range(12):
+        layer.learn(times[i:i + 1])
+        wave = times_to_wave(pad_times(times[i:i + 1], (1, 1, 1, 1), 6), 6)
+        pot = reference.conv(wave)
+        _, thresholded = sf.fire(pot, 4.0, True)
+        inhibited = sf.pointwise_inhibition(thresholded)
+        spikes = inhibited.sign()
+        rule(wave, inhibited, spikes, sf.get_k_winners(inhibited, 2, 1, spikes))
+    assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-6)
+
+
+class FakeHead:
+    def __init__(self, decisions):
+        self.decisions, self.adapted = decisions, []
+
+    def reinforce(self, final, labels):
+        out, self.decisions = self.decisions[:len(labels)], self.decisions[len(labels):]
+        return out
+
+    def adapt(self, hit, miss, adaptive_min, adaptive_int):
+        self.adapted.append((round(hit, 4), round(miss, 4)))
+
+    def rates(self):
+        return {}
+
+
+def test_rstdp_windows_adapt_every_window_and_at_epoch_end():
+    decisions = torch.tensor([1] * 6 + [0] * 4 + [-1] * 10 + [1] * 5)     # labels are all 1
+    head = FakeHead(decisions)
+    stage = RSTDPStage("decision", head, input_node=0, window=10)
+    stage.start_epoch()
+    seen = 0
+    while seen < 25:
+        size = min(4, stage.limit(), 25 - seen)
+        stage.step(torch.zeros(size, 1), torch.ones(size, dtype=torch.long))
+        seen += size
+    stage.end_epoch()
+    assert head.adapted == [(0.6, 0.4), (0.0, 0.0), (1.0, 0.0)]
+
+
+def test_reward_signal():
+    assert reward_signal(torch.tensor([2, 1, -1, 0]), torch.tensor([2, 2, 0, 0])).tolist() == [1, -1, 0, 1]

@@ -1,0 +1,160 @@
+"""train.py end to end on tiny synthetic data: artifacts, resume, eval-only, error paths."""
+import csv
+import json
+import os
+
+import pytest
+import torch
+
+import train
+from network_trainer import NetworkTrainer
+from utils import load_checkpoint, save_checkpoint
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def run_main(tmp_path, cache_dir, *extra, name="run"):
+    argv = ["--dataset", "synthetic", "--out-dir", str(tmp_path), "--run-name", name,
+            "--cache-dir", cache_dir, "--no-progress", "--batch-size", "16", "--threads", "2", *extra]
+    return train.main(argv)
+
+
+def test_dry_run_writes_every_artifact(tmp_path, cache_dir):
+    metrics = run_main(tmp_path, cache_dir, "--dry-run", "--activation-maps", "2", "--tensorboard")
+    run = tmp_path / "run"
+    assert metrics["run_dir"] == str(run)
+    for name in ("config.json", "metrics.json", "history.csv", "history.png", "confusion_matrix.csv",
+                 "confusion_matrix.png", "features/conv1.png", "features/conv2.png",
+                 "activation_maps/sample0-input.png", "activation_maps/sample1-conv2.png",
+                 "checkpoints/last.ckpt", "checkpoints/best.ckpt", "checkpoints/stage-conv1.ckpt",
+                 "checkpoints/stage-conv2.ckpt", "checkpoints/stage-decision.ckpt"):
+        assert (run / name).is_file(), name
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
+    config = json.loads((run / "config.json").read_text())
+    assert config["args"]["seed"] == 0 and config["hyperparameters"]["conv1"]["threshold"] == 15.0
+    assert config["versions"]["torch"] == torch.__version__ and config["dataset"]["sizes"]["val"] == 30
+    saved = json.loads((run / "metrics.json").read_text())
+    for key in ("accuracy", "error_rate", "silence_rate", "macro_f1", "roc_auc_ovr", "per_class",
+                "stage_seconds", "selected_epochs"):
+        assert key in saved
+    assert saved["accuracy"] + saved["error_rate"] + saved["silence_rate"] == pytest.approx(1.0)
+    assert set(saved["stage_seconds"]) == {"conv1", "conv2", "decision"}
+    header = next(csv.reader(open(run / "confusion_matrix.csv")))
+    assert header[0] == "true \\ predicted" and header[-1] == "silent" and len(header) == 12
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [r["stage"] for r in rows] == ["conv1", "conv2", "decision"]
+    assert float(rows[2]["val_accuracy"]) >= 0 and "rate_conv1_a_plus" in rows[0]
+
+
+def test_list_models_and_epochs_validation(tmp_path, cache_dir, capsys):
+    train.main(["--list-models"])
+    out = capsys.readouterr().out
+    assert "mozafari2018" in out and "conv1 (stdp), conv2 (stdp), decision (rstdp)" in out
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(tmp_path, cache_dir, "--epochs", "1", "2")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 stages (conv1, conv2, decision)" in err and "got 2" in err
+
+
+def final_state(run_dir):
+    return load_checkpoint(os.path.join(run_dir, "checkpoints", "last.ckpt"))["state_dict"]
+
+
+def comparable(metrics):
+    return {k: v for k, v in metrics.items() if "seconds" not in k and k != "run_dir"}
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, cache_dir, monkeypatch):
+    args = ("--epochs", "1", "1", "4", "--patience", "2")
+    reference = run_main(tmp_path, cache_dir, *args, name="whole")
+    original = NetworkTrainer._train_epoch
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:                      # the second R-STDP epoch
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(NetworkTrainer, "_train_epoch", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(tmp_path, cache_dir, *args, name="cut")
+    assert exit_info.value.code == 130
+    monkeypatch.setattr(NetworkTrainer, "_train_epoch", original)
+    resumed = train.main(["--resume", str(tmp_path / "cut"), "--no-progress"])
+    assert comparable(resumed) == comparable(reference)
+    whole, cut = final_state(reference["run_dir"]), final_state(resumed["run_dir"])
+    assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+    history = list(csv.DictReader(open(tmp_path / "cut" / "history.csv")))
+    assert [r["epoch"] for r in history if r["stage"] == "decision"] == \
+        [r["epoch"] for r in csv.DictReader(open(tmp_path / "whole" / "history.csv")) if r["stage"] == "decision"]
+
+
+def test_eval_only_reproduces_test_metrics(tmp_path, cache_dir):
+    trained = run_main(tmp_path, cache_dir, "--dry-run")
+    evaluated = train.main(["--eval-only", os.path.join(trained["run_dir"], "checkpoints", "best.ckpt"),
+                            "--out-dir", str(tmp_path), "--run-name", "eval", "--cache-dir", cache_dir,
+                            "--no-progress"])
+    for key in ("accuracy", "silence_rate", "macro_f1", "roc_auc_ovr"):
+        assert evaluated[key] == trained[key]
+
+
+def expect_error(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_error_paths_are_one_line(tmp_path, cache_dir, capsys):
+    base = ["--out-dir", str(tmp_path), "--cache-dir", cache_dir, "--no-progress"]
+    expect_error(capsys, ["--model", "nope"] + base, "unknown model 'nope'")
+    expect_error(capsys, ["--dataset", "nope"] + base, "unknown dataset 'nope'")
+    expect_error(capsys, ["--dataset", "mnist", "--data-root", str(tmp_path / "void"), "--no-download"] + base,
+                 "mnist not found")
+    expect_error(capsys, ["--ratio", "0"] + base, "--ratio must be in (0, 1]")
+    expect_error(capsys, ["--batch-size", "0"] + base, "--batch-size must be >= 1")
+    expect_error(capsys, ["--val-size", "1.5"] + base, "--val-size")
+    expect_error(capsys, ["--bogus-flag"] + base, "unrecognized arguments")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all, just bytes")
+    expect_error(capsys, ["--eval-only", str(garbage)] + base, "not a checkpoint of this tool")
+    expect_error(capsys, ["--resume", str(tmp_path / "missing")], "no run folder")
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path, cache_dir, capsys):
+    trained = run_main(tmp_path, cache_dir, "--dry-run")
+    payload = load_checkpoint(os.path.join(trained["run_dir"], "checkpoints", "best.ckpt"))
+    base = ["--out-dir", str(tmp_path), "--cache-dir", cache_dir, "--no-progress"]
+    for change, message in ((("hyperparameters", {**payload["hyperparameters"], "adaptive_min": 0.5}),
+                             "other hyperparameters (adaptive_min)"),
+                            (("frontend_key", "0" * 16), "other front-end parameters"),
+                            (("num_classes", 3), "3 classes")):
+        altered = dict(payload)
+        altered[change[0]] = change[1]
+        path = tmp_path / f"altered-{change[0]}.ckpt"
+        save_checkpoint(str(path), altered)
+        expect_error(capsys, ["--eval-only", str(path)] + base, message)
+    truncated = tmp_path / "truncated.ckpt"
+    blob = open(os.path.join(trained["run_dir"], "checkpoints", "best.ckpt"), "rb").read()
+    truncated.write_bytes(blob[: len(blob) // 2])
+    expect_error(capsys, ["--eval-only", str(truncated)] + base, "corrupted or truncated")
+
+
+def test_existing_run_name_is_refused_and_untouched(tmp_path, cache_dir, capsys):
+    run_main(tmp_path, cache_dir, "--dry-run", name="taken")
+    before = (tmp_path / "taken" / "metrics.json").read_bytes()
+    with pytest.raises(SystemExit):
+        run_main(tmp_path, cache_dir, "--dry-run", name="taken")
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "metrics.json").read_bytes() == before
+
+
+def test_resume_refuses_changed_settings(tmp_path, cache_dir, capsys):
+    run_main(tmp_path, cache_dir, "--dry-run", name="done")
+    expect_error(capsys, ["--resume", str(tmp_path / "done"), "--epochs", "1", "1", "1"], "cannot be changed")
