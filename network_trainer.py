@@ -258,8 +258,7 @@ class NetworkTrainer:
     def _spike_rate(self, stage) -> float:
         """Fraction of the trained layer's (pooled) neurons that spike, on up to 256 validation images."""
         probe = self.node("val", stage.input_node, "final")[:256]
-        x = _tensor((probe)).to(self.device).float()
-        return float(stage.layer.forward_final(x).mean())
+        return float(stage.probe(_tensor(probe).to(self.device).float()).mean())
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -304,9 +303,9 @@ class NetworkTrainer:
         x = st.final_map(_tensor((self.splits["test"].times[:256])).to(self.device),
                          self.model.time_steps)
         rates = {}
-        for name, block in zip(self.model.block_names[:-1], self.model.blocks[:-1]):
+        for index, block in enumerate(self.model.blocks[:-1]):
             x = block.forward_final(x)
-            rates[name] = float(x.mean())
+            rates[f"node{index + 1}"] = float(x.mean())
         return rates
 
     # ------------------------------------------------------------------ artifacts
@@ -330,17 +329,21 @@ class NetworkTrainer:
         save_figure(plots.confusion_figure(matrix, classes), self.run.file("confusion_matrix.png"))
 
     def _write_features(self) -> None:
-        """Learned features of every hidden conv layer, projected back to input space."""
+        """Learned features of every STDP layer, projected back to pixel space through the
+        conv/pool chain in front of it (parallel branches end the chain)."""
+        kernels = self.model.frontend.build().filter.kernels
         stack = []
-        for name, block in zip(self.model.block_names, self.model.blocks):
-            if not hasattr(block, "stdp"):
-                continue
-            stack.append(("conv", block.conv.weight))
-            features = project_through_filters(reconstruct_features(stack)[:100],
-                                               self.model.frontend.build().filter.kernels).numpy()
-            save_figure(plots.image_grid_figure(features, f"{name}: learned features in pixel space "
-                                                f"(first {len(features)})"),
-                        self.run.file("features", f"{name}.png"))
+        for block in self.model.blocks:
+            layers = block.stdp_layers()
+            for layer in layers:
+                chain = stack + [("conv", layer.conv.weight)]
+                features = project_through_filters(reconstruct_features(chain)[:100], kernels).numpy()
+                save_figure(plots.image_grid_figure(features, f"{layer.name}: learned features in "
+                                                    f"pixel space (first {len(features)})"),
+                            self.run.file("features", f"{layer.name}.png"))
+            if layers != [block]:
+                break
+            stack += [("conv", block.conv.weight)]
             if block.spec.pool > 1:
                 stack.append(("pool", block.spec.pool, block.spec.pool_stride or block.spec.pool))
 
@@ -352,8 +355,9 @@ class NetworkTrainer:
             x = times[sample:sample + 1]
             save_figure(plots.spike_time_figure(x[0].cpu().numpy(), steps, f"test {sample} input"),
                         self.run.file("activation_maps", f"sample{sample}-input.png"))
-            for name, block in zip(self.model.block_names[:-1], self.model.blocks[:-1]):
+            for index, block in enumerate(self.model.blocks[:-1]):
                 x = block.forward_times(x)
+                name = getattr(block, "name", f"node{index + 1}")
                 save_figure(plots.spike_time_figure(x[0].cpu().numpy(), steps, f"test {sample} {name}"),
                             self.run.file("activation_maps", f"sample{sample}-{name}.png"))
 

@@ -14,27 +14,31 @@ model selection and early stopping use a validation split, never the test set.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from s1c1 import FrontEnd
 
 from ._registry import register_model
-from .base import (ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec,
-                   RSTDPStage, SpikingModel, STDPStage)
+from .base import SpikingModel
+from .layers import ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
+from .stages import RSTDPStage, STDPStage
+
+CONV1 = HiddenSpec(in_channels=6, out_channels=30, kernel_size=5, threshold=15.0, kwta=5,
+                   inhibition_radius=3, pad=2, pool=2)
+CONV2 = HiddenSpec(in_channels=30, out_channels=250, kernel_size=3, threshold=10.0, kwta=8,
+                   inhibition_radius=1, pad=1, pool=3)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Mozafari2018Config:
     frontend: FrontEnd = FrontEnd()
-    conv1: HiddenSpec = HiddenSpec(in_channels=6, out_channels=30, kernel_size=5, threshold=15.0,
-                                   kwta=5, inhibition_radius=3, pad=2, pool=2)
-    conv2: HiddenSpec = HiddenSpec(in_channels=30, out_channels=250, kernel_size=3, threshold=10.0,
-                                   kwta=8, inhibition_radius=1, pad=1, pool=3)
+    conv1: HiddenSpec = CONV1
+    conv2: HiddenSpec = CONV2
     decision: DecisionSpec = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2)
     adaptive_window: int = ADAPTIVE_WINDOW
     adaptive_min: float = 0.0
     adaptive_int: float = 1.0
-    default_epochs: tuple = field(default=(2, 4, 100))
+    default_epochs: tuple = (2, 4, 100)
 
 
 class Mozafari2018(SpikingModel):
@@ -42,9 +46,9 @@ class Mozafari2018(SpikingModel):
         super().__init__(config, config.frontend, num_classes)
         steps = self.time_steps
         # constructed in forward order, nothing drawn in between: seeded weights match SpykeTorch
-        self.add_block("conv1", HiddenLayer(config.conv1, steps))
-        self.add_block("conv2", HiddenLayer(config.conv2, steps))
-        self.add_block("decision", DecisionLayer(config.decision, num_classes, steps))
+        self.add_block(HiddenLayer(config.conv1, steps, "conv1"))
+        self.add_block(HiddenLayer(config.conv2, steps, "conv2"))
+        self.add_block(DecisionLayer(config.decision, num_classes, steps))
 
     def build_stages(self):
         conv1, conv2, decision = self.blocks

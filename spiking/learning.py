@@ -62,15 +62,18 @@ def check_winners(winners: torch.Tensor, features: int, rows: int, cols: int) ->
 
 
 def stdp_rates(pre_counts: torch.Tensor, post_counts: torch.Tensor, winners: torch.Tensor,
-               a_plus: torch.Tensor, a_minus: torch.Tensor, kernel_size) -> torch.Tensor:
+               a_plus: torch.Tensor, a_minus: torch.Tensor, kernel_size):
     """Per-synapse learning rates of a batch of winners, summed over the batch (pure).
+
+    Only winning features get rates, so they come back compact: `(features, rates)` with the
+    sorted distinct winning features [U] and their summed rates [U, C, kh, kw]
+    (`dense_rates` expands them to the whole [F, C, kh, kw]).
 
     Shape: pre_counts [B, C, H, W] (spiking steps of every input), post_counts [B, k] (spiking
     steps of each winner), winners LongTensor [B, k, 3] (rows of -1 ignored), a_plus / a_minus
-    [F] per feature or [B, F] per sample -> rates [F, C, kh, kw].
+    [F] per feature or [B, F] per sample.
     """
     batch, channels = pre_counts.shape[:2]
-    features = a_plus.shape[-1]
     kh, kw = kernel_size
     device = pre_counts.device
     feature, row, col = winners.unbind(-1)                       # [B, k] each
@@ -79,33 +82,45 @@ def stdp_rates(pre_counts: torch.Tensor, post_counts: torch.Tensor, winners: tor
     k = winners.shape[1]
     later = torch.triu(torch.ones(k, k, dtype=torch.bool, device=device), diagonal=1)
     same = (feature.unsqueeze(2) == feature.unsqueeze(1)) & later & valid.unsqueeze(1)
-    used = valid & ~same.any(dim=2)
-    f, r, c = feature.clamp(min=0), row.clamp(min=0), col.clamp(min=0)
-    b_index = torch.arange(batch, device=device).view(batch, 1, 1, 1, 1)
-    c_index = torch.arange(channels, device=device).view(1, 1, channels, 1, 1)
-    r_index = (r.unsqueeze(-1) + torch.arange(kh, device=device)).view(batch, k, 1, kh, 1)
-    q_index = (c.unsqueeze(-1) + torch.arange(kw, device=device)).view(batch, k, 1, 1, kw)
-    patches = pre_counts[b_index, c_index, r_index, q_index]      # [B, k, C, kh, kw]
-    paired = patches >= post_counts.view(batch, k, 1, 1, 1).to(patches.dtype)
+    used = (valid & ~same.any(dim=2)).flatten()
+    sample = torch.arange(batch, device=device).repeat_interleave(k)[used]
+    f, r, c = feature.flatten()[used], row.flatten()[used], col.flatten()[used]
+    r_index = (r.unsqueeze(1) + torch.arange(kh, device=device)).view(-1, 1, kh, 1)
+    q_index = (c.unsqueeze(1) + torch.arange(kw, device=device)).view(-1, 1, 1, kw)
+    c_index = torch.arange(channels, device=device).view(1, channels, 1, 1)
+    patches = pre_counts[sample.view(-1, 1, 1, 1), c_index, r_index, q_index]   # [N, C, kh, kw]
+    post = post_counts.flatten()[used].to(patches.dtype)
+    paired = patches >= post.view(-1, 1, 1, 1)
     if a_plus.dim() == 1:
-        plus, minus = a_plus[f], a_minus[f]                      # [B, k]
+        plus, minus = a_plus[f], a_minus[f]
     else:
-        plus, minus = a_plus.gather(1, f), a_minus.gather(1, f)
-    view = (batch, k, 1, 1, 1)
-    rates = torch.where(paired, plus.view(view), minus.view(view))
-    rates = rates * used.view(view).to(rates.dtype)
-    # sum over (sample, winner) into features: a one-hot matmul is deterministic on every device
-    one_hot = torch.nn.functional.one_hot(f.flatten(), features).to(rates.dtype)  # [B*k, F]
-    return (one_hot.t() @ rates.reshape(batch * k, -1)).view(features, channels, kh, kw)
+        plus, minus = a_plus[sample, f], a_minus[sample, f]
+    rates = torch.where(paired, plus.view(-1, 1, 1, 1), minus.view(-1, 1, 1, 1))
+    features, slot = torch.unique(f, sorted=True, return_inverse=True)
+    # sum the winners of each feature: a one-hot matmul is deterministic on every device
+    one_hot = torch.nn.functional.one_hot(slot, features.numel()).to(rates.dtype)   # [N, U]
+    summed = (one_hot.t() @ rates.reshape(rates.shape[0], -1)).view(-1, channels, kh, kw)
+    return features, summed
 
 
-def apply_stdp_(weight: torch.Tensor, rates: torch.Tensor, use_stabilizer: bool,
-                lower_bound: float, upper_bound: float) -> torch.Tensor:
-    """`W += rates * ((W - lower)(upper - W))` (or `W += rates`), then clamp W to the bounds."""
-    if use_stabilizer:
-        weight += rates * ((weight - lower_bound) * (upper_bound - weight))
-    else:
-        weight += rates
+def dense_rates(features: torch.Tensor, rates: torch.Tensor, count: int) -> torch.Tensor:
+    """Expand compact `(features, rates)` to rates of all `count` features [F, C, kh, kw]."""
+    dense = rates.new_zeros((count,) + tuple(rates.shape[1:]))
+    dense[features] = rates
+    return dense
+
+
+def apply_stdp_(weight: torch.Tensor, features: torch.Tensor, rates: torch.Tensor,
+                use_stabilizer: bool, lower_bound: float, upper_bound: float) -> torch.Tensor:
+    """`W[f] += rates * ((W[f] - lower)(upper - W[f]))` (or `W[f] += rates`) for the winning
+    features, then clamp the whole weight tensor to the bounds."""
+    if features.numel():
+        rows = weight[features]
+        if use_stabilizer:
+            rows += rates * ((rows - lower_bound) * (upper_bound - rows))
+        else:
+            rows += rates
+        weight[features] = rows
     return weight.clamp_(lower_bound, upper_bound)
 
 
@@ -171,16 +186,16 @@ class STDP(nn.Module):
         self.a_plus.fill_(float(ap))
         self.a_minus.fill_(float(an))
 
-    def rates(self, pre_counts, post_counts, winners, a_plus=None, a_minus=None) -> torch.Tensor:
-        """Summed rates `[F, C, kh, kw]` of a batch (see `stdp_rates`); pure."""
+    def rates(self, pre_counts, post_counts, winners, a_plus=None, a_minus=None):
+        """Summed rates of a batch as `(features, rates)` (see `stdp_rates`); pure."""
         return stdp_rates(pre_counts, post_counts, winners,
                           self.a_plus if a_plus is None else a_plus,
                           self.a_minus if a_minus is None else a_minus, self.kernel_size)
 
     @torch.no_grad()
-    def apply_(self, rates: torch.Tensor) -> None:
-        """Add summed rates to the layer's weights (stabilised) and clamp."""
-        apply_stdp_(self.conv_layer.weight, rates, self.use_stabilizer,
+    def apply_(self, rates) -> None:
+        """Add summed `(features, rates)` to the layer's weights (stabilised) and clamp."""
+        apply_stdp_(self.conv_layer.weight, *rates, self.use_stabilizer,
                     self.lower_bound, self.upper_bound)
 
     def _counts(self, input_spikes, potentials, output_spikes, winners, kwta, inhibition_radius):

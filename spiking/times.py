@@ -152,6 +152,64 @@ class Survivors:
         return out_times, values
 
 
+def _fields_and_matrix(times: torch.Tensor, weight: torch.Tensor):
+    """Receptive-field rows of spike times (uint8 [R, K], a strided copy) and the weight as a
+    [K, F16] matrix whose width is padded to a multiple of 16 (GEMMs run markedly faster so;
+    zero columns never exceed a non-negative threshold)."""
+    features, channels, kh, kw = weight.shape
+    batch, _, height, width = times.shape
+    rows, cols = height - kh + 1, width - kw + 1
+    s = times.stride()
+    fields = times.as_strided((batch, rows, cols, channels, kh, kw),
+                              (s[0], s[2], s[3], s[1], s[2], s[3])).reshape(batch * rows * cols, -1)
+    matrix = weight.new_zeros(fields.shape[1], -(-features // 16) * 16)
+    matrix[:, :features] = weight.reshape(features, -1).t()
+    return fields, matrix, (batch, rows, cols)
+
+
+def _spiking_rows(fields: torch.Tensor, matrix: torch.Tensor, threshold: float, time_steps: int):
+    """Blocks of the rows whose last-step potential crosses the threshold: yields (row index,
+    their fields, their last-step potentials). Only rows holding an input spike are evaluated,
+    in blocks of about 4 MB of float fields so the GEMM inputs stay in cache."""
+    candidates = torch.nonzero(fields.amin(dim=1) < time_steps).squeeze(1)
+    block = max(1024, (1 << 20) // fields.shape[1])
+    for start in range(0, candidates.numel(), block):
+        index = candidates[start:start + block]
+        part = fields.index_select(0, index)
+        final = (part < time_steps).to(matrix.dtype) @ matrix
+        crossing = final.amax(dim=1) > threshold
+        yield index[crossing], part[crossing], final[crossing]
+
+
+def spike_times(times: torch.Tensor, weight: torch.Tensor, threshold: float, time_steps: int) -> torch.Tensor:
+    """Spike times of every neuron of conv + fire (the first output of `conv_fire_times`).
+
+    Positions whose last-step potentials stay at or below threshold never spike; for the others
+    the steps above threshold are counted with one GEMM per step over their receptive fields
+    (`T - count` is the spike time, as in SpykeTorch). Equal to `conv_fire_times` up to float32
+    summation order.
+
+    Shape: times uint8 [B, C, H, W], weight [F, C, kh, kw] -> uint8 [B, F, H', W'].
+    """
+    check_rank(times, 4, "times", TIMES)
+    check_threshold(threshold)
+    features = weight.shape[0]
+    fields, matrix, shape = _fields_and_matrix(times, weight)
+    out = torch.full((fields.shape[0], features), time_steps, dtype=torch.uint8, device=times.device)
+    for index, part, _ in _spiking_rows(fields, matrix, threshold, time_steps):
+        patches = part.to(matrix.dtype)
+        wave = torch.empty_like(patches)
+        potentials = matrix.new_empty(patches.shape[0], matrix.shape[1])
+        above = torch.zeros(patches.shape[0], features, dtype=torch.uint8, device=times.device)
+        for step in range(time_steps):
+            torch.sub(step + 1.0, patches, out=wave).clamp_(0, 1)
+            torch.mm(wave, matrix, out=potentials)
+            above += potentials[:, :features] > threshold
+        out[index] = time_steps - above
+    batch, rows, cols = shape
+    return out.view(batch, rows, cols, features).permute(0, 3, 1, 2).contiguous()
+
+
 def earliest_spikes(times: torch.Tensor, weight: torch.Tensor, threshold: float,
                     time_steps: int) -> Survivors:
     """Conv + fire + pointwise inhibition in one pass, by bisection in time per position.
@@ -160,9 +218,9 @@ def earliest_spikes(times: torch.Tensor, weight: torch.Tensor, threshold: float,
     (non-negative weights). One evaluation of the last step's potentials (a GEMM over the
     receptive fields that hold any spike) finds the positions that spike at all; for those, a
     binary search over [0, T - 1] finds the earliest step in `ceil(log2(T))` more evaluations,
-    instead of T convolutions of every position. At that step the features
-    above threshold are exactly those first spiking then, and the largest (lowest index on exact
-    ties) survives, as in `functional.pointwise_inhibition`.
+    instead of T convolutions of every position. At that step the features above threshold are
+    exactly those first spiking then, and the largest (lowest index on exact ties) survives, as
+    in `functional.pointwise_inhibition`.
 
     Results equal `pointwise_inhibition_times(*conv_fire_times(...))` up to float32 summation
     order (bit for bit when the sums are exact, e.g. dyadic weights).
@@ -171,40 +229,18 @@ def earliest_spikes(times: torch.Tensor, weight: torch.Tensor, threshold: float,
     """
     check_rank(times, 4, "times", TIMES)
     check_threshold(threshold)
-    features, channels, kh, kw = weight.shape
-    batch, _, height, width = times.shape
-    rows, cols = height - kh + 1, width - kw + 1
-    size = channels * kh * kw
-    # GEMMs run markedly faster with an output width that is a multiple of 16 (zero columns
-    # never exceed a non-negative threshold)
-    padded_features = -(-features // 16) * 16
-    matrix = weight.new_zeros(size, padded_features)
-    matrix[:, :features] = weight.reshape(features, -1).t()
-    # receptive fields as rows of spike times (uint8, a strided copy)
-    s = times.stride()
-    fields = times.as_strided((batch, rows, cols, channels, kh, kw),
-                              (s[0], s[2], s[3], s[1], s[2], s[3])).reshape(batch * rows * cols, -1)
-    # Only rows whose final potential crosses the threshold can spike: one evaluation on rows
-    # with any input spike finds them, and the search over [0, T - 1] runs on those alone
-    # (trained layers leave most positions silent).
+    features = weight.shape[0]
+    fields, matrix, shape = _fields_and_matrix(times, weight)
     count = fields.shape[0]
     high = torch.full((count,), time_steps, dtype=torch.long, device=times.device)
-    best = weight.new_zeros(count, padded_features)
-    candidates = torch.nonzero(fields.amin(dim=1) < time_steps).squeeze(1)
-    block = max(rows * cols, (1 << 20) // size)    # about 4 MB of float fields: stays in cache
-    for start in range(0, candidates.numel(), block):
-        index = candidates[start:start + block]
-        part = fields.index_select(0, index)
-        final = (part < time_steps).to(weight.dtype) @ matrix
-        crossing = final.amax(dim=1) > threshold
-        index, part, final = index[crossing], part[crossing], final[crossing]
+    best = weight.new_zeros(count, matrix.shape[1])
+    for index, part, final in _spiking_rows(fields, matrix, threshold, time_steps):
         high[index], best[index] = _bisect_rows(part, final, matrix, threshold, time_steps)
     best = best[:, :features]
     candidates = torch.where(best > threshold, best, float("-inf"))
     winner = candidates.argmax(dim=1)
     values = best.gather(1, winner.unsqueeze(1)).squeeze(1)
     spiking = high < time_steps
-    shape = (batch, rows, cols)
     return Survivors(high.view(shape), torch.where(spiking, winner, -1).view(shape),
                      torch.where(spiking, values, 0.0).view(shape), features, time_steps)
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import models
-from models.base import HiddenLayer, HiddenSpec, RSTDPStage, reward_signal
+from models.layers import HiddenLayer, HiddenSpec, reward_signal
+from models.stages import RSTDPStage
 from spiking import functional as sf
 from spiking.learning import STDP
 from spiking.times import pad_times, times_to_wave
@@ -58,7 +59,7 @@ def test_rate_doubling_happens_before_the_500th_sample_batched_or_not(gen):
     rates = {}
     for batch in (1, 4, 7):
         torch.manual_seed(0)
-        layer = HiddenLayer(spec, 4)
+        layer = HiddenLayer(spec, 4, "conv")
         seen, history = 0, []
         while seen < 23:
             size = min(batch, layer.limit(), 23 - seen)
@@ -81,9 +82,9 @@ def test_sequential_training_equals_the_wave_reference_loop(gen):
                       inhibition_radius=1, pad=1, learning_rate=(0.05, -0.04))
     times = random_times(12, 3, 7, 7, 6, never=0.4, generator=gen)
     torch.manual_seed(1)
-    layer = HiddenLayer(spec, 6)
+    layer = HiddenLayer(spec, 6, "conv")
     torch.manual_seed(1)
-    reference = HiddenLayer(spec, 6)
+    reference = HiddenLayer(spec, 6, "conv")
     rule = STDP(reference.conv, (0.05, -0.04))
     for i in range(12):
         layer.learn(times[i:i + 1])
@@ -100,7 +101,7 @@ class FakeHead:
     def __init__(self, decisions):
         self.decisions, self.adapted = decisions, []
 
-    def reinforce(self, final, labels):
+    def reinforce(self, final, labels, phase=0):
         out, self.decisions = self.decisions[:len(labels)], self.decisions[len(labels):]
         return out
 
@@ -114,6 +115,7 @@ class FakeHead:
 def test_rstdp_windows_adapt_every_window_and_at_epoch_end():
     decisions = torch.tensor([1] * 6 + [0] * 4 + [-1] * 10 + [1] * 5)     # labels are all 1
     head = FakeHead(decisions)
+    head.needs = "final"
     stage = RSTDPStage("decision", head, input_node=0, window=10)
     stage.start_epoch()
     seen = 0

@@ -137,3 +137,14 @@ def test_earliest_spikes_with_float_weights_agree_with_wave_path(gen):
     assert torch.equal(dense_times, st.wave_to_times(inhibited.sign()))
     expected_values = inhibited.gather(1, dense_times.long().clamp(max=14).unsqueeze(1)).squeeze(1)
     assert torch.allclose(dense_values, expected_values, rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 6, 15])
+def test_spike_times_equal_direct_per_step_path(steps, gen):
+    conv = layer(5, features=12, channels=4, k=3, dyadic=True)
+    times = random_times(5, 4, 10, 10, steps, never=0.5, generator=gen)
+    expected, _ = st.conv_fire_times(times, conv.weight, 3.0, steps)
+    assert torch.equal(st.spike_times(times, conv.weight, 3.0, steps), expected)
+    float_conv = layer(6, features=12, channels=4, k=3)
+    assert torch.equal(st.spike_times(times, float_conv.weight, 3.0, steps),
+                       st.conv_fire_times(times, float_conv.weight, 3.0, steps)[0])

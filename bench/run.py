@@ -1,0 +1,243 @@
+"""Speed and memory benchmark: `python bench/run.py` prints a table and writes bench/results.json.
+
+Every measurement runs in its own subprocess (so its peak RSS is its own) on real MNIST images,
+and every speed-up is a ratio of two numbers measured in the same run:
+
+- front-end encoding, inference of every model and one training epoch of every mozafari2018
+  stage (batched, and exact sequential with batch size 1), against the reference mode
+  (`bench/reference.py`: one image at a time, re-encoded, full waves, the seed's way);
+- achieved GFLOP/s of inference against this machine's measured matmul peak;
+- with `--full-recipe`, time-to-accuracy of the full mozafari2018 MNIST recipe (train.py).
+
+Not part of the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+# ---------------------------------------------------------------- measurements (in subprocesses)
+
+def _mnist(args, count):
+    import data
+    dataset = data.load_dataset("mnist", args.data_root, download=False)
+    return dataset.train_images[:count], dataset.train_labels[:count]
+
+
+def _encoded(args, count, model):
+    """Front-end spike times of the first `count` MNIST training images (through the cache)."""
+    import numpy as np
+    from s1c1 import EncodingCache, encode
+    import data
+    dataset = data.load_dataset("mnist", args.data_root, download=False)
+    cache = EncodingCache(os.path.join(ROOT, "cache"))
+    array = cache.load("mnist-train", model.frontend, dataset.source_id("train"), len(dataset.train_images))
+    if array is None:
+        array = encode(dataset.train_images[:count], model.frontend)
+    return np.array(array[:count]), dataset.train_labels[:count], dataset.train_images[:count]
+
+
+def _timed(function, count):
+    began = time.perf_counter()
+    function()
+    seconds = time.perf_counter() - began
+    return {"images": count, "seconds": seconds, "img_per_s": count / seconds}
+
+
+def _train_stage(stage, inputs, labels, batch):
+    import torch
+    stage.start_epoch()
+    position = 0
+    while position < len(labels):
+        size = min(batch, stage.limit(), len(labels) - position)
+        x = torch.from_numpy(inputs[position:position + size])
+        if stage.needs == "final":
+            x = x.float()
+        stage.step(x, torch.from_numpy(labels[position:position + size]))
+        position += size
+    stage.end_epoch()
+
+
+def _prepared_model(args, images_needed, upto_stage):
+    """mozafari2018 with its first `upto_stage` stages trained (untimed) on the benchmark images."""
+    import models
+    import numpy as np
+    import torch
+    torch.manual_seed(0)
+    model = models.create_model("mozafari2018")
+    times, labels, raw = _encoded(args, images_needed, model)
+    for stage in model.stages[:upto_stage]:
+        node = model.forward_times(torch.from_numpy(times), 0, stage.input_node).numpy()
+        _train_stage(stage, node, labels, 32)
+    return model, times, labels, raw
+
+
+def measure(name, args) -> dict:
+    import numpy as np
+    import torch
+    if name == "matmul":
+        best = 0.0
+        for size in (2048, 4096):
+            a, b = torch.randn(size, size), torch.randn(size, size)
+            a @ b
+            for _ in range(3):
+                began = time.perf_counter()
+                a @ b
+                best = max(best, 2 * size ** 3 / (time.perf_counter() - began) / 1e9)
+        return {"gflops": best}
+    if name == "encode":
+        import models
+        from s1c1 import encode
+        images, _ = _mnist(args, args.images)
+        model = models.create_model("mozafari2018")
+        return _timed(lambda: encode(images, model.frontend, batch_size=500), len(images))
+    if name.startswith("infer_ref:"):
+        from bench.reference import ReferenceMozafari
+        model, _, _, raw = _prepared_model(args, args.reference_images, 0)
+        reference = ReferenceMozafari(model)
+        batch = torch.from_numpy(raw).float().unsqueeze(1) / 255
+        return _timed(lambda: [reference.decide(batch[i:i + 1]) for i in range(len(batch))], len(batch))
+    if name.startswith("infer:"):
+        import models
+        torch.manual_seed(0)
+        model = models.create_model(name.split(":", 1)[1])
+        times, _, _ = _encoded(args, args.images, model)
+        x = torch.from_numpy(times)
+
+        def run():
+            for begin in range(0, len(x), 256):
+                model.predict(x[begin:begin + 256])
+        run_result = _timed(run, len(x))
+        macs = model.inference_macs(tuple(times.shape[1:]))
+        run_result.update(macs_per_image=macs, gflops=2 * macs * run_result["img_per_s"] / 1e9)
+        return run_result
+    stage_index = {"conv1": 0, "conv2": 1, "decision": 2}
+    mode, stage_name = name.split(":")
+    index = stage_index[stage_name]
+    count = {"train": args.images, "train_exact": args.exact_images,
+             "train_ref": args.reference_images}[mode]
+    model, times, labels, raw = _prepared_model(args, max(count, args.images if index else 0), index)
+    times, labels, raw = times[:count], labels[:count], raw[:count]
+    stage = model.stages[index]
+    if mode == "train_ref":
+        from bench.reference import ReferenceMozafari
+        reference = ReferenceMozafari(model)
+        batch = torch.from_numpy(raw).float().unsqueeze(1) / 255
+        if index < 2:
+            return _timed(lambda: [reference.learn_hidden(batch[i:i + 1], index) for i in range(count)], count)
+        return _timed(lambda: [reference.learn_decision(batch[i:i + 1], int(labels[i])) for i in range(count)],
+                      count)
+    x = torch.from_numpy(times)
+    node = (model.forward_times(x, 0, stage.input_node) if stage.needs == "times"
+            else model.forward_final((x < model.time_steps).float(), 0, stage.input_node)).numpy()
+    batch = args.batch_size if mode == "train" else 1
+    return _timed(lambda: _train_stage(stage, node.astype(np.uint8), labels, batch), count)
+
+
+def full_recipe(args) -> dict:
+    """The whole mozafari2018 MNIST recipe through train.py, timed from raw images (no cache)."""
+    import tempfile
+    out = tempfile.mkdtemp(prefix="bench-recipe-")
+    command = [sys.executable, os.path.join(ROOT, "train.py"), "--dataset", "mnist",
+               "--data-root", args.data_root, "--out-dir", out, "--run-name", "recipe",
+               "--cache-dir", os.path.join(out, "cache"), "--batch-size", str(args.batch_size),
+               "--no-progress"]
+    began = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    seconds = time.perf_counter() - began
+    with open(os.path.join(out, "recipe", "metrics.json")) as handle:
+        metrics = json.load(handle)
+    return {"seconds": seconds, "test_accuracy": metrics["accuracy"], "run_dir": os.path.join(out, "recipe"),
+            "selected_epochs": metrics.get("selected_epochs"), "stage_seconds": metrics.get("stage_seconds"),
+            "command": " ".join(command[1:])}
+
+
+# ---------------------------------------------------------------- orchestration
+
+def _subprocess(name, args) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--measure", name, "--data-root", args.data_root,
+               "--images", str(args.images), "--exact-images", str(args.exact_images),
+               "--reference-images", str(args.reference_images), "--batch-size", str(args.batch_size),
+               "--threads", str(args.threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=os.path.join(ROOT, "..", "shared", "data"))
+    parser.add_argument("--images", type=int, default=6000, help="images per batched measurement")
+    parser.add_argument("--exact-images", type=int, default=1000, help="images for batch-size-1 runs")
+    parser.add_argument("--reference-images", type=int, default=200, help="images for reference runs")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--full-recipe", action="store_true", help="also time the full MNIST recipe")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    if args.measure:
+        result = measure(args.measure, args)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return result
+    import models
+    names = ["matmul", "encode", "infer_ref:mozafari2018"] + [f"infer:{m}" for m in models.list_models()]
+    for stage in ("conv1", "conv2", "decision"):
+        names += [f"train:{stage}", f"train_exact:{stage}", f"train_ref:{stage}"]
+    results = {"machine": {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__},
+               "settings": {k: v for k, v in vars(args).items() if k != "measure"}, "measurements": {}}
+    for name in names:
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        results["measurements"][name] = _subprocess(name, args)
+    if args.full_recipe:
+        print("running the full mozafari2018 MNIST recipe ...", file=sys.stderr, flush=True)
+        results["full_recipe"] = full_recipe(args)
+    results["ratios"] = ratios(results["measurements"])
+    with open(args.out, "w") as handle:
+        json.dump(results, handle, indent=2)
+    print(table(results))
+    return results
+
+
+def ratios(m) -> dict:
+    out = {"inference_vs_reference": m["infer:mozafari2018"]["img_per_s"] / m["infer_ref:mozafari2018"]["img_per_s"],
+           "inference_fraction_of_matmul_peak": m["infer:mozafari2018"]["gflops"] / m["matmul"]["gflops"]}
+    for stage in ("conv1", "conv2", "decision"):
+        ref = m[f"train_ref:{stage}"]["img_per_s"]
+        out[f"{stage}_batched_vs_reference"] = m[f"train:{stage}"]["img_per_s"] / ref
+        out[f"{stage}_exact_vs_reference"] = m[f"train_exact:{stage}"]["img_per_s"] / ref
+    return out
+
+
+def table(results) -> str:
+    m = results["measurements"]
+    rows = [("measurement", "images/s", "peak RSS MB", "note")]
+    rows.append(("matmul peak", "", f"{m['matmul']['peak_rss_mb']:.0f}", f"{m['matmul']['gflops']:.0f} GFLOP/s"))
+    for name, value in m.items():
+        if name == "matmul":
+            continue
+        note = f"{value['gflops']:.0f} GFLOP/s" if "gflops" in value else ""
+        rows.append((name, f"{value['img_per_s']:.0f}", f"{value['peak_rss_mb']:.0f}", note))
+    lines = [" | ".join(f"{c:<28}" if i == 0 else f"{c:>12}" for i, c in enumerate(r)) for r in rows]
+    lines.append("")
+    for key, value in results["ratios"].items():
+        lines.append(f"{key}: {value:.2f}")
+    if "full_recipe" in results:
+        recipe = results["full_recipe"]
+        lines.append(f"full recipe: {recipe['seconds']:.0f} s, test accuracy {recipe['test_accuracy']:.4f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

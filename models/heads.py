@@ -1,0 +1,142 @@
+"""Decision heads made of several R-STDP layers: a majority vote (majority2024) and a hidden
+layer trained by reward together with the decision layer (deepr2024, joint or greedy).
+
+A head maps the final map (or the spike times, when `needs == "times"`) of its input node to a
+`Prediction`, and `reinforce` runs one R-STDP step; `phase` is the index of the adaptive-rate
+window inside the epoch (used by the greedy alternation).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from spiking import times as st
+
+from .layers import DecisionLayer, HiddenLayer, Prediction, reward_signal
+
+
+def majority_vote(votes: torch.Tensor, num_classes: int, fallback: int) -> torch.Tensor:
+    """The class with at least 2 votes, else head `fallback`'s vote (-1 votes = silent heads).
+
+    Shape: votes [B, heads] (-1 = silent) -> [B].
+    """
+    classes = torch.arange(num_classes, device=votes.device)
+    counts = (votes.unsqueeze(2) == classes).sum(dim=1)                  # [B, C]; silence never counts
+    best = counts.max(dim=1)
+    return torch.where(best.values >= 2, best.indices, votes[:, fallback])
+
+
+class MajorityHeads(nn.Module):
+    """Several decision layers on one input voting; each learns from its own vote (a silent
+    head learns nothing), and all adapt their rates from the combined decision.
+
+    The seed crashed when one or two heads were silent; here silent heads simply do not vote,
+    and with no majority the `fallback` head's vote (possibly silence) decides."""
+    needs = "final"
+
+    def __init__(self, heads: list[DecisionLayer], fallback: int):
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+        self.fallback = fallback
+        self.num_classes = heads[0].num_classes
+
+    def _votes(self, final):
+        parts = [head.potentials(final) for head in self.heads]
+        predictions = [head.decide(potentials) for head, (_, potentials) in zip(self.heads, parts)]
+        votes = torch.stack([p.classes for p in predictions], dim=1)
+        return parts, predictions, votes
+
+    def predict(self, final: torch.Tensor) -> Prediction:
+        _, predictions, votes = self._votes(final)
+        scores = torch.stack([p.scores for p in predictions]).mean(dim=0)
+        return Prediction(majority_vote(votes, self.num_classes, self.fallback), scores,
+                          predictions[self.fallback].winners)
+
+    @torch.no_grad()
+    def reinforce(self, final: torch.Tensor, labels: torch.Tensor, phase: int = 0) -> torch.Tensor:
+        parts, predictions, votes = self._votes(final)
+        for head, (padded, _), prediction in zip(self.heads, parts, predictions):
+            head.learn_from(padded, prediction, reward_signal(prediction.classes, labels))
+        return majority_vote(votes, self.num_classes, self.fallback)
+
+    def adapt(self, hit, miss, adaptive_min, adaptive_int) -> None:
+        for head in self.heads:
+            head.adapt(hit, miss, adaptive_min, adaptive_int)
+
+    def rates(self) -> dict:
+        return {f"{head.name}_{k}": v for head in self.heads for k, v in head.rates().items()}
+
+    def stdp_layers(self) -> list:
+        return []
+
+    def macs(self, shape) -> int:
+        return sum(head.macs(shape) for head in self.heads)
+
+    def output_shape(self, shape):
+        return self.heads[self.fallback].output_shape(shape)
+
+
+class RewardedChain(nn.Module):
+    """A hidden layer with reward rules followed by the decision layer, both trained by R-STDP
+    from the decision's outcome (deepr2024).
+
+    The hidden layer's R-STDP winners come from pointwise inhibition and its own k-WTA; its
+    un-inhibited spikes feed the decision layer. Schedules:
+    - "joint": both layers learn from every sample;
+    - "greedy": the layers take turns, one adaptive-rate window each: windows 0, 2, 4... of an
+      epoch train the hidden layer, windows 1, 3, 5... the decision layer (a real alternation,
+      replacing the seed's `epoch + iteration % 2 == 0` precedence bug, which trained the hidden
+      layer only on even batches of epoch 0). Both layers adapt their rates after every window.
+    """
+    needs = "times"
+
+    def __init__(self, hidden: HiddenLayer, decision: DecisionLayer, schedule: str = "joint"):
+        super().__init__()
+        if hidden.rstdp is None:
+            raise ValueError("the hidden layer of a RewardedChain needs reward rules (add_reward_rules)")
+        if schedule not in ("joint", "greedy"):
+            raise ValueError(f"schedule must be 'joint' or 'greedy', got {schedule!r}")
+        self.hidden, self.decision, self.schedule = hidden, decision, schedule
+        self.num_classes = decision.num_classes
+
+    def learners(self, phase: int) -> tuple[bool, bool]:
+        """(hidden learns, decision learns) in adaptive-rate window `phase` of an epoch."""
+        if self.schedule == "joint":
+            return True, True
+        return phase % 2 == 0, phase % 2 == 1
+
+    def predict(self, final: torch.Tensor) -> Prediction:
+        return self.decision.predict(self.hidden.forward_final(final))
+
+    @torch.no_grad()
+    def reinforce(self, times: torch.Tensor, labels: torch.Tensor, phase: int = 0) -> torch.Tensor:
+        steps = self.hidden.time_steps
+        padded = self.hidden.padded(times)
+        winners, post = self.hidden.winners(padded)
+        decision_input = self.hidden.forward_final(st.final_map(times, steps))
+        padded_decision, potentials = self.decision.potentials(decision_input)
+        prediction = self.decision.decide(potentials)
+        reward = reward_signal(prediction.classes, labels)
+        learn_hidden, learn_decision = self.learners(phase)
+        if learn_hidden:
+            self.hidden.rstdp.update(steps - padded.float(), post, winners, reward)
+        if learn_decision:
+            self.decision.learn_from(padded_decision, prediction, reward)
+        return prediction.classes
+
+    def adapt(self, hit, miss, adaptive_min, adaptive_int) -> None:
+        self.hidden.rstdp.adapt(hit, miss, adaptive_min, adaptive_int)
+        self.decision.adapt(hit, miss, adaptive_min, adaptive_int)
+
+    def rates(self) -> dict:
+        return {f"{self.hidden.name}_reward_a_plus": float(self.hidden.rstdp.reward.a_plus[0]),
+                **self.decision.rates()}
+
+    def stdp_layers(self) -> list:
+        return [self.hidden]
+
+    def macs(self, shape) -> int:
+        return self.hidden.macs(shape) + self.decision.macs(self.hidden.output_shape(shape))
+
+    def output_shape(self, shape):
+        return self.decision.output_shape(self.hidden.output_shape(shape))

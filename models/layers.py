@@ -1,0 +1,342 @@
+"""Blocks of the STDP / R-STDP zoo: hidden conv layers, decision layers and their combinations.
+
+A block maps node `k` to node `k + 1` in two forms: `forward_times` (exact first-spike times
+uint8 [B, C, H, W], T = never) and `forward_final` (the final map of the cumulative wave, {0, 1},
+one convolution per layer). Weights stay non-negative (every rule clamps to bounds >= 0), so
+potentials never decrease in time and both forms agree (`final = times < T`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from spiking import functional as sf
+from spiking import times as st
+from spiking.layers import Convolution
+from spiking.learning import RSTDP, STDP
+
+# the zoo's shared constants (Mozafari et al. 2018/2019, SpykeTorch's MozafariDeep)
+WEIGHT_MEAN, WEIGHT_STD = 0.8, 0.05
+STDP_RATES = (0.004, -0.003)
+REWARD_RATES, PUNISH_RATES = (0.004, -0.003), (-0.004, 0.0005)
+DECISION_BOUNDS = (0.2, 0.8)
+RATE_DOUBLING_EVERY, MAX_A_PLUS, A_MINUS_RATIO = 500, 0.15, -0.75
+ADAPTIVE_WINDOW = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class HiddenSpec:
+    """A hidden layer: zero-pad the input by `pad` -> conv -> fire(threshold) -> max-pool
+    (`pool` = kernel = stride unless `pool_stride`; `pool_padding` is the pooling's own
+    padding, which never wins).
+
+    Learning (STDP stage): pointwise inhibition -> k winners (`kwta`, `inhibition_radius`) ->
+    STDP with `learning_rate`; every `rate_doubling_every` samples `a_plus` doubles (capped at
+    `max_a_plus`) and `a_minus = a_minus_ratio * a_plus` (0 disables the schedule).
+    """
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    threshold: float
+    kwta: int
+    inhibition_radius: int
+    pad: int = 0
+    pool: int = 1
+    pool_stride: int | None = None
+    pool_padding: int = 0
+    learning_rate: tuple = STDP_RATES
+    use_stabilizer: bool = True
+    lower_bound: float = 0.0
+    upper_bound: float = 1.0
+    rate_doubling_every: int = RATE_DOUBLING_EVERY
+    max_a_plus: float = MAX_A_PLUS
+    a_minus_ratio: float = A_MINUS_RATIO
+    weight_mean: float = WEIGHT_MEAN
+    weight_std: float = WEIGHT_STD
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionSpec:
+    """A decision layer: zero-pad by `pad` -> conv with `neurons_per_class * classes` maps ->
+    the neuron with the largest final potential decides (`fire` without threshold, one winner);
+    trained by R-STDP (a reward and a punish rule)."""
+    in_channels: int
+    kernel_size: int
+    neurons_per_class: int = 20
+    pad: int = 0
+    reward: tuple = REWARD_RATES
+    punish: tuple = PUNISH_RATES
+    use_stabilizer: bool = False
+    lower_bound: float = DECISION_BOUNDS[0]
+    upper_bound: float = DECISION_BOUNDS[1]
+    weight_mean: float = WEIGHT_MEAN
+    weight_std: float = WEIGHT_STD
+
+
+def pad4(pad: int) -> tuple[int, int, int, int]:
+    return (pad, pad, pad, pad)
+
+
+def conv_size(size: int, pad: int, kernel: int) -> int:
+    return size + 2 * pad - kernel + 1
+
+
+@dataclass
+class Prediction:
+    """classes [B] (-1 = silence), scores [B, num_classes] (largest final potential per class),
+    winners [B, 1, 3] (feature, row, col of the deciding neuron, -1 when silent)."""
+    classes: torch.Tensor
+    scores: torch.Tensor
+    winners: torch.Tensor
+
+
+def reward_signal(decisions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """+1 for a correct decision, -1 for a wrong one, 0 for silence (-1)."""
+    labels = labels.to(decisions.device)
+    return torch.where(decisions < 0, 0, torch.where(decisions == labels, 1, -1))
+
+
+class HiddenLayer(nn.Module):
+    """`HiddenSpec` as a block. Node shapes: [B, C, H, W] -> pooled [B, F, H'', W'']."""
+
+    def __init__(self, spec: HiddenSpec, time_steps: int, name: str):
+        super().__init__()
+        self.spec, self.time_steps, self.name = spec, time_steps, name
+        self.conv = Convolution(spec.in_channels, spec.out_channels, spec.kernel_size,
+                                spec.weight_mean, spec.weight_std)
+        self.stdp = STDP(self.conv, spec.learning_rate, spec.use_stabilizer,
+                         spec.lower_bound, spec.upper_bound)
+        # samples this layer has learned from (drives the rate-doubling schedule; resumable)
+        self.register_buffer("samples_seen", torch.zeros((), dtype=torch.long))
+        self.rstdp = None
+
+    def add_reward_rules(self, reward, punish, lower_bound=0.0, upper_bound=1.0) -> None:
+        """Make this layer R-STDP-trainable too (deepr2024), sharing the conv weights."""
+        self.rstdp = RSTDP(STDP(self.conv, reward, False, lower_bound, upper_bound),
+                           STDP(self.conv, punish, False, lower_bound, upper_bound))
+
+    # ---- forward
+    def padded(self, times: torch.Tensor) -> torch.Tensor:
+        return st.pad_times(times, pad4(self.spec.pad), self.time_steps)
+
+    def fire_times(self, times: torch.Tensor) -> torch.Tensor:
+        """Un-pooled spike times of every neuron of the conv layer."""
+        return st.spike_times(self.padded(times), self.conv.weight, self.spec.threshold, self.time_steps)
+
+    def fire_final(self, final: torch.Tensor) -> torch.Tensor:
+        potentials = sf.conv2d(F.pad(final, pad4(self.spec.pad)), self.conv.weight)
+        return (potentials > self.spec.threshold).to(final.dtype)
+
+    def forward_times(self, times: torch.Tensor) -> torch.Tensor:
+        fired = self.fire_times(times)
+        if self.spec.pool <= 1:
+            return fired
+        return st.pool_times(fired, self.spec.pool, self.spec.pool_stride, self.spec.pool_padding)
+
+    def forward_final(self, final: torch.Tensor) -> torch.Tensor:
+        fired = self.fire_final(final)
+        if self.spec.pool <= 1:
+            return fired
+        return F.max_pool2d(fired, self.spec.pool, self.spec.pool_stride or self.spec.pool,
+                            self.spec.pool_padding)
+
+    # ---- STDP
+    def limit(self) -> int:
+        """How many samples the next `learn` call may take without straddling a rate change."""
+        every = self.spec.rate_doubling_every
+        if every <= 0:
+            return 1 << 30
+        upcoming = int(self.samples_seen) + 1
+        return every if upcoming % every == 0 else every - upcoming % every
+
+    @torch.no_grad()
+    def _schedule(self) -> None:
+        every = self.spec.rate_doubling_every
+        if every > 0 and (int(self.samples_seen) + 1) % every == 0:
+            # a_plus from feature 0's current rate, in float32 as the original
+            a_plus = torch.minimum(self.stdp.a_plus[0] * 2, torch.tensor(self.spec.max_a_plus))
+            a_minus = a_plus * self.spec.a_minus_ratio
+            self.stdp.update_all_learning_rate(a_plus.item(), a_minus.item())
+
+    def winners(self, padded: torch.Tensor):
+        """Pointwise inhibition and k-WTA from padded input times: (winners [B, k, 3], the
+        winners' spiking steps [B, k])."""
+        steps = self.time_steps
+        survivors = st.earliest_spikes(padded, self.conv.weight, self.spec.threshold, steps)
+        winners = st.survivor_winners(survivors, self.spec.kwta, self.spec.inhibition_radius)
+        _, r, c = winners.clamp(min=0).unbind(-1)
+        b = torch.arange(winners.shape[0], device=winners.device).unsqueeze(1)
+        return winners, (steps - survivors.times[b, r, c]).float()
+
+    @torch.no_grad()
+    def learn(self, times: torch.Tensor) -> dict:
+        """One batched STDP step on input spike times [B, C, H, W]; returns batch statistics."""
+        batch = times.shape[0]
+        if batch > self.limit():
+            raise ValueError(f"batch of {batch} straddles a learning-rate change; take <= {self.limit()}")
+        self._schedule()
+        padded = self.padded(times)
+        winners, post = self.winners(padded)
+        self.stdp.update(self.time_steps - padded.float(), post, winners)
+        self.samples_seen += batch
+        return {"winners": (winners[..., 0] >= 0).sum()}
+
+    def rates(self) -> dict:
+        return {"a_plus": float(self.stdp.a_plus[0]), "a_minus": float(self.stdp.a_minus[0])}
+
+    # ---- bookkeeping
+    def stdp_layers(self) -> list:
+        return [self]
+
+    def macs(self, shape) -> int:
+        """Multiply-adds of one convolution of this layer on an input of `shape` [C, H, W]."""
+        _, height, width = shape
+        k, pad = self.spec.kernel_size, self.spec.pad
+        return self.conv.weight.numel() * conv_size(height, pad, k) * conv_size(width, pad, k)
+
+    def output_shape(self, shape):
+        _, height, width = shape
+        height, width = (conv_size(s, self.spec.pad, self.spec.kernel_size) for s in (height, width))
+        if self.spec.pool > 1:
+            stride = self.spec.pool_stride or self.spec.pool
+            height, width = ((s + 2 * self.spec.pool_padding - self.spec.pool) // stride + 1
+                             for s in (height, width))
+        return (self.spec.out_channels, height, width)
+
+
+class DecisionLayer(nn.Module):
+    """`DecisionSpec` as a head, reading final maps [B, C, H, W]."""
+    needs = "final"
+
+    def __init__(self, spec: DecisionSpec, num_classes: int, time_steps: int, name: str = "decision"):
+        super().__init__()
+        self.spec, self.num_classes, self.time_steps, self.name = spec, num_classes, time_steps, name
+        self.conv = Convolution(spec.in_channels, spec.neurons_per_class * num_classes,
+                                spec.kernel_size, spec.weight_mean, spec.weight_std)
+        self.rstdp = RSTDP(STDP(self.conv, spec.reward, spec.use_stabilizer, spec.lower_bound, spec.upper_bound),
+                           STDP(self.conv, spec.punish, spec.use_stabilizer, spec.lower_bound, spec.upper_bound))
+
+    def potentials(self, final: torch.Tensor):
+        padded = F.pad(final, pad4(self.spec.pad))
+        return padded, sf.conv2d(padded, self.conv.weight)
+
+    def decide(self, potentials: torch.Tensor) -> Prediction:
+        winners = sf.select_winners(st.decision_scores(potentials, self.time_steps), 1, 0)
+        feature = winners[:, 0, 0]
+        classes = torch.where(feature >= 0, feature // self.spec.neurons_per_class, feature)
+        scores = potentials.flatten(2).view(potentials.shape[0], self.num_classes, -1).amax(dim=2)
+        return Prediction(classes, scores, winners)
+
+    def predict(self, final: torch.Tensor) -> Prediction:
+        return self.decide(self.potentials(final)[1])
+
+    @torch.no_grad()
+    def reinforce(self, final: torch.Tensor, labels: torch.Tensor, phase: int = 0) -> torch.Tensor:
+        """One R-STDP step: reward correct decisions, punish wrong ones, skip silent ones.
+
+        The output spikes only at the last step, so every input that spiked at all pairs
+        (`pre >= post = 1`); the final map is the pre count. Returns the decisions [B]."""
+        padded, potentials = self.potentials(final)
+        prediction = self.decide(potentials)
+        self.learn_from(padded, prediction, reward_signal(prediction.classes, labels))
+        return prediction.classes
+
+    def learn_from(self, padded: torch.Tensor, prediction: Prediction, reward: torch.Tensor) -> None:
+        post = torch.ones(padded.shape[0], 1, device=padded.device)
+        self.rstdp.update(padded, post, prediction.winners, reward)
+
+    def adapt(self, hit: float, miss: float, adaptive_min: float, adaptive_int: float) -> None:
+        self.rstdp.adapt(hit, miss, adaptive_min, adaptive_int)
+
+    def rates(self) -> dict:
+        return {"reward_a_plus": float(self.rstdp.reward.a_plus[0]),
+                "punish_a_plus": float(self.rstdp.punish.a_plus[0])}
+
+    def stdp_layers(self) -> list:
+        return []
+
+    def macs(self, shape) -> int:
+        _, height, width = shape
+        k, pad = self.spec.kernel_size, self.spec.pad
+        return self.conv.weight.numel() * conv_size(height, pad, k) * conv_size(width, pad, k)
+
+    def output_shape(self, shape):
+        _, height, width = shape
+        return (self.conv.out_channels,) + tuple(conv_size(s, self.spec.pad, self.spec.kernel_size)
+                                                 for s in (height, width))
+
+
+class Branches(nn.Module):
+    """Parallel hidden layers on one input, each output zero-padded to a common size,
+    concatenated on channels, then max-pooled (inception2024)."""
+
+    def __init__(self, branches: list, out_pads: list, pool: int, time_steps: int):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        self.out_pads, self.pool, self.time_steps = list(out_pads), pool, time_steps
+
+    def forward_times(self, times):
+        parts = [st.pad_times(b.fire_times(times), pad4(p), self.time_steps)
+                 for b, p in zip(self.branches, self.out_pads)]
+        return st.pool_times(torch.cat(parts, dim=1), self.pool)
+
+    def forward_final(self, final):
+        parts = [F.pad(b.fire_final(final), pad4(p)) for b, p in zip(self.branches, self.out_pads)]
+        return F.max_pool2d(torch.cat(parts, dim=1), self.pool)
+
+    def stdp_layers(self) -> list:
+        return list(self.branches)
+
+    def macs(self, shape) -> int:
+        return sum(b.macs(shape) for b in self.branches)
+
+    def output_shape(self, shape):
+        channels, sizes = 0, set()
+        for branch, pad in zip(self.branches, self.out_pads):
+            _, height, width = branch.output_shape(shape)
+            channels += branch.spec.out_channels
+            sizes.add((height + 2 * pad, width + 2 * pad))
+        if len(sizes) != 1:
+            raise ValueError(f"branch outputs differ in size after padding: {sorted(sizes)}")
+        height, width = sizes.pop()
+        return (channels, height // self.pool, width // self.pool)
+
+
+class Residual(nn.Module):
+    """A hidden layer with a skip path: an untrained 1x1 conv of the block's input firing above
+    `skip_threshold`, merged with the main layer's spikes by OR (the earlier of the two spike
+    times), then max-pooled. OR keeps the wave cumulative (resnet2024's fix)."""
+
+    def __init__(self, main: HiddenLayer, skip_threshold: float, pool: int, time_steps: int):
+        super().__init__()
+        if main.spec.pool != 1:
+            raise ValueError("the main layer of a Residual block pools after the merge (pool=1)")
+        self.main, self.skip_threshold, self.pool, self.time_steps = main, skip_threshold, pool, time_steps
+        self.skip = Convolution(main.spec.in_channels, main.spec.out_channels, 1,
+                                main.spec.weight_mean, main.spec.weight_std)
+        offset = main.spec.pad - (main.spec.kernel_size - 1) // 2
+        if offset != 0:
+            raise ValueError("the main layer must preserve the spatial size (pad = (k - 1) / 2)")
+
+    def forward_times(self, times):
+        merged = torch.minimum(self.main.fire_times(times),
+                               st.spike_times(times, self.skip.weight, self.skip_threshold, self.time_steps))
+        return st.pool_times(merged, self.pool)
+
+    def forward_final(self, final):
+        skip = (sf.conv2d(final, self.skip.weight) > self.skip_threshold).to(final.dtype)
+        return F.max_pool2d(torch.maximum(self.main.fire_final(final), skip), self.pool)
+
+    def stdp_layers(self) -> list:
+        return [self.main]
+
+    def macs(self, shape) -> int:
+        _, height, width = shape
+        return self.main.macs(shape) + self.skip.weight.numel() * height * width
+
+    def output_shape(self, shape):
+        channels, height, width = self.main.output_shape(shape)
+        return (channels, height // self.pool, width // self.pool)

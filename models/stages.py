@@ -1,0 +1,88 @@
+"""The stage objects the trainer runs: unsupervised STDP of one layer, R-STDP of a head.
+
+A stage reads node `input_node` ("times" or "final", as `needs` says), takes batches through
+`step`, and tells the trainer through `limit` how many samples the next step may take without
+straddling a learning-rate change (so batched training keeps the schedules exact).
+"""
+from __future__ import annotations
+
+import torch
+
+from .layers import ADAPTIVE_WINDOW, HiddenLayer
+
+
+class STDPStage:
+    """Unsupervised STDP of one hidden layer."""
+    kind = "stdp"
+    needs = "times"
+
+    def __init__(self, name: str, layer: HiddenLayer, input_node: int):
+        self.name, self.layer, self.input_node = name, layer, input_node
+
+    def limit(self) -> int:
+        return self.layer.limit()
+
+    def start_epoch(self) -> None:
+        pass
+
+    def step(self, times: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        return self.layer.learn(times)
+
+    def end_epoch(self) -> None:
+        pass
+
+    def rates(self) -> dict:
+        return self.layer.rates()
+
+    def probe(self, final: torch.Tensor) -> torch.Tensor:
+        """The trained layer's (pooled) output final map, for spike-rate reports."""
+        return self.layer.forward_final(final)
+
+
+class RSTDPStage:
+    """Supervised R-STDP of a decision head.
+
+    The head's rates adapt after each window of `window` training samples (silent ones
+    included; windows restart with every epoch, a shorter last window adapts too):
+    reward rates = base * (miss * adaptive_int + adaptive_min), punish rates = base *
+    (hit * adaptive_int + adaptive_min). The first window uses the base rates.
+    """
+    kind = "rstdp"
+
+    def __init__(self, name: str, head, input_node: int, window: int = ADAPTIVE_WINDOW,
+                 adaptive_min: float = 0.0, adaptive_int: float = 1.0):
+        self.name, self.head, self.input_node = name, head, input_node
+        self.needs = head.needs
+        self.window, self.adaptive_min, self.adaptive_int = window, adaptive_min, adaptive_int
+        self._counts, self._phase = [0, 0, 0], 0
+
+    def start_epoch(self) -> None:
+        self._counts, self._phase = [0, 0, 0], 0      # correct, wrong, silent in this window
+
+    def limit(self) -> int:
+        return self.window - sum(self._counts)
+
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
+        decisions = self.head.reinforce(inputs, labels, phase=self._phase)
+        labels = labels.to(decisions.device)
+        silent = int((decisions < 0).sum())
+        correct = int((decisions == labels).sum())
+        counts = (correct, len(labels) - correct - silent, silent)
+        self._counts = [a + b for a, b in zip(self._counts, counts)]
+        if sum(self._counts) >= self.window:
+            self._adapt()
+        return {"correct": counts[0], "wrong": counts[1], "silent": counts[2]}
+
+    def _adapt(self) -> None:
+        total = sum(self._counts)
+        if total:
+            self.head.adapt(self._counts[0] / total, self._counts[1] / total,
+                            self.adaptive_min, self.adaptive_int)
+            self._phase += 1
+        self._counts = [0, 0, 0]
+
+    def end_epoch(self) -> None:
+        self._adapt()
+
+    def rates(self) -> dict:
+        return self.head.rates()
