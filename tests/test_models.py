@@ -10,9 +10,20 @@ from spiking.learning import STDP
 from spiking.times import pad_times, times_to_wave
 from tests.conftest import random_times
 
-SHAPES = {
+SHAPES = {   # node shapes on MNIST, spec section 5 and the seed's verified tables
     "mozafari2018": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
+    "deep2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 2, 2), (200, 2, 2)],
+    "deepr2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (200, 2, 2)],
+    "deepr2024_greedy": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (200, 2, 2)],
+    "inception2024": [(6, 28, 28), (30, 14, 14), (75, 7, 7), (300, 2, 2), (200, 2, 2)],
+    "majority2024": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
+    "deeper2024": [(6, 28, 28), (30, 15, 15), (150, 7, 7), (250, 2, 2), (200, 1, 1), (100, 3, 3)],
+    "resnet2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 2, 2), (200, 3, 3)],
 }
+
+
+def test_every_registered_model_has_a_shape_table():
+    assert sorted(SHAPES) == models.list_models()
 
 
 def stage_input(model, stage, batch, gen):
@@ -129,3 +140,72 @@ def test_rstdp_windows_adapt_every_window_and_at_epoch_end():
 
 def test_reward_signal():
     assert reward_signal(torch.tensor([2, 1, -1, 0]), torch.tensor([2, 2, 0, 0])).tolist() == [1, -1, 0, 1]
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_final_map_path_agrees_with_spike_time_path(name):
+    """Every block: final(forward_times(t)) == forward_final(final(t)) (potentials never decrease)."""
+    gen = torch.Generator().manual_seed(1)
+    model = models.create_model(name)
+    times = random_times(3, 6, 28, 28, model.time_steps, never=0.7, generator=gen)
+    steps = model.time_steps
+    for block in model.blocks[:-1]:
+        out_times = block.forward_times(times)
+        final = block.forward_final((times < steps).float())
+        assert torch.equal((out_times < steps).float(), final), name
+        times = out_times
+
+
+def test_majority_vote_with_silent_heads():
+    from models.heads import majority_vote
+    votes = torch.tensor([[3, 3, 1], [2, -1, 2], [4, 5, 6], [-1, -1, -1], [7, -1, -1], [-1, 8, -1],
+                          [-1, -1, 9]])
+    assert majority_vote(votes, 10, fallback=1).tolist() == [3, 2, 5, -1, -1, 8, -1]
+
+
+def test_majority_heads_learn_from_their_own_votes(gen):
+    model = models.create_model("majority2024")
+    heads = model.head
+    final = (random_times(6, 250, 4, 4, 15, never=0.5, generator=gen) < 15).float()
+    labels = torch.randint(0, 10, (6,), generator=gen)
+    before = [h.conv.weight.clone() for h in heads.heads]
+    votes = torch.stack([h.predict(final).classes for h in heads.heads], dim=1)
+    decisions = heads.reinforce(final, labels)
+    from models.heads import majority_vote
+    assert torch.equal(decisions, majority_vote(votes, 10, fallback=1))
+    for head, old, vote in zip(heads.heads, before, votes.t()):
+        assert torch.equal(head.conv.weight, old) == bool((vote < 0).all())
+
+
+def test_greedy_schedule_alternates_by_window_and_joint_trains_both():
+    greedy = models.create_model("deepr2024_greedy").head
+    assert [greedy.learners(w) for w in range(4)] == [(True, False), (False, True), (True, False), (False, True)]
+    joint = models.create_model("deepr2024").head
+    assert all(joint.learners(w) == (True, True) for w in range(4))
+
+
+def test_greedy_stage_trains_only_the_scheduled_layer(gen):
+    model = models.create_model("deepr2024_greedy")
+    stage = model.stages[-1]
+    stage.window = 4
+    chain = model.head
+    times = random_times(8, 150, 7, 7, 15, never=0.3, generator=gen)
+    labels = torch.randint(0, 10, (8,), generator=gen)
+    stage.start_epoch()
+    hidden0, decision0 = chain.hidden.conv.weight.clone(), chain.decision.conv.weight.clone()
+    stage.step(times[:4], labels[:4])                      # window 0: conv3 only
+    assert not torch.equal(chain.hidden.conv.weight, hidden0)
+    assert torch.equal(chain.decision.conv.weight, decision0)
+    hidden1 = chain.hidden.conv.weight.clone()
+    stage.step(times[4:], labels[4:])                      # window 1: decision only
+    assert torch.equal(chain.hidden.conv.weight, hidden1)
+    assert not torch.equal(chain.decision.conv.weight, decision0)
+
+
+def test_residual_merge_is_an_or_of_spike_times(gen):
+    block = models.create_model("resnet2024").blocks[2]
+    times = random_times(2, 150, 7, 7, 15, never=0.5, generator=gen)
+    from spiking import times as st
+    main = block.main.fire_times(times)
+    skip = st.spike_times(times, block.skip.weight, block.skip_threshold, 15)
+    assert torch.equal(block.forward_times(times), st.pool_times(torch.minimum(main, skip), 3))

@@ -1,0 +1,63 @@
+"""deeper2024 (DeeperSNN of the seed): four STDP layers and an R-STDP decision layer.
+
+| node | layer | operation | MNIST output |
+|---|---|---|---|
+| 0 | front end | 6 DoG maps, T = 15 | 6 x 28 x 28 |
+| 1 | conv1 | pad 2, conv 6->30 k3, fire > 15, STDP k=5 r=3, pool 2 | 30 x 15 x 15 |
+| 2 | conv2 | pad 1, conv 30->150 k3, fire > 10, STDP k=8 r=1, pool 2 | 150 x 7 x 7 |
+| 3 | conv3 | pad 1, conv 150->250 k3, fire > 50, STDP k=15 r=1, pool 3 | 250 x 2 x 2 |
+| 4 | conv4 | pad 2, conv 250->200 k3, fire > 128, STDP k=20 r=1, pool 3 | 200 x 1 x 1 |
+| 5 | decision | pad 2, conv 200->100 k3 (10 per class), R-STDP | 100 x 3 x 3 |
+
+Fixes relative to the seed: conv4 fires at its configured threshold (128; the seed hard-coded
+1) and its STDP uses the winners it computes (the seed recomputed them).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from s1c1 import FrontEnd
+
+from ._registry import register_model
+from .base import SpikingModel
+from .deep2024 import CONV2, CONV3
+from .layers import ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
+from .mozafari2018 import CONV1
+from .stages import RSTDPStage, STDPStage
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deeper2024Config:
+    frontend: FrontEnd = FrontEnd()
+    conv1: HiddenSpec = dataclasses.replace(CONV1, kernel_size=3)
+    conv2: HiddenSpec = CONV2
+    conv3: HiddenSpec = CONV3
+    conv4: HiddenSpec = HiddenSpec(in_channels=250, out_channels=200, kernel_size=3, threshold=128.0,
+                                   kwta=20, inhibition_radius=1, pad=2, pool=3)
+    decision: DecisionSpec = DecisionSpec(in_channels=200, kernel_size=3, neurons_per_class=10, pad=2)
+    adaptive_window: int = ADAPTIVE_WINDOW
+    adaptive_min: float = 0.0
+    adaptive_int: float = 1.0
+    default_epochs: tuple = (2, 4, 4, 4, 100)
+
+
+class Deeper2024(SpikingModel):
+    def __init__(self, config: Deeper2024Config = Deeper2024Config(), num_classes: int = 10):
+        super().__init__(config, config.frontend, num_classes)
+        steps = self.time_steps
+        for name in ("conv1", "conv2", "conv3", "conv4"):
+            self.add_block(HiddenLayer(getattr(config, name), steps, name))
+        self.add_block(DecisionLayer(config.decision, num_classes, steps))
+
+    def build_stages(self):
+        *hidden, decision = self.blocks
+        return tuple(STDPStage(layer.name, layer, input_node=i) for i, layer in enumerate(hidden)) + (
+            RSTDPStage("decision", decision, input_node=len(hidden), window=self.config.adaptive_window,
+                       adaptive_min=self.config.adaptive_min, adaptive_int=self.config.adaptive_int),)
+
+
+@register_model
+def deeper2024(num_classes: int = 10, **overrides) -> Deeper2024:
+    """Four STDP layers (30, 150, 250, 200 maps) + R-STDP decision (10 per class)."""
+    return Deeper2024(dataclasses.replace(Deeper2024Config(), **overrides), num_classes)
