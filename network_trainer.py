@@ -48,7 +48,7 @@ class Split:
 class TrainConfig:
     epochs: tuple
     batch_size: int = 32
-    eval_batch_size: int = 256
+    eval_batch_size: int = 128
     patience: int = 10
     seed: int = 0
     dry_run: bool = False

@@ -4,6 +4,7 @@ import torch
 
 import spiking
 from spiking import functional as sf
+from spiking import engine
 from spiking import times as st
 from tests.conftest import random_times
 
@@ -107,7 +108,7 @@ def test_hidden_layer_final_map_equals_spiked_by_last_step(gen):
 
 def test_im2col_times_matches_unfold(gen):
     times = random_times(2, 3, 6, 7, 9, generator=gen)
-    rows = st.im2col_times(times, (3, 2))
+    rows = engine.im2col_times(times, (3, 2))
     unfolded = torch.nn.functional.unfold(times.float(), (3, 2))          # [B, K, L]
     assert torch.equal(rows.float(), unfolded.transpose(1, 2).reshape(-1, unfolded.shape[1]))
 
@@ -118,19 +119,19 @@ def test_earliest_spikes_equal_conv_fire_then_inhibit(seed, steps):
     gen = torch.Generator().manual_seed(seed)
     conv = layer(seed, features=20, channels=5, k=3, dyadic=True)
     times = random_times(4, 5, 11, 11, steps, never=0.4, generator=gen)
-    survivors = st.earliest_spikes(times, conv.weight, 4.0, steps)
+    survivors = engine.earliest_spikes(times, conv.weight, 4.0, steps)
     expected = st.pointwise_inhibition_times(*st.conv_fire_times(times, conv.weight, 4.0, steps), steps)
     dense_times, dense_values = survivors.dense()
     assert torch.equal(dense_times, expected[0]) and torch.equal(dense_values, expected[1])
     for kwta, radius in [(1, 0), (5, 2), (8, 1), (30, 0)]:
-        assert torch.equal(st.survivor_winners(survivors, kwta, radius),
+        assert torch.equal(engine.survivor_winners(survivors, kwta, radius),
                            st.k_winners_times(*expected, steps, kwta, radius))
 
 
 def test_earliest_spikes_with_float_weights_agree_with_wave_path(gen):
     conv = layer(11, features=30, channels=6, k=5)
     times = random_times(6, 6, 16, 16, 15, never=0.6, generator=gen)
-    survivors = st.earliest_spikes(times, conv.weight, 15.0, 15)
+    survivors = engine.earliest_spikes(times, conv.weight, 15.0, 15)
     pot = conv(wave_of(times, 15))
     inhibited = sf.pointwise_inhibition(sf.threshold(pot, 15.0))
     dense_times, dense_values = survivors.dense()
@@ -144,7 +145,7 @@ def test_spike_times_equal_direct_per_step_path(steps, gen):
     conv = layer(5, features=12, channels=4, k=3, dyadic=True)
     times = random_times(5, 4, 10, 10, steps, never=0.5, generator=gen)
     expected, _ = st.conv_fire_times(times, conv.weight, 3.0, steps)
-    assert torch.equal(st.spike_times(times, conv.weight, 3.0, steps), expected)
+    assert torch.equal(engine.spike_times(times, conv.weight, 3.0, steps), expected)
     float_conv = layer(6, features=12, channels=4, k=3)
-    assert torch.equal(st.spike_times(times, float_conv.weight, 3.0, steps),
+    assert torch.equal(engine.spike_times(times, float_conv.weight, 3.0, steps),
                        st.conv_fire_times(times, float_conv.weight, 3.0, steps)[0])

@@ -1,0 +1,224 @@
+"""The training engine's fast paths: spike times found by search in time, not T convolutions.
+
+With non-negative weights, whether a neuron (or any feature at a position) has crossed its
+threshold by step `t` is monotone in `t`. So:
+
+1. one convolution of the final map gives every position's last-step potentials; positions
+   where no feature exceeds the threshold never spike (trained layers leave most silent);
+2. for the others only, the receptive fields are gathered as rows of spike times, and the
+   potentials at any per-row step `t` are one GEMM: `(fields <= t) @ W`;
+3. `earliest_spikes` binary-searches each position's earliest crossing step (ceil(log2 T)
+   GEMMs), which is all pointwise inhibition, k-WTA and STDP need; `spike_times` counts the
+   steps above threshold of every feature (T GEMMs, on spiking positions only).
+
+Results equal the direct per-step path (`times.conv_fire_times` and the wave primitives) up to
+float32 summation order, bit for bit when the sums are exact (tests use dyadic weights).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import check_int, check_rank, check_threshold, pair
+from .functional import conv2d
+from .times import TIMES, _scores, final_map
+
+FIELD_BLOCK_BYTES = 1 << 22     # float receptive fields per GEMM block: stays in cache
+
+
+@dataclass
+class Survivors:
+    """The pointwise-inhibition survivor of every position: at most one feature per position.
+
+    `times` [B, H, W] int64 (T = nothing spikes there), `features` [B, H, W] int64 (valid where
+    times < T), `values` [B, H, W] float (the survivor's potential at its first spike)."""
+    times: torch.Tensor
+    features: torch.Tensor
+    values: torch.Tensor
+    num_features: int
+    time_steps: int
+
+    def dense(self):
+        """As `pointwise_inhibition_times` returns them: uint8 [B, F, H, W] and float [B, F, H, W]."""
+        batch, height, width = self.times.shape
+        shape = (batch, self.num_features, height, width)
+        spiking = (self.times < self.time_steps).unsqueeze(1)
+        index = self.features.clamp(min=0).unsqueeze(1)
+        out_times = torch.full(shape, self.time_steps, dtype=torch.uint8, device=self.times.device)
+        out_times.scatter_(1, index, torch.where(spiking, self.times.unsqueeze(1), self.time_steps).to(torch.uint8))
+        values = torch.zeros(shape, dtype=self.values.dtype, device=self.values.device)
+        values.scatter_(1, index, torch.where(spiking, self.values.unsqueeze(1), 0.0))
+        return out_times, values
+
+
+def im2col_times(times: torch.Tensor, kernel_size) -> torch.Tensor:
+    """Receptive fields of every output position as rows (a strided copy).
+
+    Shape: [B, C, H, W] -> [B * H' * W', C * kh * kw], same dtype, rows in (b, row, col) order,
+    columns in the weight's (channel, kh, kw) order.
+    """
+    kh, kw = pair(kernel_size, "kernel_size")
+    batch, channels, height, width = times.shape
+    rows, cols = height - kh + 1, width - kw + 1
+    s = times.stride()
+    view = times.as_strided((batch, rows, cols, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
+    return view.reshape(batch * rows * cols, channels * kh * kw)
+
+
+@dataclass
+class _Rows:
+    """Positions whose last-step potentials cross the threshold, ready for GEMMs."""
+    positions: torch.Tensor    # flat (b, row, col) index [R]
+    fields: torch.Tensor       # receptive-field spike times, float [R, K]
+    final: torch.Tensor        # last-step potentials [R, F16]
+    matrix: torch.Tensor       # weights as [K, F16]
+
+
+def _spiking_rows(times, weight, threshold, time_steps) -> tuple[_Rows, tuple]:
+    features, channels, kh, kw = weight.shape
+    batch, _, height, width = times.shape
+    rows, cols = height - kh + 1, width - kw + 1
+    final = conv2d(final_map(times, time_steps, weight.dtype), weight)         # [B, F, H', W']
+    b, r, c = torch.nonzero(final.amax(dim=1) > threshold, as_tuple=True)
+    # the receptive fields of those positions, gathered from a strided im2col view
+    values = times.to(weight.dtype)
+    s = values.stride()
+    fields = values.as_strided((batch, rows, cols, channels, kh, kw),
+                               (s[0], s[2], s[3], s[1], s[2], s[3]))[b, r, c]
+    # GEMMs run markedly faster with an output width that is a multiple of 16 (zero columns
+    # never exceed a non-negative threshold)
+    width16 = -(-features // 16) * 16
+    matrix = weight.new_zeros(channels * kh * kw, width16)
+    matrix[:, :features] = weight.reshape(features, -1).t()
+    last = weight.new_zeros(b.numel(), width16)
+    last[:, :features] = final[b, :, r, c]
+    positions = (b * rows + r) * cols + c
+    return (_Rows(positions, fields.reshape(b.numel(), -1), last, matrix),
+            (batch, rows, cols))
+
+
+def _blocks(count: int, size: int):
+    block = max(256, FIELD_BLOCK_BYTES // (4 * size))
+    return [slice(start, start + block) for start in range(0, count, block)]
+
+
+def earliest_spikes(times: torch.Tensor, weight: torch.Tensor, threshold: float,
+                    time_steps: int) -> Survivors:
+    """Conv + fire + pointwise inhibition in one pass, by bisection in time per position.
+
+    For every position that spikes at all, a binary search over [0, T - 1] finds the earliest
+    step at which any feature exceeds the threshold. At that step the features above threshold
+    are exactly those first spiking then, and the largest (lowest index on exact ties) survives,
+    as in `functional.pointwise_inhibition`. Equals
+    `pointwise_inhibition_times(*conv_fire_times(...))` up to float32 summation order.
+
+    Shape: times uint8 [B, C, H, W], weight [F, C, kh, kw] -> Survivors over [B, H', W'].
+    """
+    check_rank(times, 4, "times", TIMES)
+    check_threshold(threshold)
+    steps = check_int(time_steps, "time_steps", 1)
+    features = weight.shape[0]
+    rows, shape = _spiking_rows(times, weight, threshold, steps)
+    count = rows.positions.numel()
+    high = torch.full((count,), steps - 1, dtype=torch.long, device=times.device)
+    best = rows.final
+    for part in _blocks(count, rows.fields.shape[1]):
+        high[part], best[part] = _bisect(rows.fields[part], best[part], rows.matrix, threshold, steps)
+    best = best[:, :features]
+    winner = torch.where(best > threshold, best, float("-inf")).argmax(dim=1)
+    total = shape[0] * shape[1] * shape[2]
+    out_times = torch.full((total,), steps, dtype=torch.long, device=times.device)
+    out_features = torch.full((total,), -1, dtype=torch.long, device=times.device)
+    out_values = weight.new_zeros(total)
+    out_times[rows.positions] = high
+    out_features[rows.positions] = winner
+    out_values[rows.positions] = best.gather(1, winner.unsqueeze(1)).squeeze(1)
+    return Survivors(out_times.view(shape), out_features.view(shape), out_values.view(shape),
+                     features, steps)
+
+
+def _bisect(fields, final, matrix, threshold, time_steps):
+    """For rows known to cross by the last step (`final` = their last-step potentials), the
+    earliest step at which any column of `wave_t @ matrix` exceeds `threshold`, and the
+    potentials at that step. `fields` holds the rows' spike times as floats [R, K]."""
+    count = fields.shape[0]
+    wave = torch.empty_like(fields)
+    potentials = matrix.new_empty(count, matrix.shape[1])
+    best = final
+    low = torch.zeros(count, dtype=torch.long, device=fields.device)
+    high = torch.full((count,), time_steps - 1, dtype=torch.long, device=fields.device)
+    for _ in range(math.ceil(math.log2(time_steps))):
+        active = low < high
+        middle = (low + high) // 2
+        # the cumulative wave at each row's own step: 1 where the field's time <= middle
+        torch.sub((middle + 1).to(fields.dtype).unsqueeze(1), fields, out=wave).clamp_(0, 1)
+        torch.mm(wave, matrix, out=potentials)
+        crossed = (potentials.amax(dim=1) > threshold) & active
+        high = torch.where(crossed, middle, high)
+        low = torch.where(active & ~crossed, middle + 1, low)
+        best = torch.where(crossed.unsqueeze(1), potentials, best)
+    return high, best
+
+
+def spike_times(times: torch.Tensor, weight: torch.Tensor, threshold: float, time_steps: int) -> torch.Tensor:
+    """Spike times of every neuron of conv + fire (the first output of `conv_fire_times`).
+
+    At every spiking position the steps above threshold are counted with one GEMM per step
+    (`T - count` is the spike time, as in SpykeTorch); other positions never spike.
+
+    Shape: times uint8 [B, C, H, W], weight [F, C, kh, kw] -> uint8 [B, F, H', W'].
+    """
+    check_rank(times, 4, "times", TIMES)
+    check_threshold(threshold)
+    steps = check_int(time_steps, "time_steps", 1)
+    features = weight.shape[0]
+    rows, (batch, height, width) = _spiking_rows(times, weight, threshold, steps)
+    above = torch.zeros(rows.positions.numel(), features, dtype=torch.uint8, device=times.device)
+    above += rows.final[:, :features] > threshold                   # the last step, already known
+    for part in _blocks(rows.positions.numel(), rows.fields.shape[1]):
+        fields = rows.fields[part]
+        wave = torch.empty_like(fields)
+        potentials = rows.matrix.new_empty(fields.shape[0], rows.matrix.shape[1])
+        for step in range(steps - 1):
+            torch.sub(step + 1.0, fields, out=wave).clamp_(0, 1)
+            torch.mm(wave, rows.matrix, out=potentials)
+            above[part] += potentials[:, :features] > threshold
+    out = torch.full((batch * height * width, features), steps, dtype=torch.uint8, device=times.device)
+    out[rows.positions] = steps - above
+    return out.view(batch, height, width, features).permute(0, 3, 1, 2).contiguous()
+
+
+def survivor_winners(survivors: Survivors, kwta: int = 1, inhibition_radius: int = 0) -> torch.Tensor:
+    """`get_k_winners` of pointwise-inhibited potentials, working on one survivor per position.
+
+    Same float32 scores and tie rule (first flat index `feature * H * W + row * W + col` among
+    equal scores) as `functional.get_k_winners`, at the cost of [B, H, W] instead of
+    [B, F, H, W] per pick.
+
+    Shape: Survivors over [B, H, W] -> LongTensor [B, kwta, 3].
+    """
+    kwta = check_int(kwta, "kwta", 1)
+    radius = check_int(inhibition_radius, "inhibition_radius", 0)
+    batch, height, width = survivors.times.shape
+    device = survivors.times.device
+    scores = _scores(survivors.times.flatten(1), survivors.values.flatten(1), survivors.time_steps)
+    features = survivors.features.flatten(1)
+    position = torch.arange(height * width, device=device)
+    flat_index = features * (height * width) + position
+    rows, cols = position // width, position % width
+    winners = torch.full((batch, kwta, 3), -1, dtype=torch.long, device=device)
+    alive = torch.ones(batch, 1, dtype=torch.bool, device=device)
+    never = torch.iinfo(torch.long).max
+    for k in range(kwta):
+        best = scores.max(dim=1, keepdim=True).values
+        alive &= best != 0
+        pick = torch.where(scores == best, flat_index, never).argmin(dim=1, keepdim=True)
+        feature, row, col = features.gather(1, pick), pick // width, pick % width
+        winners[:, k] = torch.where(alive, torch.cat((feature, row, col), dim=1), -1)
+        inhibit = features == feature
+        if radius > 0:
+            inhibit |= ((rows - row).abs() <= radius) & ((cols - col).abs() <= radius)
+        scores = scores.masked_fill(inhibit & alive, 0)
+    return winners
