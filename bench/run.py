@@ -46,11 +46,15 @@ def _encoded(args, count, model):
     return np.array(array[:count]), dataset.train_labels[:count], dataset.train_images[:count]
 
 
-def _timed(function, count):
-    began = time.perf_counter()
-    function()
-    seconds = time.perf_counter() - began
-    return {"images": count, "seconds": seconds, "img_per_s": count / seconds}
+def _timed(function, count, repeats: int = 1):
+    """Wall time of `function` over `count` images; the best of `repeats` runs (only for
+    functions without side effects: this machine's timings vary by +-10 % run to run)."""
+    seconds = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        function()
+        seconds = min(seconds, time.perf_counter() - began)
+    return {"images": count, "seconds": seconds, "img_per_s": count / seconds, "repeats": repeats}
 
 
 def _train_stage(stage, inputs, labels, batch):
@@ -67,18 +71,35 @@ def _train_stage(stage, inputs, labels, batch):
     stage.end_epoch()
 
 
-def _prepared_model(args, images_needed, upto_stage):
-    """mozafari2018 with its first `upto_stage` stages trained (untimed) on the benchmark images."""
-    import models
+def _node(model, times, index, kind):
+    """Node `index` of front-end spike times, in batches of 128 (uint8 numpy)."""
     import numpy as np
+    import torch
+    parts = []
+    for begin in range(0, len(times), 128):
+        x = torch.from_numpy(times[begin:begin + 128])
+        if kind == "times":
+            parts.append(model.forward_times(x, 0, index))
+        else:
+            parts.append(model.forward_final((x < model.time_steps).float(), 0, index))
+    return torch.cat(parts).to(torch.uint8).numpy()
+
+
+def _prepared_model(args, count, stage_index):
+    """mozafari2018 with the stages before `stage_index` trained and stage `stage_index`
+    warmed up (untimed) on `--warmup` images, so the timed images see an epoch's steady state
+    (learning rates at their maximum, features formed). Returns the model and the next
+    `count` images (spike times, labels, raw pixels)."""
+    import models
     import torch
     torch.manual_seed(0)
     model = models.create_model("mozafari2018")
-    times, labels, raw = _encoded(args, images_needed, model)
-    for stage in model.stages[:upto_stage]:
-        node = model.forward_times(torch.from_numpy(times), 0, stage.input_node).numpy()
-        _train_stage(stage, node, labels, 32)
-    return model, times, labels, raw
+    total = args.warmup + count
+    times, labels, raw = _encoded(args, total, model)
+    for stage in model.stages[:stage_index + 1]:
+        node = _node(model, times[:args.warmup], stage.input_node, stage.needs)
+        _train_stage(stage, node, labels[:args.warmup], 32)
+    return model, times[args.warmup:], labels[args.warmup:], raw[args.warmup:]
 
 
 def measure(name, args) -> dict:
@@ -99,10 +120,10 @@ def measure(name, args) -> dict:
         from s1c1 import encode
         images, _ = _mnist(args, args.images)
         model = models.create_model("mozafari2018")
-        return _timed(lambda: encode(images, model.frontend, batch_size=500), len(images))
+        return _timed(lambda: encode(images, model.frontend, batch_size=500), len(images), repeats=2)
     if name.startswith("infer_ref:"):
         from bench.reference import ReferenceMozafari
-        model, _, _, raw = _prepared_model(args, args.reference_images, 0)
+        model, _, _, raw = _prepared_model(args, args.reference_images, -1)
         reference = ReferenceMozafari(model)
         batch = torch.from_numpy(raw).float().unsqueeze(1) / 255
         return _timed(lambda: [reference.decide(batch[i:i + 1]) for i in range(len(batch))], len(batch))
@@ -114,9 +135,10 @@ def measure(name, args) -> dict:
         x = torch.from_numpy(times)
 
         def run():
-            for begin in range(0, len(x), 256):
-                model.predict(x[begin:begin + 256])
-        run_result = _timed(run, len(x))
+            for begin in range(0, len(x), 128):
+                model.predict(x[begin:begin + 128])
+        run()                                             # warm-up
+        run_result = _timed(run, len(x), repeats=3)
         macs = model.inference_macs(tuple(times.shape[1:]))
         run_result.update(macs_per_image=macs, gflops=2 * macs * run_result["img_per_s"] / 1e9)
         return run_result
@@ -125,8 +147,7 @@ def measure(name, args) -> dict:
     index = stage_index[stage_name]
     count = {"train": args.images, "train_exact": args.exact_images,
              "train_ref": args.reference_images}[mode]
-    model, times, labels, raw = _prepared_model(args, max(count, args.images if index else 0), index)
-    times, labels, raw = times[:count], labels[:count], raw[:count]
+    model, times, labels, raw = _prepared_model(args, count, index)
     stage = model.stages[index]
     if mode == "train_ref":
         from bench.reference import ReferenceMozafari
@@ -136,11 +157,9 @@ def measure(name, args) -> dict:
             return _timed(lambda: [reference.learn_hidden(batch[i:i + 1], index) for i in range(count)], count)
         return _timed(lambda: [reference.learn_decision(batch[i:i + 1], int(labels[i])) for i in range(count)],
                       count)
-    x = torch.from_numpy(times)
-    node = (model.forward_times(x, 0, stage.input_node) if stage.needs == "times"
-            else model.forward_final((x < model.time_steps).float(), 0, stage.input_node)).numpy()
+    node = _node(model, times, stage.input_node, stage.needs)
     batch = args.batch_size if mode == "train" else 1
-    return _timed(lambda: _train_stage(stage, node.astype(np.uint8), labels, batch), count)
+    return _timed(lambda: _train_stage(stage, node, labels, batch), count)
 
 
 def full_recipe(args) -> dict:
@@ -165,7 +184,7 @@ def full_recipe(args) -> dict:
 
 def _subprocess(name, args) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--measure", name, "--data-root", args.data_root,
-               "--images", str(args.images), "--exact-images", str(args.exact_images),
+               "--images", str(args.images), "--warmup", str(args.warmup), "--exact-images", str(args.exact_images),
                "--reference-images", str(args.reference_images), "--batch-size", str(args.batch_size),
                "--threads", str(args.threads)]
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
@@ -176,6 +195,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=os.path.join(ROOT, "..", "shared", "data"))
     parser.add_argument("--images", type=int, default=6000, help="images per batched measurement")
+    parser.add_argument("--warmup", type=int, default=3000,
+                        help="untimed training images before a stage is timed (steady state)")
     parser.add_argument("--exact-images", type=int, default=1000, help="images for batch-size-1 runs")
     parser.add_argument("--reference-images", type=int, default=200, help="images for reference runs")
     parser.add_argument("--batch-size", type=int, default=32)
