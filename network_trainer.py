@@ -31,7 +31,7 @@ from metrics import classification_metrics, confusion_matrix
 from spiking import times as st
 from spiking.visualization import project_through_filters, reconstruct_features
 from utils import (CHECKPOINT_FORMAT, UserError, atomic_write_json, atomic_write_text,
-                   derived_seed, load_checkpoint, save_checkpoint, save_figure)
+                   derived_seed, fault_point, load_checkpoint, save_checkpoint, save_figure)
 
 
 @dataclass
@@ -168,6 +168,10 @@ class NetworkTrainer:
                 self.writer.close()
 
     def _train_stage(self, index: int, stage) -> None:
+        if stage.kind == "readout":
+            self._fit_readout(stage)
+            self._end_stage(index, stage)
+            return
         epochs = 1 if self.config.dry_run else self.config.epochs[index]
         inputs = self.node("train", stage.input_node, stage.needs)
         labels = self.splits["train"].labels
@@ -179,9 +183,9 @@ class NetworkTrainer:
             row["seconds"] = time.time() - began
             self.state.elapsed[stage.name] = self.state.elapsed.get(stage.name, 0.0) + row["seconds"]
             stop = False
-            if stage.kind == "rstdp":
+            if stage.supervised:
                 stop = self._validate(stage, row)
-            else:
+            elif hasattr(stage, "probe"):
                 row["spike_rate"] = self._spike_rate(stage)
             row.update({f"rate_{stage.name}_{k}": v for k, v in stage.rates().items()})
             self.state.history.append(row)
@@ -192,7 +196,7 @@ class NetworkTrainer:
             self.log(_row_summary(row))
             if stop:
                 self.log(f"{stage.name}: no validation improvement for {self.config.patience} epochs; stopping")
-        if stage.kind == "rstdp" and self.state.best_epoch >= 0:
+        if stage.supervised and self.state.best_epoch >= 0:
             best = load_checkpoint(self.run.file("checkpoints", "best.ckpt"))
             if best.get("best_epoch") != self.state.best_epoch:
                 raise UserError(f"best.ckpt holds epoch {best.get('best_epoch')}, the run's state "
@@ -202,14 +206,47 @@ class NetworkTrainer:
                                                "val_accuracy": self.state.best_val}
             self.log(f"{stage.name}: keeping epoch {self.state.best_epoch} "
                      f"(validation accuracy {self.state.best_val:.4f})")
+        self._end_stage(index, stage)
+
+    def _end_stage(self, index: int, stage) -> None:
         self.state = TrainerState(stage=index + 1, history=self.state.history,
                                   elapsed=self.state.elapsed, selected=self.state.selected)
         self._drop_nodes_after(stage.input_node)
         self.save(f"stage-{stage.name}.ckpt")
         self.save("last.ckpt")
 
+    def _fit_readout(self, stage) -> None:
+        """Fit a linear readout on the final spike features of the training split (once)."""
+        began = time.time()
+        features = {split: self._features(split, stage) for split in ("train", "val")}
+        try:
+            summary = stage.head.fit(features["train"], self.splits["train"].labels,
+                                     features["val"], self.splits["val"].labels, seed=self.config.seed)
+        except ValueError as error:
+            raise UserError(f"{stage.name}: {error}") from None
+        row = {"stage": stage.name, "kind": stage.kind, "epoch": 1, "train_samples": len(features["train"]),
+               "seconds": time.time() - began, **summary}
+        self.state.elapsed[stage.name] = row["seconds"]
+        self.state.selected[stage.name] = {"epoch": 1, "val_accuracy": summary["val_accuracy"]}
+        self.state.history.append(row)
+        self.save("best.ckpt", best_epoch=1)
+        self._write_history()
+        self._log_scalars(row, len(self.state.history))
+        self.log(f"{stage.name}: C={summary['C']}, validation accuracy {summary['val_accuracy']:.4f}, "
+                 f"{row['seconds']:.1f}s")
+
+    @torch.no_grad()
+    def _features(self, split: str, stage) -> np.ndarray:
+        """Flattened final spike features of a readout, uint8 [N, D]."""
+        inputs = self.node(split, stage.input_node, "final")
+        parts = []
+        for begin in range(0, len(inputs), self.config.eval_batch_size):
+            x = _tensor(inputs[begin:begin + self.config.eval_batch_size]).to(self.device).float()
+            parts.append(stage.head.features(x).to(torch.uint8).cpu().numpy())
+        return np.concatenate(parts)
+
     def _patience_spent(self, stage) -> bool:
-        return stage.kind == "rstdp" and self.state.bad_epochs >= self.config.patience
+        return stage.supervised and self.state.bad_epochs >= self.config.patience
 
     def _train_epoch(self, stage, index, epoch, epochs, inputs, labels) -> dict:
         generator = torch.Generator().manual_seed(derived_seed(self.config.seed, "order", stage.name, epoch))
@@ -218,7 +255,7 @@ class NetworkTrainer:
         if self.config.dry_run:
             count = min(count, 2 * self.config.batch_size)
         totals = {}
-        stage.start_epoch()
+        stage.start_epoch(count)
         position = 0
         with self._bar(count, f"[{index + 1}/{len(self.model.stages)}] {stage.name} "
                               f"epoch {epoch + 1}/{epochs}") as bar:
@@ -232,6 +269,7 @@ class NetworkTrainer:
                 for key, value in stage.step(x, y).items():
                     totals[key] = totals.get(key, 0) + int(value)
                 position += size
+                fault_point("batch")
                 bar.update(size)
                 if "correct" in totals:
                     bar.set_postfix(acc=f"{totals['correct'] / position:.3f}")
@@ -280,8 +318,10 @@ class NetworkTrainer:
         labels, predictions, scores = self.evaluate("test")
         classes = self.meta.get("classes") or [str(c) for c in range(self.model.num_classes)]
         metrics = classification_metrics(labels, predictions, scores, self.model.num_classes)
+        seconds = time.time() - began
         metrics.update(model=self.meta["model"], dataset=self.meta.get("dataset"),
-                       test_seconds=time.time() - began, stage_seconds=dict(self.state.elapsed),
+                       parameters=self.model.parameter_count(), test_seconds=seconds,
+                       inference_img_per_s=len(labels) / seconds, stage_seconds=dict(self.state.elapsed),
                        selected_epochs=dict(self.state.selected),
                        train_samples=len(self.splits["train"]), val_samples=len(self.splits["val"]),
                        spike_rates=self._test_spike_rates())
@@ -388,7 +428,9 @@ def check_compatible(payload: dict, model, model_name: str) -> None:
         raise UserError(f"checkpoint was made with other hyperparameters ({', '.join(keys)})")
     state = model.state_dict()
     theirs = payload.get("state_dict", {})
-    if set(theirs) != set(state) or any(theirs[k].shape != state[k].shape for k in state):
+    # an empty tensor is a lazily sized buffer (a linear readout before it is fitted)
+    if set(theirs) != set(state) or any(theirs[k].shape != state[k].shape and state[k].numel()
+                                        for k in state):
         raise UserError("checkpoint weights do not match the model's layers")
 
 

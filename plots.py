@@ -14,21 +14,21 @@ import numpy as np  # noqa: E402
 
 
 def history_figure(rows: list[dict]):
-    """Per epoch: R-STDP train hit/miss/silence and validation accuracy; learning rates."""
+    """Per epoch: supervised train hit/miss/silence and validation accuracy; learning rates."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    supervised = [r for r in rows if r.get("kind") == "rstdp"]
+    supervised = [r for r in rows if "train_hit" in r]
     if supervised:
         x = np.arange(1, len(supervised) + 1)
         for key, label in (("train_hit", "train correct"), ("train_miss", "train wrong"),
                            ("train_silence", "train silent"), ("val_accuracy", "validation accuracy")):
             left.plot(x, [r.get(key, np.nan) for r in supervised], marker=".", label=label)
-        left.set_xlabel("R-STDP epoch")
+        left.set_xlabel("supervised epoch")
         left.set_ylabel("fraction of samples")
         left.set_ylim(0, 1)
         left.legend(loc="center right")
         left.grid(alpha=0.3)
     else:
-        left.text(0.5, 0.5, "no R-STDP epoch yet", ha="center", va="center")
+        left.text(0.5, 0.5, "no supervised epoch yet", ha="center", va="center")
         left.set_axis_off()
     x = np.arange(1, len(rows) + 1)
     keys = sorted({k for r in rows for k in r if k.startswith("rate_")})

@@ -8,6 +8,7 @@ keyed by the dataset and every front-end parameter, so later stages and runs nev
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import torch.nn as nn
 from spiking import functional as sf
 from spiking.encoding import latency_times
 from spiking.filters import DoGKernel, Filter
-from utils import atomic_write_json, fsync_replace
+from utils import atomic_write_json, fault_point, fsync_replace
 
 # (window, sigma1, sigma2): on- and off-centre pairs at three scales, in this channel order
 MNIST_DOG = ((3, 3 / 9, 6 / 9), (3, 6 / 9, 3 / 9), (7, 7 / 9, 14 / 9), (7, 14 / 9, 7 / 9),
@@ -105,6 +106,7 @@ def encode(images, config: FrontEnd, batch_size: int = 1000, device="cpu",
             shape = times.shape[1:]
             out = np.empty((count,) + shape, dtype=np.uint8)
         out[start:start + len(batch)] = times
+        fault_point("encode")
         if progress is not None:
             progress(len(batch))
     if out is None:
@@ -161,6 +163,8 @@ class EncodingCache:
         """Write atomically (temporary file, fsync, rename), manifest last; return a memmap."""
         os.makedirs(self.root, exist_ok=True)
         data_path, meta_path = self.paths(name, config)
+        for leftover in glob.glob(f"{data_path}.tmp*"):          # from a writer that was killed
+            os.remove(leftover)
         temporary = f"{data_path}.tmp{os.getpid()}"
         with open(temporary, "wb") as handle:
             np.save(handle, np.ascontiguousarray(array))

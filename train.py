@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-download", action="store_true", help="never try to download data")
     parser.add_argument("--epochs", type=int, nargs="+", help="one epoch count per stage "
                         "(default: the model's own); R-STDP counts are maxima (early stopping)")
+    parser.add_argument("--readout", choices=("rstdp", "svm", "logistic"),
+                        help="decision: the R-STDP layer (default for R-STDP models) or a linear "
+                             "classifier on the STDP features")
+    parser.add_argument("--readout-c", type=float, help="the linear readout's C (default: chosen "
+                        "on the validation split, or the model's own)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="samples per update; 1 is the exact sequential algorithm")
     parser.add_argument("--ratio", type=float, default=1.0, help="stratified fraction of the training set")
@@ -77,11 +82,12 @@ def validate(args) -> None:
         raise UserError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
     checks = [(args.batch_size >= 1, "--batch-size must be >= 1"),
               (0 < args.ratio <= 1, "--ratio must be in (0, 1]"),
+              (args.readout_c is None or args.readout_c > 0, "--readout-c must be > 0"),
               (args.val_size > 0 and (args.val_size < 1 or float(args.val_size).is_integer()),
                "--val-size must be a fraction in (0, 1) or a whole count >= 1"),
               (args.patience >= 1, "--patience must be >= 1"),
-              (args.threads is None or args.threads >= 1, "--threads must be >= 1"),
-              (args.activation_maps >= 0, "--activation-maps must be >= 0"),
+              (args.threads is None or 1 <= args.threads <= 1024, "--threads must be in [1, 1024]"),
+              (0 <= args.activation_maps <= 100, "--activation-maps must be in [0, 100]"),
               (args.epochs is None or all(e >= 0 for e in args.epochs), "--epochs counts must be >= 0"),
               (0 <= args.seed < 2 ** 63, "--seed must be a non-negative integer")]
     for ok, message in checks:
@@ -171,6 +177,10 @@ def main(argv=None) -> dict:
     except UserError as error:
         eprint(f"error: {error}")
         raise SystemExit(2) from None
+    except OSError as error:      # a full disk, a vanished folder... after atomic writes: nothing half-written
+        where = f": {error.filename}" if error.filename else ""
+        eprint(f"error: {error.strerror or error}{where}")
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         eprint("interrupted: the last completed epoch is saved; continue with --resume RUN_DIR")
         raise SystemExit(130) from None
@@ -186,6 +196,14 @@ def _main(argv) -> dict:
     run = None
     if args.resume:
         args, run = _resume_args(parser, argv, args)
+    try:
+        return _train(args, argv, run)
+    finally:
+        if run is not None:
+            run.release()
+
+
+def _train(args, argv, run) -> dict:
     validate(args)
     threads = set_threads(args.threads)
     device = resolve_device(args.device)
@@ -194,32 +212,40 @@ def _main(argv) -> dict:
         return _evaluate_only(args, device, log)
     dataset = data.load_dataset(args.dataset, args.data_root, download=not args.no_download)
     seed_everything(args.seed)
-    model = models.create_model(args.model, num_classes=dataset.num_classes)
+    overrides = {k: v for k, v in (("readout", args.readout), ("readout_C", args.readout_c)) if v is not None}
+    try:
+        model = models.create_model(args.model, num_classes=dataset.num_classes, **overrides)
+    except ValueError as error:
+        raise UserError(f"{args.model}: {error}") from None
+    check_input_size(model, dataset)
     epochs = tuple(args.epochs) if args.epochs else tuple(model.config.default_epochs)
-    config = TrainConfig(epochs=epochs, batch_size=args.batch_size, patience=args.patience,
-                         seed=args.seed, dry_run=args.dry_run, activation_maps=args.activation_maps,
-                         tensorboard=args.tensorboard, progress=args.progress)
-    meta = {"model": args.model, "overrides": {}, "dataset": dataset.name, "classes": dataset.classes}
     if len(epochs) != len(model.stages):  # fail before any encoding work
         names = ", ".join(s.name for s in model.stages)
         raise UserError(f"{args.model} has {len(model.stages)} stages ({names}): --epochs needs "
                         f"{len(model.stages)} counts, got {len(epochs)}")
-    splits, summary = prepare_splits(args, dataset, model.frontend, log)
+    config = TrainConfig(epochs=epochs, batch_size=args.batch_size, patience=args.patience,
+                         seed=args.seed, dry_run=args.dry_run, activation_maps=args.activation_maps,
+                         tensorboard=args.tensorboard, progress=args.progress)
+    meta = {"model": args.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes}
+    record = {"args": vars(args), "epochs": list(epochs), "model": args.model,
+              "hyperparameters": model.hyperparameters(), "frontend_key": model.frontend.key(),
+              "threads": threads, "device": str(device), "versions": package_versions(),
+              "git_commit": git_commit(), "started": datetime.datetime.now().isoformat(timespec="seconds"),
+              "command": "python train.py " + " ".join(argv)}
     if run is None:
+        # the run folder exists (with its configuration) before any long work, so that a run
+        # killed even during encoding can be resumed
         run = RunDirectory.create(args.out_dir, args.run_name or default_run_name(args.model, dataset.name))
-        atomic_write_json(run.file("config.json"), {
-            "args": vars(args), "epochs": list(epochs), "model": args.model,
-            "hyperparameters": model.hyperparameters(), "frontend_key": model.frontend.key(),
-            "dataset": summary, "threads": threads, "device": str(device),
-            "versions": package_versions(), "git_commit": git_commit(),
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "command": "python train.py " + " ".join(argv)})
-    log(f"run folder: {run.path}")
-    trainer = NetworkTrainer(model, splits, run, config, meta, device=device, log=log)
-    last = run.file("checkpoints", "last.ckpt")
-    if args.resume and os.path.exists(last):
-        trainer.resume(last)
+        atomic_write_json(run.file("config.json"), record)
     try:
+        log(f"run folder: {run.path}")
+        splits, summary = prepare_splits(args, dataset, model.frontend, log)
+        if not args.resume:
+            atomic_write_json(run.file("config.json"), {**record, "dataset": summary})
+        trainer = NetworkTrainer(model, splits, run, config, meta, device=device, log=log)
+        last = run.file("checkpoints", "last.ckpt")
+        if args.resume and os.path.exists(last):
+            trainer.resume(last)
         metrics = trainer.fit()
     finally:
         run.release()
@@ -227,6 +253,20 @@ def _main(argv) -> dict:
         f"macro F1 {metrics['macro_f1']:.4f}) -> {run.path}")
     metrics["run_dir"] = run.path
     return metrics
+
+
+def check_input_size(model, dataset) -> None:
+    """Refuse images too small for the model's layers before any work (one line, no traceback)."""
+    shape = model.frontend.output_shape(1, *dataset.train_images.shape[-2:])
+    try:
+        shapes = model.node_shapes(shape)
+    except ValueError as error:
+        raise UserError(f"{dataset.name} images ({dataset.train_images.shape[-2]}x"
+                        f"{dataset.train_images.shape[-1]}) do not fit {model.__class__.__name__}: {error}") from None
+    if min(shape[1:]) < 1 or any(min(s[1:]) < 1 for s in shapes):
+        sizes = " -> ".join("x".join(str(v) for v in s[1:]) for s in shapes)
+        raise UserError(f"{dataset.name} images ({dataset.train_images.shape[-2]}x{dataset.train_images.shape[-1]}) "
+                        f"are too small for this model: node sizes {sizes}")
 
 
 def _resume_args(parser, argv, args):

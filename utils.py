@@ -25,6 +25,27 @@ class UserError(Exception):
     """A problem with the user's input or environment, reported in one line without a traceback."""
 
 
+FAULT_ENV = "SNN_FAULT"
+_fault_hits: dict = {}
+
+
+def fault_point(name: str) -> None:
+    """Fault-injection hook for tests: with `SNN_FAULT=name:N` in the environment, the N-th time
+    the point `name` is reached the process kills itself with SIGKILL, exactly as a crash or
+    `kill -9` at that moment would. Points: `encode` (each encoding batch), `batch` (each
+    training batch), `write` (halfway through every atomic file write)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    target, _, count = spec.partition(":")
+    if target != name:
+        return
+    _fault_hits[name] = _fault_hits.get(name, 0) + 1
+    if _fault_hits[name] == int(count or 1):
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 # ---------------------------------------------------------------- seeding, devices, versions
 
 def seed_everything(seed: int) -> None:
@@ -98,7 +119,10 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     temporary = f"{path}.tmp{os.getpid()}"
     try:
         with open(temporary, "wb") as handle:
-            handle.write(data)
+            handle.write(data[:len(data) // 2])
+            handle.flush()
+            fault_point("write")          # a crash here leaves a half-written temporary file
+            handle.write(data[len(data) // 2:])
         fsync_replace(temporary, path)
     except BaseException:
         try:
@@ -203,10 +227,15 @@ class RunDirectory:
 
     @classmethod
     def open(cls, path: str) -> "RunDirectory":
+        """Reattach to a run (resume); temporary files left by a killed writer are removed."""
         if not os.path.isdir(path):
             raise UserError(f"no run folder at {path}")
         run = cls(path)
         run.lock()
+        for folder, _, names in os.walk(run.path):
+            for name in names:
+                if ".tmp" in name:
+                    os.remove(os.path.join(folder, name))
         return run
 
     def lock(self) -> None:

@@ -59,7 +59,7 @@ def _timed(function, count, repeats: int = 1):
 
 def _train_stage(stage, inputs, labels, batch):
     import torch
-    stage.start_epoch()
+    stage.start_epoch(len(labels))
     position = 0
     while position < len(labels):
         size = min(batch, stage.limit(), len(labels) - position)

@@ -29,6 +29,7 @@ class SpikingModel(nn.Module):
         self.num_classes = num_classes
         self.time_steps = frontend.time_steps
         self.blocks = nn.ModuleList()
+        self.readout = None         # set by attach_readout: {"readout": kind, "readout_C": C}
         self._stages = None
 
     def add_block(self, block: nn.Module) -> nn.Module:
@@ -90,4 +91,4 @@ class SpikingModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def hyperparameters(self) -> dict:
-        return dataclasses.asdict(self.config)
+        return {**dataclasses.asdict(self.config), **(self.readout or {})}

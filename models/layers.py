@@ -36,7 +36,8 @@ class HiddenSpec:
 
     Learning (STDP stage): pointwise inhibition -> k winners (`kwta`, `inhibition_radius`) ->
     STDP with `learning_rate`; every `rate_doubling_every` samples `a_plus` doubles (capped at
-    `max_a_plus`) and `a_minus = a_minus_ratio * a_plus` (0 disables the schedule).
+    `max_a_plus`) and `a_minus = a_minus_ratio * a_plus` (0 disables the schedule). With
+    `inhibit_input`, learning sees the input wave after pointwise inhibition (inference does not).
     """
     in_channels: int
     out_channels: int
@@ -57,6 +58,7 @@ class HiddenSpec:
     a_minus_ratio: float = A_MINUS_RATIO
     weight_mean: float = WEIGHT_MEAN
     weight_std: float = WEIGHT_STD
+    inhibit_input: bool = False      # pointwise inhibition of the input wave while learning only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,11 +89,28 @@ def conv_size(size: int, pad: int, kernel: int) -> int:
 
 @dataclass
 class Prediction:
-    """classes [B] (-1 = silence), scores [B, num_classes] (largest final potential per class),
+    """classes [B] (-1 = silence), scores [B, num_classes] (higher = more that class; for ROC AUC),
     winners [B, 1, 3] (feature, row, col of the deciding neuron, -1 when silent)."""
     classes: torch.Tensor
     scores: torch.Tensor
     winners: torch.Tensor
+
+
+def class_margins(potentials: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class scores of a decision layer: each class's largest final potential minus the largest
+    of the other classes (positive only for the winning class). Raw potentials grow with the
+    input's spike count, so they rank poorly across samples; margins are comparable (ROC AUC).
+
+    Shape: potentials [B, classes * neurons_per_class, H, W] -> [B, classes].
+    """
+    best = potentials.flatten(1).view(potentials.shape[0], num_classes, -1).amax(dim=2)
+    if num_classes == 1:
+        return best
+    top = best.topk(2, dim=1).values
+    leader = best.argmax(dim=1, keepdim=True)
+    others = torch.where(torch.arange(num_classes, device=best.device) == leader,
+                         top[:, 1:2], top[:, :1])
+    return best - others
 
 
 def reward_signal(decisions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -186,6 +205,11 @@ class HiddenLayer(nn.Module):
             raise ValueError(f"batch of {batch} straddles a learning-rate change; take <= {self.limit()}")
         self._schedule()
         padded = self.padded(times)
+        if self.spec.inhibit_input:
+            # kheradpisheh2018's STDP stage: at each input position only the earliest map
+            # (lowest index among equals) reaches the layer
+            padded = st.pointwise_inhibition_times(padded, torch.ones(padded.shape, device=padded.device),
+                                                   self.time_steps)[0]
         winners, post = self.winners(padded)
         self.stdp.update(self.time_steps - padded.float(), post, winners)
         self.samples_seen += batch
@@ -235,8 +259,7 @@ class DecisionLayer(nn.Module):
         winners = sf.select_winners(st.decision_scores(potentials, self.time_steps), 1, 0)
         feature = winners[:, 0, 0]
         classes = torch.where(feature >= 0, feature // self.spec.neurons_per_class, feature)
-        scores = potentials.flatten(2).view(potentials.shape[0], self.num_classes, -1).amax(dim=2)
-        return Prediction(classes, scores, winners)
+        return Prediction(classes, class_margins(potentials, self.num_classes), winners)
 
     def predict(self, final: torch.Tensor) -> Prediction:
         return self.decide(self.potentials(final)[1])

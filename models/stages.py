@@ -15,6 +15,7 @@ class STDPStage:
     """Unsupervised STDP of one hidden layer."""
     kind = "stdp"
     needs = "times"
+    supervised = False
 
     def __init__(self, name: str, layer: HiddenLayer, input_node: int):
         self.name, self.layer, self.input_node = name, layer, input_node
@@ -22,7 +23,7 @@ class STDPStage:
     def limit(self) -> int:
         return self.layer.limit()
 
-    def start_epoch(self) -> None:
+    def start_epoch(self, size: int = 0) -> None:
         pass
 
     def step(self, times: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
@@ -42,25 +43,35 @@ class STDPStage:
 class RSTDPStage:
     """Supervised R-STDP of a decision head.
 
-    The head's rates adapt after each window of `window` training samples (silent ones
-    included; windows restart with every epoch, a shorter last window adapts too):
-    reward rates = base * (miss * adaptive_int + adaptive_min), punish rates = base *
-    (hit * adaptive_int + adaptive_min). The first window uses the base rates.
+    The head's rates adapt after each window of about `window` training samples (silent ones
+    included): reward rates = base * (miss * adaptive_int + adaptive_min), punish rates =
+    base * (hit * adaptive_int + adaptive_min). The first window uses the base rates. Windows
+    restart with every epoch, which is split into round(N / window) windows of nearly equal size
+    (60,000 samples: sixty windows of 1,000, as the original's data-loader batches; 54,001: one
+    of 1,001 and fifty-three of 1,000, rather than a last window of a single sample whose hit
+    rate would zero the reward or punish rates for the next 1,000 samples).
     """
     kind = "rstdp"
+    supervised = True           # validated every epoch, best epoch kept, early stopping
 
     def __init__(self, name: str, head, input_node: int, window: int = ADAPTIVE_WINDOW,
                  adaptive_min: float = 0.0, adaptive_int: float = 1.0):
         self.name, self.head, self.input_node = name, head, input_node
         self.needs = head.needs
         self.window, self.adaptive_min, self.adaptive_int = window, adaptive_min, adaptive_int
-        self._counts, self._phase = [0, 0, 0], 0
+        self._counts, self._phase, self._sizes = [0, 0, 0], 0, [window]
 
-    def start_epoch(self) -> None:
+    def start_epoch(self, size: int = 0) -> None:
         self._counts, self._phase = [0, 0, 0], 0      # correct, wrong, silent in this window
+        count = max(1, round(size / self.window)) if size else 1
+        self._sizes = [size // count + (1 if i < size % count else 0) for i in range(count)] if size \
+            else [self.window]
+
+    def _window_size(self) -> int:
+        return self._sizes[min(self._phase, len(self._sizes) - 1)]
 
     def limit(self) -> int:
-        return self.window - sum(self._counts)
+        return self._window_size() - sum(self._counts)
 
     def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
         decisions = self.head.reinforce(inputs, labels, phase=self._phase)
@@ -69,7 +80,7 @@ class RSTDPStage:
         correct = int((decisions == labels).sum())
         counts = (correct, len(labels) - correct - silent, silent)
         self._counts = [a + b for a, b in zip(self._counts, counts)]
-        if sum(self._counts) >= self.window:
+        if sum(self._counts) >= self._window_size():
             self._adapt()
         return {"correct": counts[0], "wrong": counts[1], "silent": counts[2]}
 

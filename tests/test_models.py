@@ -19,7 +19,12 @@ SHAPES = {   # node shapes on MNIST, spec section 5 and the seed's verified tabl
     "majority2024": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
     "deeper2024": [(6, 28, 28), (30, 15, 15), (150, 7, 7), (250, 2, 2), (200, 1, 1), (100, 3, 3)],
     "resnet2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 2, 2), (200, 3, 3)],
+    "kheradpisheh2018": [(2, 28, 28), (32, 15, 15), (150, 9, 9), (10, 1, 1)],
 }
+
+
+def front_shape(model):
+    return model.frontend.output_shape(1, 28, 28)
 
 
 def test_every_registered_model_has_a_shape_table():
@@ -27,7 +32,7 @@ def test_every_registered_model_has_a_shape_table():
 
 
 def stage_input(model, stage, batch, gen):
-    shape = model.node_shapes((6, 28, 28))[stage.input_node]
+    shape = model.node_shapes(front_shape(model))[stage.input_node]
     times = random_times(batch, *shape, model.time_steps, never=0.5, generator=gen)
     if stage.needs == "final":
         return (times < model.time_steps).float()
@@ -39,19 +44,24 @@ def stage_input(model, stage, batch, gen):
 def test_every_model_trains_one_step_per_stage_and_predicts(name, num_classes):
     gen = torch.Generator().manual_seed(0)
     model = models.create_model(name, num_classes=num_classes)
-    assert model.stages and all(s.kind in ("stdp", "rstdp") for s in model.stages)
+    assert model.stages and all(s.kind in ("stdp", "rstdp", "readout") for s in model.stages)
     assert len(model.config.default_epochs) == len(model.stages)
     for stage in model.stages:
         before = {k: v.clone() for k, v in model.state_dict().items()}
+        x = stage_input(model, stage, 12, gen)
+        labels = torch.randint(0, num_classes, (12,), generator=gen)
+        if stage.kind == "readout":
+            features = stage.head.features(x).to(torch.uint8).numpy()
+            stage.head.fit(features[:8], labels[:8].numpy(), features[8:], labels[8:].numpy())
+            continue
         stage.start_epoch()
-        x = stage_input(model, stage, 4, gen)
-        stats = stage.step(x, torch.randint(0, num_classes, (4,), generator=gen))
+        stats = stage.step(x, labels)
         stage.end_epoch()
         assert isinstance(stats, dict)
         changed = [k for k, v in model.state_dict().items()
                    if not torch.equal(v, before[k]) and k.endswith("weight")]
         assert changed, f"{name}: stage {stage.name} changed nothing"
-    times = random_times(5, 6, 28, 28, model.time_steps, never=0.6, generator=gen)
+    times = random_times(5, *front_shape(model), model.time_steps, never=0.6, generator=gen)
     prediction = model.predict(times)
     assert prediction.classes.shape == (5,) and prediction.scores.shape == (5, num_classes)
     assert ((prediction.classes >= -1) & (prediction.classes < num_classes)).all()
@@ -60,7 +70,8 @@ def test_every_model_trains_one_step_per_stage_and_predicts(name, num_classes):
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_shape_tables(name):
-    assert models.create_model(name).node_shapes((6, 28, 28)) == SHAPES[name]
+    model = models.create_model(name)
+    assert model.node_shapes(front_shape(model)) == SHAPES[name]
 
 
 def test_rate_doubling_happens_before_the_500th_sample_batched_or_not(gen):
@@ -128,14 +139,16 @@ def test_rstdp_windows_adapt_every_window_and_at_epoch_end():
     head = FakeHead(decisions)
     head.needs = "final"
     stage = RSTDPStage("decision", head, input_node=0, window=10)
-    stage.start_epoch()
+    stage.start_epoch(25)                         # round(25 / 10) = 2 windows: 13 and 12 samples
     seen = 0
     while seen < 25:
         size = min(4, stage.limit(), 25 - seen)
         stage.step(torch.zeros(size, 1), torch.ones(size, dtype=torch.long))
         seen += size
     stage.end_epoch()
-    assert head.adapted == [(0.6, 0.4), (0.0, 0.0), (1.0, 0.0)]
+    assert head.adapted == [(round(6 / 13, 4), round(4 / 13, 4)), (round(5 / 12, 4), 0.0)]
+    stage.start_epoch(60)
+    assert stage._sizes == [10] * 6
 
 
 def test_reward_signal():
@@ -147,7 +160,7 @@ def test_final_map_path_agrees_with_spike_time_path(name):
     """Every block: final(forward_times(t)) == forward_final(final(t)) (potentials never decrease)."""
     gen = torch.Generator().manual_seed(1)
     model = models.create_model(name)
-    times = random_times(3, 6, 28, 28, model.time_steps, never=0.7, generator=gen)
+    times = random_times(3, *front_shape(model), model.time_steps, never=0.7, generator=gen)
     steps = model.time_steps
     for block in model.blocks[:-1]:
         out_times = block.forward_times(times)

@@ -1,0 +1,190 @@
+"""Compare trained runs: a table (csv, markdown, printed) and a figure.
+
+    python compare.py runs/a runs/b                      # existing run folders
+    python compare.py --models mozafari2018 deep2024 --dataset digits --seeds 0 1
+
+With `--models`, each model (and seed) is trained one after another through `train.main` into
+`--out-dir` (default `runs/compare-<time>`); every other option is passed to train.py as is
+(`--epochs` only makes sense for models with the same number of stages). A rerun skips runs
+that already finished. The comparison files go to `--out` (default: that sweep folder).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import os
+import sys
+
+from utils import UserError, atomic_write_text, eprint, save_figure
+
+COLUMNS = ("run", "model", "seed", "parameters", "stages", "epochs", "val_accuracy", "test_accuracy",
+           "silence_rate", "macro_f1", "train_seconds", "inference_img_per_s")
+
+
+def summarize(run_dir: str) -> dict:
+    """One table row from a finished run folder (config.json + metrics.json)."""
+    try:
+        with open(os.path.join(run_dir, "config.json")) as handle:
+            config = json.load(handle)
+        with open(os.path.join(run_dir, "metrics.json")) as handle:
+            metrics = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{run_dir} is not a finished run (config.json and metrics.json): {error}") from None
+    selected = metrics.get("selected_epochs") or {}
+    last = list(selected.values())[-1] if selected else {}
+    stages = metrics.get("stage_seconds") or {}
+    return {
+        "run": os.path.basename(os.path.normpath(run_dir)),
+        "model": metrics.get("model", config.get("model")),
+        "seed": config.get("args", {}).get("seed"),
+        "parameters": metrics.get("parameters"),
+        "stages": " ".join(stages) or None,
+        "epochs": " ".join(str(e) for e in config.get("epochs", [])),
+        "val_accuracy": last.get("val_accuracy"),
+        "test_accuracy": metrics.get("accuracy"),
+        "silence_rate": metrics.get("silence_rate"),
+        "macro_f1": metrics.get("macro_f1"),
+        "train_seconds": sum(stages.values()) if stages else None,
+        "inference_img_per_s": metrics.get("inference_img_per_s"),
+        "per_class_f1": {k: v["f1"] for k, v in (metrics.get("per_class") or {}).items()},
+    }
+
+
+def _format(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if value <= 1 else f"{value:.1f}"
+    return str(value)
+
+
+def write_outputs(rows: list[dict], out: str) -> str:
+    """comparison.csv, comparison.md and comparison.png in `out`; returns the markdown table."""
+    os.makedirs(out, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(os.path.join(out, "comparison.csv"), buffer.getvalue())
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_format(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    table = "\n".join(lines) + "\n"
+    atomic_write_text(os.path.join(out, "comparison.md"), table)
+    save_figure(comparison_figure(rows), os.path.join(out, "comparison.png"))
+    return table
+
+
+def comparison_figure(rows: list[dict]):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for row in rows:
+        if row.get("train_seconds") is not None and row.get("test_accuracy") is not None:
+            left.scatter(row["train_seconds"], row["test_accuracy"])
+            left.annotate(row["run"], (row["train_seconds"], row["test_accuracy"]), fontsize=7,
+                          xytext=(3, 3), textcoords="offset points")
+    left.set_xlabel("training time (s)")
+    left.set_ylabel("test accuracy")
+    left.set_title("accuracy vs training time (one point per run)")
+    left.grid(alpha=0.3)
+    classes = sorted({c for row in rows for c in row.get("per_class_f1", {})}, key=lambda c: int(c) if c.isdigit() else c)
+    width = 0.8 / max(1, len(rows))
+    x = np.arange(len(classes))
+    for i, row in enumerate(rows):
+        right.bar(x + i * width, [row.get("per_class_f1", {}).get(c, 0) for c in classes], width,
+                  label=row["run"])
+    right.set_xticks(x + 0.4 - width / 2, classes)
+    right.set_xlabel("class")
+    right.set_ylabel("F1 (test)")
+    right.set_ylim(0, 1)
+    right.set_title("per-class F1")
+    right.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def run_sweep(models_: list[str], seeds: list[int], train_args: list[str], out_dir: str) -> list[str]:
+    """Train each (model, seed) in turn; finished runs are kept and skipped on a rerun."""
+    import train
+    run_dirs = []
+    for model in models_:
+        for seed in seeds:
+            name = f"{model}-seed{seed}"
+            path = os.path.join(out_dir, name)
+            run_dirs.append(path)
+            if os.path.exists(os.path.join(path, "metrics.json")):
+                eprint(f"{name}: already finished, skipped")
+                continue
+            argv = ["--model", model, "--seed", str(seed), "--out-dir", out_dir, "--run-name", name] + train_args
+            if os.path.isdir(path):
+                argv = ["--resume", path]
+            eprint(f"{name}: training (python train.py {' '.join(argv)})")
+            train.main(argv)
+    return run_dirs
+
+
+def split_train_args(argv: list[str], own: set[str]) -> tuple[list[str], list[str]]:
+    """Separate train.py options (with their values) from compare.py's own arguments."""
+    import train
+    options = {name: action for action in train.build_parser()._actions for name in action.option_strings}
+    mine, forward = [], []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        name = token.split("=", 1)[0]
+        index += 1
+        if name not in options or name in own:
+            mine.append(token)
+            continue
+        forward.append(token)
+        nargs = options[name].nargs
+        if "=" in token or nargs == 0:
+            continue
+        if nargs in (None, 1):
+            forward += argv[index:index + 1]
+            index += 1
+        else:                                   # "+" / "*": values up to the next option
+            while index < len(argv) and not argv[index].startswith("--"):
+                forward.append(argv[index])
+                index += 1
+    return mine, forward
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description="Compare trained runs or train and compare models.")
+    parser.add_argument("runs", nargs="*", help="finished run folders")
+    parser.add_argument("--models", nargs="+", help="train these models one after another")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--out-dir", help="sweep folder for --models (default runs/compare-<time>)")
+    parser.add_argument("--out", help="where the comparison files go")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        mine, train_args = split_train_args(argv, {"--out-dir", "-h", "--help"})
+        args = parser.parse_args(mine)
+        if not args.runs and not args.models:
+            raise UserError("give run folders or --models (see python compare.py --help)")
+        run_dirs = list(args.runs)
+        out = args.out
+        if args.models:
+            out_dir = args.out_dir or os.path.join(
+                "runs", "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+            run_dirs += run_sweep(args.models, args.seeds, train_args, out_dir)
+            out = out or out_dir
+        elif train_args:
+            raise UserError(f"training options ({' '.join(train_args)}) need --models")
+        rows = [summarize(path) for path in run_dirs]
+        table = write_outputs(rows, out or "comparison")
+    except UserError as error:
+        eprint(f"error: {error}")
+        raise SystemExit(2) from None
+    print(table, end="")
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

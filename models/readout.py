@@ -1,0 +1,183 @@
+"""Linear readouts: a scikit-learn linear classifier on the final spike features of the STDP
+layers, in place of the R-STDP decision layer (Kheradpisheh et al. 2018's recipe).
+
+The features of a sample are its final map at the decision layer's input (1 where a neuron
+spiked at all, [C * H * W] binary); a sample without any feature spike is silent (class -1,
+counted as an error, as for R-STDP). The fitted classifier is kept as tensors (`coef`,
+`intercept`), so checkpoints stay plain data; its class scores are the decision function
+(`svm`) or the softmax probabilities (`logistic`), used for ROC AUC.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .layers import Prediction
+
+READOUTS = ("rstdp", "svm", "logistic")
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+class LinearReadout(nn.Module):
+    """A linear classifier on flattened final spike features; `prefix` is an STDP-trained hidden
+    layer in front of it (deepr2024's conv3), or None."""
+    needs = "final"
+
+    def __init__(self, kind: str, num_classes: int, prefix=None, C=None):
+        super().__init__()
+        if kind not in ("svm", "logistic"):
+            raise ValueError(f"readout must be 'svm' or 'logistic', got {kind!r}")
+        self.kind, self.num_classes, self.C = kind, num_classes, C
+        self.prefix = prefix
+        # the feature size depends on the image size: the weights take their shape when fitted
+        # (or loaded); before that every sample scores 0
+        self.register_buffer("coef", torch.zeros(num_classes, 0))
+        self.register_buffer("intercept", torch.zeros(num_classes))
+        self.register_buffer("fitted_C", torch.zeros(()))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        coef = state_dict.get(prefix + "coef")
+        if coef is not None and coef.shape != self.coef.shape:
+            self.coef = torch.zeros_like(coef, device=self.coef.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def features(self, final: torch.Tensor) -> torch.Tensor:
+        if self.prefix is not None:
+            final = self.prefix.forward_final(final)
+        return final.flatten(1)
+
+    def predict(self, final: torch.Tensor) -> Prediction:
+        features = self.features(final)
+        if self.coef.shape[1] != features.shape[1]:
+            if self.coef.shape[1]:
+                raise ValueError(f"the readout was fitted on {self.coef.shape[1]} features, got {features.shape[1]}")
+            self.coef = torch.zeros(self.num_classes, features.shape[1], device=features.device)
+        scores = features @ self.coef.t() + self.intercept
+        classes = scores.argmax(dim=1)
+        classes = torch.where(features.amax(dim=1) > 0, classes, -1)        # no spike: silence
+        if self.kind == "logistic":
+            scores = scores.softmax(dim=1)
+        return Prediction(classes, scores, torch.full((len(classes), 1, 3), -1, device=classes.device))
+
+    def fit(self, train: np.ndarray, train_labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray,
+            seed: int = 0) -> dict:
+        """Fit on the non-silent training samples; with `C` unset, pick it on the validation
+        split from `C_GRID` (silent validation samples count as errors). Returns a summary."""
+        from scipy import sparse
+        spiking = train.sum(axis=1) > 0
+        x, y = train[spiking], train_labels[spiking]
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"the readout needs spiking training samples of at least 2 classes, got "
+                             f"{len(np.unique(y))} ({int(spiking.sum())} spiking of {len(train)})")
+        # constant features carry no information and only slow the solver down
+        informative = np.flatnonzero(x.max(axis=0) != x.min(axis=0))
+        x = sparse.csr_matrix(x[:, informative]) if informative.size else None
+        grid = (self.C,) if self.C is not None else C_GRID
+        best = None
+        for C in grid:
+            coef, intercept = _fit(self.kind, C, seed, x, y, informative, train.shape[1], self.num_classes)
+            predicted = self._classes(val, coef, intercept)
+            accuracy = float((predicted == val_labels).mean())
+            if best is None or accuracy > best[0]:
+                best = (accuracy, C, coef, intercept)
+        accuracy, C, coef, intercept = best
+        self.coef = torch.from_numpy(coef).to(self.intercept.device)
+        self.intercept.copy_(torch.from_numpy(intercept))
+        self.fitted_C.fill_(C)
+        return {"val_accuracy": accuracy, "C": C, "silent_train": float(1 - spiking.mean())}
+
+    @staticmethod
+    def _classes(features, coef, intercept):
+        classes = (features @ coef.T + intercept).argmax(axis=1)
+        return np.where(features.sum(axis=1) > 0, classes, -1)
+
+    # the head interface the trainer and the model use
+    def stdp_layers(self) -> list:
+        return [self.prefix] if self.prefix is not None else []
+
+    def feature_shape(self, shape):
+        return tuple(self.prefix.output_shape(shape)) if self.prefix is not None else tuple(shape)
+
+    def macs(self, shape) -> int:
+        inner = self.prefix.macs(shape) if self.prefix is not None else 0
+        return inner + int(np.prod(self.feature_shape(shape))) * self.num_classes
+
+    def output_shape(self, shape):
+        return (self.num_classes, 1, 1)
+
+
+def _fit(kind, C, seed, x, y, informative, size, num_classes):
+    """(coef [classes, size], intercept [classes]) of a linear classifier on the informative
+    columns; with none, an intercept-only classifier (the training majority)."""
+    if x is None:
+        counts = np.bincount(y, minlength=num_classes).astype(np.float32)
+        return np.zeros((num_classes, size), np.float32), np.log(counts + 1e-12).astype(np.float32)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+    if kind == "svm":
+        classifier = LinearSVC(C=C, random_state=seed, dual="auto", max_iter=2000)
+    else:
+        classifier = LogisticRegression(C=C, max_iter=1000, random_state=seed)
+    with warnings.catch_warnings():      # a capped solver is reported by the validation accuracy
+        warnings.simplefilter("ignore")
+        classifier.fit(x, y)
+    partial, intercept = _linear(classifier, num_classes)
+    coef = np.zeros((num_classes, size), np.float32)
+    coef[:, informative] = partial
+    return coef, intercept
+
+
+def _linear(classifier, num_classes: int):
+    """(coef [classes, D], intercept [classes]) float32, for every class even if absent in training."""
+    coef = np.full((num_classes, classifier.coef_.shape[1]), -1e9, dtype=np.float32)
+    intercept = np.full(num_classes, -1e9, dtype=np.float32)
+    classes = classifier.classes_
+    if len(classes) == 2 and classifier.coef_.shape[0] == 1:     # binary: one decision function
+        coef[classes[1]], intercept[classes[1]] = classifier.coef_[0], classifier.intercept_[0]
+        coef[classes[0]], intercept[classes[0]] = -classifier.coef_[0], -classifier.intercept_[0]
+    else:
+        coef[classes], intercept[classes] = classifier.coef_, classifier.intercept_
+    coef[np.isin(np.arange(num_classes), classes, invert=True)] = 0.0
+    return coef, intercept
+
+
+class ReadoutStage:
+    """Fit a linear readout once on the features of the training split (no epochs)."""
+    kind = "readout"
+    needs = "final"
+    supervised = True
+
+    def __init__(self, name: str, head: LinearReadout, input_node: int):
+        self.name, self.head, self.input_node = name, head, input_node
+
+    def rates(self) -> dict:
+        return {}
+
+
+def attach_readout(model, kind: str, C=None):
+    """Set a model's decision: its R-STDP head ("rstdp") or a linear readout of the same
+    features ("svm" / "logistic", C chosen on the validation split when None)."""
+    if kind not in READOUTS:
+        raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {kind!r}")
+    index = len(model.blocks) - 1
+    head, stage = model.blocks[index], model.stages[-1]
+    if isinstance(head, LinearReadout):
+        if kind == "rstdp":
+            raise ValueError("this model has no R-STDP decision layer; use --readout svm or logistic")
+        prefix = head.prefix
+    elif stage.kind == "rstdp" and stage.input_node == index:
+        if kind == "rstdp":
+            if C is not None:
+                raise ValueError("a readout C needs --readout svm or logistic")
+            return model
+        prefix = getattr(head, "hidden", None)
+    else:
+        raise ValueError(f"{type(model).__name__} has no decision stage to replace")
+    readout = LinearReadout(kind, model.num_classes, prefix, C)
+    model.blocks[index] = readout
+    model._stages = model.stages[:-1] + (ReadoutStage(f"readout_{kind}", readout, index),)
+    model.readout = {"readout": kind, "readout_C": C}
+    return model

@@ -1,0 +1,40 @@
+"""compare.py on two tiny runs: table, markdown, figure; reruns skip finished runs."""
+import csv
+import os
+
+import pytest
+
+import compare
+
+
+def test_compare_trains_two_models_and_writes_the_table(tmp_path, capsys):
+    common = ["--dataset", "synthetic", "--dry-run", "--no-progress", "--cache-dir", str(tmp_path / "cache"),
+              "--threads", "2", "--batch-size", "16"]
+    out = tmp_path / "sweep"
+    rows = compare.main(["--models", "mozafari2018", "majority2024", "--out-dir", str(out)] + common)
+    assert [r["model"] for r in rows] == ["mozafari2018", "majority2024"]
+    for name in ("comparison.csv", "comparison.md", "comparison.png"):
+        assert (out / name).is_file()
+    table = list(csv.DictReader(open(out / "comparison.csv")))
+    assert [r["run"] for r in table] == ["mozafari2018-seed0", "majority2024-seed0"]
+    for row in table:
+        assert 0 <= float(row["test_accuracy"]) <= 1 and int(row["parameters"]) > 0
+        assert float(row["inference_img_per_s"]) > 0 and float(row["train_seconds"]) > 0
+        assert row["stages"].startswith("conv1 conv2")
+    printed = capsys.readouterr().out
+    assert "| run | model |" in printed and "majority2024-seed0" in printed
+    before = os.path.getmtime(out / "mozafari2018-seed0" / "metrics.json")
+    again = compare.main(["--models", "mozafari2018", "--out-dir", str(out), "--out", str(tmp_path / "again")] + common)
+    assert os.path.getmtime(out / "mozafari2018-seed0" / "metrics.json") == before      # skipped
+    assert again[0]["test_accuracy"] == rows[0]["test_accuracy"]
+    from_dirs = compare.main([str(out / "mozafari2018-seed0"), "--out", str(tmp_path / "dirs")])
+    assert from_dirs[0]["macro_f1"] == rows[0]["macro_f1"]
+
+
+def test_compare_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        compare.main([])
+    assert "give run folders or --models" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.main([str(tmp_path)])
+    assert "is not a finished run" in capsys.readouterr().err

@@ -1,0 +1,92 @@
+"""Linear readouts: separable features, the silence rule, models with --readout, kheradpisheh2018."""
+import numpy as np
+import pytest
+import torch
+
+import models
+import train
+from models.readout import LinearReadout, attach_readout
+from models.layers import HiddenLayer, HiddenSpec
+from spiking import times as st
+from tests.conftest import random_times
+
+
+def separable(count, classes=3, features=12, seed=0):
+    """Class c lights features [4c, 4c + 4) plus noise; binary."""
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, classes, count)
+    x = (rng.rand(count, features) < 0.1).astype(np.uint8)
+    for i, c in enumerate(labels):
+        x[i, 4 * c:4 * c + 4] = 1
+    return x, labels
+
+
+@pytest.mark.parametrize("kind", ["svm", "logistic"])
+def test_readout_fits_separable_features_and_picks_c_on_validation(kind):
+    x, y = separable(200)
+    readout = LinearReadout(kind, 3)
+    summary = readout.fit(x[:150], y[:150], x[150:], y[150:])
+    assert summary["val_accuracy"] == 1.0 and summary["C"] in (0.01, 0.1, 1.0, 10.0)
+    prediction = readout.predict(torch.from_numpy(x[150:]).float().view(50, 3, 2, 2))
+    assert torch.equal(prediction.classes, torch.from_numpy(y[150:]))
+    if kind == "logistic":
+        assert torch.allclose(prediction.scores.sum(1), torch.ones(50))
+    assert readout.fitted_C.item() == pytest.approx(summary["C"])
+
+
+def test_silent_samples_are_class_minus_one_and_count_as_errors():
+    x, y = separable(100)
+    x[:10] = 0                                   # ten silent samples
+    readout = LinearReadout("svm", 3, C=1.0)
+    summary = readout.fit(x[:60], y[:60], x[60:], y[60:])
+    assert summary["silent_train"] == pytest.approx(10 / 60)
+    prediction = readout.predict(torch.from_numpy(x[:20]).float())
+    assert (prediction.classes[:10] == -1).all() and (prediction.classes[10:] >= 0).all()
+
+
+def test_readout_state_round_trips_whatever_the_feature_size():
+    x, y = separable(90, features=12)
+    readout = LinearReadout("svm", 3, C=1.0)
+    readout.fit(x[:60], y[:60], x[60:], y[60:])
+    fresh = LinearReadout("svm", 3, C=1.0)
+    fresh.load_state_dict(readout.state_dict())
+    assert torch.equal(fresh.coef, readout.coef) and fresh.coef.shape == (3, 12)
+
+
+def test_attach_readout_replaces_the_rstdp_stage_and_keeps_prefixes():
+    model = attach_readout(models.create_model("mozafari2018"), "svm")
+    assert [s.kind for s in model.stages] == ["stdp", "stdp", "readout"] and model.stages[-1].input_node == 2
+    assert model.hyperparameters()["readout"] == "svm"
+    deepr = models.create_model("deepr2024", readout="logistic")
+    assert deepr.head.prefix is not None and [s.name for s in deepr.stages][-1] == "readout_logistic"
+    with pytest.raises(ValueError, match="no R-STDP decision layer"):
+        models.create_model("kheradpisheh2018", readout="rstdp")
+    with pytest.raises(ValueError, match="needs --readout svm or logistic"):
+        models.create_model("mozafari2018", readout_C=1.0)
+
+
+def test_train_with_svm_readout_end_to_end(tmp_path):
+    metrics = train.main(["--dataset", "synthetic", "--readout", "svm", "--epochs", "1", "1", "1",
+                          "--batch-size", "16", "--out-dir", str(tmp_path), "--run-name", "svm",
+                          "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    assert 0 <= metrics["accuracy"] <= 1 and "readout_svm" in metrics["selected_epochs"]
+    evaluated = train.main(["--eval-only", str(tmp_path / "svm" / "checkpoints" / "best.ckpt"),
+                            "--out-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    assert evaluated["accuracy"] == metrics["accuracy"]
+
+
+def test_learning_on_a_pointwise_inhibited_input(gen):
+    spec = HiddenSpec(in_channels=4, out_channels=6, kernel_size=2, threshold=1.0, kwta=3,
+                      inhibition_radius=1, pad=1, rate_doubling_every=0, inhibit_input=True)
+    times = random_times(3, 4, 6, 6, 15, never=0.3, generator=gen)
+    torch.manual_seed(0)
+    layer = HiddenLayer(spec, 15, "conv")
+    torch.manual_seed(0)
+    manual = HiddenLayer(HiddenSpec(**{**spec.__dict__, "inhibit_input": False, "pad": 0}), 15, "conv")
+    padded = st.pad_times(times, (1, 1, 1, 1), 15)
+    inhibited = st.pointwise_inhibition_times(padded, torch.ones(padded.shape), 15)[0]
+    assert ((inhibited < 15).sum(1) <= 1).all()          # one map per position survives
+    layer.learn(times)
+    manual.learn(inhibited)
+    assert torch.equal(layer.conv.weight, manual.conv.weight)
+    assert torch.equal(layer.forward_times(times), manual.forward_times(padded))   # inference: no inhibition
