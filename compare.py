@@ -20,7 +20,7 @@ import sys
 
 from utils import UserError, atomic_write_text, eprint, save_figure
 
-COLUMNS = ("run", "model", "seed", "parameters", "stages", "epochs", "val_accuracy", "test_accuracy",
+COLUMNS = ("run", "model", "readout", "seed", "parameters", "stages", "epochs", "val_accuracy", "test_accuracy",
            "silence_rate", "macro_f1", "train_seconds", "inference_img_per_s")
 
 
@@ -39,6 +39,7 @@ def summarize(run_dir: str) -> dict:
     return {
         "run": os.path.basename(os.path.normpath(run_dir)),
         "model": metrics.get("model", config.get("model")),
+        "readout": (config.get("hyperparameters") or {}).get("readout", "rstdp"),
         "seed": config.get("args", {}).get("seed"),
         "parameters": metrics.get("parameters"),
         "stages": " ".join(stages) or None,

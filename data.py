@@ -1,8 +1,9 @@
 """Datasets (raw images and labels), stratified splits and label-preserving augmentation.
 
 Every image dataset is returned as uint8 arrays `[N, H, W]` (grey levels 0..255) with int64
-labels; the front end turns them into spike times. `digits` (scikit-learn's bundled 8x8 digits)
-and `synthetic` (procedural bars, for tests) need no download.
+labels; the front end turns them into spike times. `iris` is tabular (float features [N, 4]).
+`digits` (scikit-learn's bundled 8x8 digits), `iris` and `synthetic` (procedural bars, for
+tests) need no download.
 """
 from __future__ import annotations
 
@@ -46,9 +47,12 @@ class Dataset:
             if len(images) != len(labels):
                 raise UserError(f"dataset {self.name}: {split} has {len(images)} images but "
                                 f"{len(labels)} labels")
-            if images.ndim not in (3, 4) or min(images.shape[-2:]) < 8:
-                raise UserError(f"dataset {self.name}: {split} images must be [N, H, W] with H, W >= 8, "
-                                f"got {images.shape}")
+            if images.ndim == 2:
+                if images.shape[1] < 1:
+                    raise UserError(f"dataset {self.name}: {split} has no features")
+            elif images.ndim not in (3, 4) or min(images.shape[-2:]) < 1:
+                raise UserError(f"dataset {self.name}: {split} images must be [N, H, W], [N, C, H, W] "
+                                f"or tabular [N, F], got {images.shape}")
             if images.dtype != np.uint8 and not np.isfinite(images).all():
                 raise UserError(f"dataset {self.name}: {split} images contain NaN or infinite pixels")
             if labels.min() < 0 or labels.max() >= self.num_classes:
@@ -102,6 +106,18 @@ def _digits() -> Dataset:
                    classes=[str(c) for c in range(10)])
 
 
+def _iris() -> Dataset:
+    """scikit-learn's bundled Iris: 150 rows of 4 features (cm), 3 classes. A fixed stratified
+    20 % test split (seed 0, 30 rows), as for `digits`."""
+    from sklearn.datasets import load_iris
+    bunch = load_iris()
+    features = bunch.data.astype(np.float32)
+    labels = bunch.target.astype(np.int64)
+    test, train = stratified_split(labels, 0.2, seed=0)
+    return Dataset("iris", features[train], labels[train], features[test], labels[test],
+                   classes=[str(name) for name in bunch.target_names])
+
+
 def _synthetic(per_class: int = 30, test_per_class: int = 10, classes: int = 10) -> Dataset:
     """Procedural 28x28 images: class c is a thick bar at angle c * 180/classes degrees through a
     jittered centre, with noise. Deterministic; for tests and dry runs."""
@@ -132,6 +148,7 @@ DATASETS = {
     "emnist": lambda root, download: _torchvision("emnist", root, download, split="digits"),
     "fashion-mnist": lambda root, download: _torchvision("fashion-mnist", root, download),
     "digits": lambda root, download: _digits(),
+    "iris": lambda root, download: _iris(),
     "synthetic": lambda root, download: _synthetic(),
 }
 

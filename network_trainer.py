@@ -135,13 +135,16 @@ class NetworkTrainer:
     def _map(self, source, start, start_kind, stop, kind, split):
         out = None
         batch = self.config.eval_batch_size
+        self.model.start_evaluation(split)
+        # node 0 goes to the model as encoded unless the model reads final maps of spike times
+        as_final = start_kind == "times" and not (start == 0 and self.model.predict_needs == "times")
         with self._bar(len(source), f"encode {split} node {stop}") as bar:
             for begin in range(0, len(source), batch):
                 x = _tensor((source[begin:begin + batch])).to(self.device)
                 if kind == "times":
                     y = self.model.forward_times(x, start, stop)
                 else:
-                    x = x.float() if start_kind == "final" else st.final_map(x, self.model.time_steps)
+                    x = st.final_map(x, self.model.time_steps) if as_final else x.float()
                     y = self.model.forward_final(x, start, stop)
                 y = y.to(torch.uint8).cpu().numpy()
                 if out is None:
@@ -255,7 +258,7 @@ class NetworkTrainer:
         if self.config.dry_run:
             count = min(count, 2 * self.config.batch_size)
         totals = {}
-        stage.start_epoch(count)
+        stage.start_epoch(count, epoch=epoch)
         position = 0
         with self._bar(count, f"[{index + 1}/{len(self.model.stages)}] {stage.name} "
                               f"epoch {epoch + 1}/{epochs}") as bar:
@@ -306,6 +309,7 @@ class NetworkTrainer:
         predictions, scores = [], []
         batch = self.config.eval_batch_size
         self.model.eval()
+        self.model.start_evaluation(split)
         for begin in range(0, len(inputs), batch):
             x = _tensor((inputs[begin:begin + batch])).to(self.device)
             prediction = self.model.predict(x, start=start, final=kind == "final")
@@ -315,7 +319,7 @@ class NetworkTrainer:
 
     def _finish(self) -> dict:
         began = time.time()
-        labels, predictions, scores = self.evaluate("test")
+        labels, predictions, scores = self.evaluate("test", 0, self.model.predict_needs)
         classes = self.meta.get("classes") or [str(c) for c in range(self.model.num_classes)]
         metrics = classification_metrics(labels, predictions, scores, self.model.num_classes)
         seconds = time.time() - began
@@ -369,37 +373,47 @@ class NetworkTrainer:
         save_figure(plots.confusion_figure(matrix, classes), self.run.file("confusion_matrix.png"))
 
     def _write_features(self) -> None:
-        """Learned features of every STDP layer, projected back to pixel space through the
-        conv/pool chain in front of it (parallel branches end the chain)."""
-        kernels = self.model.frontend.build().filter.kernels
-        stack = []
-        for block in self.model.blocks:
-            layers = block.stdp_layers()
-            for layer in layers:
-                chain = stack + [("conv", layer.conv.weight)]
-                features = project_through_filters(reconstruct_features(chain)[:100], kernels).numpy()
-                save_figure(plots.image_grid_figure(features, f"{layer.name}: learned features in "
-                                                    f"pixel space (first {len(features)})"),
-                            self.run.file("features", f"{layer.name}.png"))
-            if layers != [block]:
-                break
-            stack += [("conv", block.conv.weight)]
-            if block.spec.pool > 1:
-                stack.append(("pool", block.spec.pool, block.spec.pool_stride or block.spec.pool))
+        """Learned features as images: the model's own, or every STDP conv layer projected back
+        to pixel space through the conv/pool chain in front of it and the front end's filters
+        (parallel branches end the chain)."""
+        images = self.model.feature_images()
+        filters = getattr(self.model.frontend.build(), "filter", None)
+        if not images and filters is not None:
+            stack = []
+            for block in self.model.blocks:
+                layers = block.stdp_layers()
+                for layer in layers:
+                    chain = stack + [("conv", layer.conv.weight)]
+                    images[layer.name] = project_through_filters(reconstruct_features(chain)[:100],
+                                                                 filters.kernels).numpy()
+                if layers != [block]:
+                    break
+                stack += [("conv", block.conv.weight)]
+                if block.spec.pool > 1:
+                    stack.append(("pool", block.spec.pool, block.spec.pool_stride or block.spec.pool))
+        for name, features in images.items():
+            features = features[:100]
+            save_figure(plots.image_grid_figure(features, f"{name}: learned features (first {len(features)})"),
+                        self.run.file("features", f"{name}.png"))
 
     @torch.no_grad()
     def _write_activation_maps(self, count: int) -> None:
-        times = _tensor((self.splits["test"].times[:count])).to(self.device)
+        """Per-layer activity of `count` test samples: spike-time maps, or neuron x time heat maps
+        and single-neuron traces for recurrent-in-time models."""
+        inputs = self.node("test", 0, "times")
         steps = self.model.time_steps
-        for sample in range(len(times)):
-            x = times[sample:sample + 1]
-            save_figure(plots.spike_time_figure(x[0].cpu().numpy(), steps, f"test {sample} input"),
-                        self.run.file("activation_maps", f"sample{sample}-input.png"))
-            for index, block in enumerate(self.model.blocks[:-1]):
-                x = block.forward_times(x)
-                name = getattr(block, "name", f"node{index + 1}")
-                save_figure(plots.spike_time_figure(x[0].cpu().numpy(), steps, f"test {sample} {name}"),
-                            self.run.file("activation_maps", f"sample{sample}-{name}.png"))
+        self.model.start_evaluation("test")
+        for sample in range(min(count, len(inputs))):
+            x = _tensor(inputs[sample:sample + 1]).to(self.device)
+            for name, trace in self.model.activation_traces(x).items():
+                title = f"test {sample} {name}"
+                if trace.ndim == 3:
+                    figure = plots.spike_time_figure(trace, steps, title)
+                elif name.endswith("trace"):
+                    figure = plots.trace_figure(trace, title)
+                else:
+                    figure = plots.heatmap_figure(trace, title)
+                save_figure(figure, self.run.file("activation_maps", f"sample{sample}-{name}.png"))
 
     def _log_scalars(self, row: dict, step: int) -> None:
         if self.writer is None:

@@ -98,3 +98,30 @@ def image_grid_figure(images: np.ndarray, title: str):
             axis.imshow(images[index], cmap="RdBu_r", vmin=-limit, vmax=limit)
     figure.suptitle(title, fontsize=9)
     return figure
+
+
+def heatmap_figure(values: np.ndarray, title: str):
+    """Neurons x time activity of one sample (rows: neurons, columns: time steps)."""
+    rows, columns = values.shape
+    figure, axis = plt.subplots(figsize=(min(16, 4 + columns / 12), min(12, 2 + rows / 10)))
+    image = axis.imshow(values, aspect="auto", interpolation="nearest", cmap="rainbow")
+    figure.colorbar(image, ax=axis)
+    axis.set_xlabel("time step")
+    axis.set_ylabel("neuron")
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def trace_figure(values: np.ndarray, title: str, labels=("state", "output")):
+    """Line plots over time of one neuron's signals (rows of `values`)."""
+    figure, axis = plt.subplots(figsize=(10, 3.5))
+    for index, row in enumerate(np.atleast_2d(values)):
+        axis.plot(row, label=labels[index] if index < len(labels) else str(index))
+    axis.set_xlabel("time step")
+    axis.set_ylabel("activation")
+    axis.legend()
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure

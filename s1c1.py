@@ -50,7 +50,9 @@ class FrontEnd:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
         return hashlib.sha256(f"v{FORMAT_VERSION}:{text}".encode()).hexdigest()[:16]
 
-    def output_shape(self, channels: int, height: int, width: int) -> tuple[int, int, int]:
+    def output_shape(self, input_shape) -> tuple[int, int, int]:
+        """Encoded shape of one image of shape (H, W) or (C, H, W)."""
+        channels, height, width = (1, *input_shape) if len(input_shape) == 2 else input_shape
         window = max(k[0] // 2 * 2 + 1 for k in self.kernels)
         return (channels * len(self.kernels), height + 2 * self.padding - window + 1,
                 width + 2 * self.padding - window + 1)
@@ -75,8 +77,11 @@ class S1C1(nn.Module):
 
 
 def as_image_batch(images) -> torch.Tensor:
-    """uint8 [N, H, W] / [N, C, H, W] (0..255) or float in [0, 1] -> float [N, C, H, W] in [0, 1]."""
-    images = torch.as_tensor(images)
+    """uint8 [N, H, W] / [N, C, H, W] (0..255) or float in [0, 1] -> float [N, C, H, W] in [0, 1];
+    tabular features [N, F] are returned as float, unscaled."""
+    images = torch.as_tensor(np.asarray(images))
+    if images.dim() == 2:
+        return images.float()
     if images.dim() == 3:
         images = images.unsqueeze(1)
     if images.dim() != 4:
@@ -112,6 +117,79 @@ def encode(images, config: FrontEnd, batch_size: int = 1000, device="cpu",
     if out is None:
         raise ValueError("cannot encode an empty image set")
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class PixelInput:
+    """No spike coding at the front end: the image's grey levels (0..255) as uint8, flattened.
+    Models that encode per time step (a random mask, Bernoulli rates) start from these."""
+    name: str = "pixels"
+    time_steps: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(f"v{FORMAT_VERSION}:pixels".encode()).hexdigest()[:16]
+
+    def output_shape(self, input_shape) -> tuple[int]:
+        return (int(np.prod(input_shape)),)
+
+    def build(self) -> nn.Module:
+        return _Pixels()
+
+
+class _Pixels(nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.flatten(1).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReceptiveFields:
+    """Gaussian receptive fields with latency coding, for tabular features (itsadeepizza2023).
+
+    Each feature drives `fields` neurons with centres evenly spaced over its `ranges` entry
+    and response `g = exp(-(x - centre)^2 / (2 sigma^2))`; a neuron with `g >= threshold` fires
+    once at `round((1 - g) * T)` (the best match first), the others never (T).
+    """
+    fields: int = 25
+    sigma: float = 0.5
+    ranges: tuple = ((4.0, 8.0), (2.0, 4.5), (1.0, 7.0), (0.0, 2.5))    # Iris, as the original
+    threshold: float = 0.01
+    time_steps: int = 100
+
+    def key(self) -> str:
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(f"v{FORMAT_VERSION}:fields:{text}".encode()).hexdigest()[:16]
+
+    def output_shape(self, input_shape) -> tuple[int]:
+        if len(input_shape) != 1 or input_shape[0] != len(self.ranges):
+            raise ValueError(f"receptive fields are set up for {len(self.ranges)} features, got input {input_shape}")
+        return (len(self.ranges) * self.fields,)
+
+    def build(self) -> nn.Module:
+        return _Fields(self)
+
+
+class _Fields(nn.Module):
+    def __init__(self, config: ReceptiveFields):
+        super().__init__()
+        self.config = config
+        centres = torch.stack([torch.linspace(lo, hi, config.fields, dtype=torch.float64)
+                               for lo, hi in config.ranges])
+        self.register_buffer("centres", centres)                           # [F, fields]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return gaussian_field_times(features, self.centres, self.config.sigma, self.config.threshold,
+                                    self.config.time_steps)
+
+
+def gaussian_field_times(features: torch.Tensor, centres: torch.Tensor, sigma: float,
+                         threshold: float, time_steps: int) -> torch.Tensor:
+    """Spike times of Gaussian receptive fields. Shape: [B, F], centres [F, N] -> uint8 [B, F * N]."""
+    if features.dim() != 2 or features.shape[1] != centres.shape[0]:
+        raise ValueError(f"features must be [B, {centres.shape[0]}], got {tuple(features.shape)}")
+    response = torch.exp(-(features.double().unsqueeze(2) - centres) ** 2 / (2 * sigma ** 2))
+    times = torch.round((1 - response) * time_steps)
+    times = torch.where(response >= threshold, times, float(time_steps))
+    return times.flatten(1).to(torch.uint8)
 
 
 def _sha256(path: str) -> str:

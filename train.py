@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "classifier on the STDP features")
     parser.add_argument("--readout-c", type=float, help="the linear readout's C (default: chosen "
                         "on the validation split, or the model's own)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="samples per update; 1 is the exact sequential algorithm")
+    parser.add_argument("--batch-size", type=int,
+                        help="samples per update (default: the model's own, 32 for the conv models); "
+                             "1 is the exact sequential algorithm")
     parser.add_argument("--ratio", type=float, default=1.0, help="stratified fraction of the training set")
     parser.add_argument("--augment", action="store_true",
                         help="add one rotated (+-10 deg) and shifted (+-2 px) copy of each training image")
@@ -80,7 +81,7 @@ def validate(args) -> None:
         raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(models.list_models())}")
     if args.dataset not in data.DATASETS:
         raise UserError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
-    checks = [(args.batch_size >= 1, "--batch-size must be >= 1"),
+    checks = [(args.batch_size is None or args.batch_size >= 1, "--batch-size must be >= 1"),
               (0 < args.ratio <= 1, "--ratio must be in (0, 1]"),
               (args.readout_c is None or args.readout_c > 0, "--readout-c must be > 0"),
               (args.val_size > 0 and (args.val_size < 1 or float(args.val_size).is_integer()),
@@ -223,11 +224,12 @@ def _train(args, argv, run) -> dict:
         names = ", ".join(s.name for s in model.stages)
         raise UserError(f"{args.model} has {len(model.stages)} stages ({names}): --epochs needs "
                         f"{len(model.stages)} counts, got {len(epochs)}")
-    config = TrainConfig(epochs=epochs, batch_size=args.batch_size, patience=args.patience,
+    batch_size = args.batch_size or getattr(model.config, "default_batch_size", 32)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=args.patience,
                          seed=args.seed, dry_run=args.dry_run, activation_maps=args.activation_maps,
                          tensorboard=args.tensorboard, progress=args.progress)
     meta = {"model": args.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes}
-    record = {"args": vars(args), "epochs": list(epochs), "model": args.model,
+    record = {"args": vars(args), "epochs": list(epochs), "batch_size": batch_size, "model": args.model,
               "hyperparameters": model.hyperparameters(), "frontend_key": model.frontend.key(),
               "threads": threads, "device": str(device), "versions": package_versions(),
               "git_commit": git_commit(), "started": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -257,16 +259,15 @@ def _train(args, argv, run) -> dict:
 
 def check_input_size(model, dataset) -> None:
     """Refuse images too small for the model's layers before any work (one line, no traceback)."""
-    shape = model.frontend.output_shape(1, *dataset.train_images.shape[-2:])
+    size = "x".join(str(v) for v in dataset.train_images.shape[1:])
     try:
+        shape = model.frontend.output_shape(tuple(dataset.train_images.shape[1:]))
         shapes = model.node_shapes(shape)
     except ValueError as error:
-        raise UserError(f"{dataset.name} images ({dataset.train_images.shape[-2]}x"
-                        f"{dataset.train_images.shape[-1]}) do not fit {model.__class__.__name__}: {error}") from None
-    if min(shape[1:]) < 1 or any(min(s[1:]) < 1 for s in shapes):
-        sizes = " -> ".join("x".join(str(v) for v in s[1:]) for s in shapes)
-        raise UserError(f"{dataset.name} images ({dataset.train_images.shape[-2]}x{dataset.train_images.shape[-1]}) "
-                        f"are too small for this model: node sizes {sizes}")
+        raise UserError(f"{dataset.name} inputs ({size}) do not fit {model.__class__.__name__}: {error}") from None
+    if any(min(s) < 1 for s in shapes):
+        sizes = " -> ".join("x".join(str(v) for v in s) for s in shapes)
+        raise UserError(f"{dataset.name} inputs ({size}) are too small for this model: node shapes {sizes}")
 
 
 def _resume_args(parser, argv, args):

@@ -1,4 +1,5 @@
-"""`SpikingModel`: a chain of blocks ending in a decision head, plus the stages that train it.
+"""Model base classes: what the trainer and the CLI rely on (`NetworkModel`), and the
+convolutional STDP / R-STDP models built as a chain of blocks (`SpikingModel`).
 
 Node `k` is the input of block `k` (node 0 is the front end's output). Models and stages never
 touch the filesystem, stdout or TensorBoard; the trainer owns caching, batching, checkpoints and
@@ -17,12 +18,18 @@ from spiking import times as st
 from .layers import Prediction
 
 
-class SpikingModel(nn.Module):
-    """Subclasses build their blocks with `add_block` in forward order (so seeded weights are
-    drawn in a fixed order) and return their stages from `build_stages`; `config` is a frozen
-    dataclass holding every hyperparameter, `config.default_epochs` one count per stage."""
+class NetworkModel(nn.Module):
+    """The model interface of the trainer and the CLI.
 
-    def __init__(self, config, frontend: FrontEnd, num_classes: int):
+    `config` is a frozen dataclass holding every hyperparameter (`default_epochs`: one count
+    per stage; optional `default_batch_size`); `frontend` encodes raw inputs into node 0;
+    `build_stages` returns the stages in training order; `predict` maps node-0 inputs (or a
+    later node's) to a `Prediction`. `predict_needs` says in which form node 0 is passed:
+    "final" (the final map of spike times) or "times" (node 0 as encoded).
+    """
+    predict_needs = "final"
+
+    def __init__(self, config, frontend, num_classes: int):
         super().__init__()
         self.config = config
         self.frontend = frontend
@@ -31,10 +38,9 @@ class SpikingModel(nn.Module):
         self.blocks = nn.ModuleList()
         self.readout = None         # set by attach_readout: {"readout": kind, "readout_C": C}
         self._stages = None
-
-    def add_block(self, block: nn.Module) -> nn.Module:
-        self.blocks.append(block)
-        return block
+        # stochastic models (random masks, Bernoulli rates) draw from generators derived
+        # from this seed, so that --seed and --resume reproduce them
+        self.base_seed = torch.initial_seed() % (1 << 62)
 
     @property
     def stages(self) -> tuple:
@@ -45,33 +51,25 @@ class SpikingModel(nn.Module):
     def build_stages(self):
         raise NotImplementedError
 
-    @property
-    def head(self):
-        return self.blocks[-1]
+    def predict(self, inputs: torch.Tensor, start: int = 0, final: bool = False) -> Prediction:
+        raise NotImplementedError
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Class decisions [B] (-1 = silence) from node-0 inputs."""
+        return self.predict(inputs).classes
+
+    def start_evaluation(self, split: str) -> None:
+        """Called before a split is evaluated (stochastic models reset their generators)."""
 
     def forward_times(self, times: torch.Tensor, start: int = 0, stop: int | None = None):
-        """Exact spike times of node `stop` from spike times of node `start`."""
         for block in self.blocks[start:stop]:
             times = block.forward_times(times)
         return times
 
     def forward_final(self, final: torch.Tensor, start: int = 0, stop: int | None = None):
-        """Final map of node `stop` (default: the head's input) from the final map of node
-        `start` (one convolution per layer)."""
-        stop = len(self.blocks) - 1 if stop is None else stop
         for block in self.blocks[start:stop]:
             final = block.forward_final(final)
         return final
-
-    @torch.no_grad()
-    def predict(self, inputs: torch.Tensor, start: int = 0, final: bool = False) -> Prediction:
-        """Decisions from node `start` (spike times, or a final map when `final`)."""
-        x = inputs.float() if final else st.final_map(inputs, self.time_steps)
-        return self.head.predict(self.forward_final(x, start))
-
-    def forward(self, times: torch.Tensor) -> torch.Tensor:
-        """Class decisions [B] (-1 = silence) from front-end spike times [B, C, H, W]."""
-        return self.predict(times).classes
 
     def node_shapes(self, input_shape) -> list:
         shapes = [tuple(input_shape)]
@@ -80,15 +78,58 @@ class SpikingModel(nn.Module):
         return shapes
 
     def inference_macs(self, input_shape) -> int:
-        """Multiply-adds of one inference on final maps (one convolution per layer)."""
+        """Multiply-adds of one inference (one convolution per layer on final maps)."""
         return sum(block.macs(shape) for block, shape in zip(self.blocks, self.node_shapes(input_shape)))
 
     def stdp_layers(self) -> list:
-        """Every STDP-trained hidden layer, in forward order."""
+        """Every STDP-trained conv layer, in forward order (for feature images)."""
         return [layer for block in self.blocks for layer in block.stdp_layers()]
+
+    def activation_traces(self, inputs: torch.Tensor) -> dict:
+        """Per-layer activity of one sample for plots: [C, H, W] spike times, or [neurons, T]."""
+        return {}
+
+    def feature_images(self) -> dict:
+        """Learned features as images per layer ([N, h, w]), or {} (then the trainer projects
+        the conv layers of `stdp_layers` through the front end's filters)."""
+        return {}
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def hyperparameters(self) -> dict:
         return {**dataclasses.asdict(self.config), **(self.readout or {})}
+
+
+class SpikingModel(NetworkModel):
+    """Convolutional STDP / R-STDP models: blocks added with `add_block` in forward order (so
+    seeded weights are drawn in a fixed order), the last one a decision head."""
+
+    def add_block(self, block: nn.Module) -> nn.Module:
+        self.blocks.append(block)
+        return block
+
+    @property
+    def head(self):
+        return self.blocks[-1]
+
+    def forward_final(self, final: torch.Tensor, start: int = 0, stop: int | None = None):
+        """Final map of node `stop` (default: the head's input) from the final map of node
+        `start` (one convolution per layer)."""
+        return super().forward_final(final, start, len(self.blocks) - 1 if stop is None else stop)
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor, start: int = 0, final: bool = False) -> Prediction:
+        """Decisions from node `start` (spike times, or a final map when `final`)."""
+        x = inputs.float() if final else st.final_map(inputs, self.time_steps)
+        return self.head.predict(self.forward_final(x, start))
+
+    def activation_traces(self, inputs: torch.Tensor) -> dict:
+        """First-spike times [C, H, W] of the input and of every block before the head."""
+        traces = {"input": inputs[0].cpu().numpy()}
+        x = inputs
+        for index, block in enumerate(self.blocks[:-1]):
+            x = block.forward_times(x)
+            traces[getattr(block, "name", f"node{index + 1}")] = x[0].cpu().numpy()
+        return traces
+

@@ -23,7 +23,7 @@ class STDPStage:
     def limit(self) -> int:
         return self.layer.limit()
 
-    def start_epoch(self, size: int = 0) -> None:
+    def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
         pass
 
     def step(self, times: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
@@ -61,7 +61,7 @@ class RSTDPStage:
         self.window, self.adaptive_min, self.adaptive_int = window, adaptive_min, adaptive_int
         self._counts, self._phase, self._sizes = [0, 0, 0], 0, [window]
 
-    def start_epoch(self, size: int = 0) -> None:
+    def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
         self._counts, self._phase = [0, 0, 0], 0      # correct, wrong, silent in this window
         count = max(1, round(size / self.window)) if size else 1
         self._sizes = [size // count + (1 if i < size % count else 0) for i in range(count)] if size \
@@ -97,3 +97,39 @@ class RSTDPStage:
 
     def rates(self) -> dict:
         return self.head.rates()
+
+
+class LearnerStage:
+    """A stage whose learning rule lives in a model object (`learner`) that trains on whole
+    batches: gradient descent (BPTT), Hebbian learning, online teacher-driven rules.
+
+    The learner provides `start_epoch(epoch)` and `train_batch(inputs, labels)`, which returns
+    the decisions made while learning ([B], -1 = silent) for supervised stages or None; and
+    `rates()` for the history. Supervised stages are validated every epoch by the trainer.
+    """
+
+    def __init__(self, name: str, kind: str, learner, supervised: bool, input_node: int = 0,
+                 needs: str = "times"):
+        self.name, self.kind, self.learner = name, kind, learner
+        self.supervised, self.input_node, self.needs = supervised, input_node, needs
+
+    def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
+        self.learner.start_epoch(epoch)
+
+    def limit(self) -> int:
+        return 1 << 30
+
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
+        decisions = self.learner.train_batch(inputs, labels)
+        if decisions is None:
+            return {}
+        labels = labels.to(decisions.device)
+        silent = int((decisions < 0).sum())
+        correct = int((decisions == labels).sum())
+        return {"correct": correct, "wrong": len(labels) - correct - silent, "silent": silent}
+
+    def end_epoch(self) -> None:
+        pass
+
+    def rates(self) -> dict:
+        return self.learner.rates()

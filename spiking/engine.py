@@ -27,6 +27,7 @@ from ._checks import check_int, check_rank, check_threshold, pair
 from .times import TIMES, _scores, final_map
 
 FIELD_BLOCK_BYTES = 1 << 22     # float receptive fields per GEMM block: stays in cache
+SMALL_BATCH = 2                 # up to this many images, last-step potentials by one GEMM
 
 
 @dataclass
@@ -81,20 +82,24 @@ def _spiking_rows(times, weight, threshold, time_steps) -> tuple[_Rows, tuple]:
     features, channels, kh, kw = weight.shape
     batch, _, height, width = times.shape
     rows, cols = height - kh + 1, width - kw + 1
-    # plain F.conv2d: the engine is exact up to float32 summation order anyway, and oneDNN's
-    # single-image kernel is ~40 % faster than the batch-invariant two-copy path at B = 1
-    final = F.conv2d(final_map(times, time_steps, weight.dtype), weight)       # [B, F, H', W']
-    b, r, c = torch.nonzero(final.amax(dim=1) > threshold, as_tuple=True)
-    # the receptive fields of those positions, gathered from a strided im2col view
-    values = times.to(weight.dtype)
-    s = values.stride()
-    fields = values.as_strided((batch, rows, cols, channels, kh, kw),
-                               (s[0], s[2], s[3], s[1], s[2], s[3]))[b, r, c]
     # GEMMs run markedly faster with an output width that is a multiple of 16 (zero columns
     # never exceed a non-negative threshold)
     width16 = -(-features // 16) * 16
     matrix = weight.new_zeros(channels * kh * kw, width16)
     matrix[:, :features] = weight.reshape(features, -1).t()
+    values = times.to(weight.dtype)
+    s = values.stride()
+    view = values.as_strided((batch, rows, cols, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
+    if batch <= SMALL_BATCH:
+        # a few images: one GEMM over every receptive field beats a convolution call
+        every = view.reshape(batch * rows * cols, -1)
+        potentials = ((every < time_steps).to(weight.dtype) @ matrix)[:, :features]
+        final = potentials.view(batch, rows, cols, features).permute(0, 3, 1, 2)
+    else:
+        # plain F.conv2d: the engine is exact up to float32 summation order anyway
+        final = F.conv2d(final_map(times, time_steps, weight.dtype), weight)   # [B, F, H', W']
+    b, r, c = torch.nonzero(final.amax(dim=1) > threshold, as_tuple=True)
+    fields = view[b, r, c]                      # the receptive fields of those positions
     last = final.permute(0, 2, 3, 1)[b, r, c]                                  # [R, F]
     positions = (b * rows + r) * cols + c
     return (_Rows(positions, fields.reshape(b.numel(), -1), last, matrix),

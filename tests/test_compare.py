@@ -20,7 +20,7 @@ def test_compare_trains_two_models_and_writes_the_table(tmp_path, capsys):
     for row in table:
         assert 0 <= float(row["test_accuracy"]) <= 1 and int(row["parameters"]) > 0
         assert float(row["inference_img_per_s"]) > 0 and float(row["train_seconds"]) > 0
-        assert row["stages"].startswith("conv1 conv2")
+        assert row["stages"].startswith("conv1 conv2") and row["readout"] == "rstdp"
     printed = capsys.readouterr().out
     assert "| run | model |" in printed and "majority2024-seed0" in printed
     before = os.path.getmtime(out / "mozafari2018-seed0" / "metrics.json")
