@@ -3,10 +3,15 @@
     python compare.py runs/a runs/b                      # existing run folders
     python compare.py --models mozafari2018 deep2024 --dataset digits --seeds 0 1
 
-With `--models`, each model (and seed) is trained one after another through `train.main` into
-`--out-dir` (default `runs/compare-<time>`); every other option is passed to train.py as is
+    python compare.py --models mozafari2018 --set conv1.threshold=10,15 --seeds 0 1 2 --max-parallel 2
+    python compare.py --models deep2024 --seeds 0 1 --ray-address auto --cpus-per-run 4
+
+With `--models`, every (model, `--set` values, seed) of the grid is trained through
+`train.main` into `--out-dir` (default `runs/compare-<time>`): in this process, on a local pool
+of processes, or as Ray tasks (see `sweep.py`); every other option is passed to train.py as is
 (`--epochs` only makes sense for models with the same number of stages). A rerun skips runs
-that already finished. The comparison files go to `--out` (default: that sweep folder).
+that already finished and resumes interrupted ones. The comparison files go to `--out`
+(default: that sweep folder).
 """
 from __future__ import annotations
 
@@ -18,9 +23,10 @@ import json
 import os
 import sys
 
+import sweep
 from utils import UserError, atomic_write_text, eprint, save_figure
 
-COLUMNS = ("run", "model", "readout", "seed", "parameters", "stages", "epochs", "val_accuracy", "test_accuracy",
+COLUMNS = ("run", "model", "readout", "settings", "seed", "parameters", "stages", "epochs", "val_accuracy", "test_accuracy",
            "silence_rate", "macro_f1", "train_seconds", "inference_img_per_s")
 
 
@@ -40,6 +46,7 @@ def summarize(run_dir: str) -> dict:
         "run": os.path.basename(os.path.normpath(run_dir)),
         "model": metrics.get("model", config.get("model")),
         "readout": (config.get("hyperparameters") or {}).get("readout", "rstdp"),
+        "settings": " ".join(config.get("args", {}).get("settings") or []),
         "seed": config.get("args", {}).get("seed"),
         "parameters": metrics.get("parameters"),
         "stages": " ".join(stages) or None,
@@ -109,26 +116,6 @@ def comparison_figure(rows: list[dict]):
     return figure
 
 
-def run_sweep(models_: list[str], seeds: list[int], train_args: list[str], out_dir: str) -> list[str]:
-    """Train each (model, seed) in turn; finished runs are kept and skipped on a rerun."""
-    import train
-    run_dirs = []
-    for model in models_:
-        for seed in seeds:
-            name = f"{model}-seed{seed}"
-            path = os.path.join(out_dir, name)
-            run_dirs.append(path)
-            if os.path.exists(os.path.join(path, "metrics.json")):
-                eprint(f"{name}: already finished, skipped")
-                continue
-            argv = ["--model", model, "--seed", str(seed), "--out-dir", out_dir, "--run-name", name] + train_args
-            if os.path.isdir(path):
-                argv = ["--resume", path]
-            eprint(f"{name}: training (python train.py {' '.join(argv)})")
-            train.main(argv)
-    return run_dirs
-
-
 def split_train_args(argv: list[str], own: set[str]) -> tuple[list[str], list[str]]:
     """Separate train.py options (with their values) from compare.py's own arguments."""
     import train
@@ -156,34 +143,59 @@ def split_train_args(argv: list[str], own: set[str]) -> tuple[list[str], list[st
     return mine, forward
 
 
+OWN_OPTIONS = {"--out-dir", "--set", "--ray-address", "--cpus-per-run", "--max-parallel", "--shared-fs",
+               "-h", "--help"}
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description="Compare trained runs or train and compare models.")
     parser.add_argument("runs", nargs="*", help="finished run folders")
-    parser.add_argument("--models", nargs="+", help="train these models one after another")
+    parser.add_argument("--models", nargs="+", help="train these models (x --set values x --seeds)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=V1,V2",
+                        help="sweep a model setting over values (repeatable: the grid of all)")
     parser.add_argument("--out-dir", help="sweep folder for --models (default runs/compare-<time>)")
     parser.add_argument("--out", help="where the comparison files go")
+    parser.add_argument("--cpus-per-run", type=int, default=1, help="torch threads (Ray CPUs) per run")
+    parser.add_argument("--max-parallel", type=int,
+                        help="runs at once (default: cores / --cpus-per-run locally, all on Ray)")
+    parser.add_argument("--ray-address", help="run each training as a Ray task: auto, HOST:PORT, "
+                                              "or local (start a private Ray instance)")
+    parser.add_argument("--shared-fs", action="store_true",
+                        help="Ray workers write run folders directly (the sweep folder is on a "
+                             "filesystem every node shares); default: runs come back packed")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        mine, train_args = split_train_args(argv, {"--out-dir", "-h", "--help"})
+        mine, train_args = split_train_args(argv, OWN_OPTIONS)
         args = parser.parse_args(mine)
         if not args.runs and not args.models:
             raise UserError("give run folders or --models (see python compare.py --help)")
+        if args.cpus_per_run < 1 or (args.max_parallel is not None and args.max_parallel < 1):
+            raise UserError("--cpus-per-run and --max-parallel must be >= 1")
         run_dirs = list(args.runs)
         out = args.out
+        failed = []
         if args.models:
-            out_dir = args.out_dir or os.path.join(
-                "runs", "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-            run_dirs += run_sweep(args.models, args.seeds, train_args, out_dir)
+            out_dir = os.path.abspath(args.out_dir or os.path.join(
+                "runs", "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
+            specs = sweep.plan_runs(args.models, args.seeds, sweep.parse_sweep_settings(args.settings),
+                                    sweep.absolute_paths(train_args))
+            results = sweep.execute_runs(specs, out_dir, args.cpus_per_run, args.max_parallel,
+                                         args.ray_address, args.shared_fs)
+            failed = [r["name"] for r in results if r["status"] == "failed"]
+            run_dirs += [os.path.join(out_dir, r["name"]) for r in results if r["status"] != "failed"]
             out = out or out_dir
-        elif train_args:
-            raise UserError(f"training options ({' '.join(train_args)}) need --models")
+        elif train_args or args.settings:
+            raise UserError(f"training options ({' '.join(train_args + args.settings)}) need --models")
         rows = [summarize(path) for path in run_dirs]
-        table = write_outputs(rows, out or "comparison")
+        table = write_outputs(rows, out or "comparison") if rows else ""
     except UserError as error:
         eprint(f"error: {error}")
         raise SystemExit(2) from None
     print(table, end="")
+    if failed:
+        eprint(f"{len(failed)} run(s) failed: {', '.join(failed)}; rerun the same command to retry them")
+        raise SystemExit(1)
     return rows
 
 

@@ -13,9 +13,17 @@ own arithmetic. After every epoch the full state (weights, learning rates, sampl
 trainer position, history) goes to `checkpoints/last.ckpt`, written atomically with a checksum,
 so an interrupted run resumed with `--resume` ends with exactly the same weights and metrics.
 The test split is evaluated once, at the end.
+
+Data-parallel (`TrainConfig.world > 1`, a torch.distributed group already initialised): every
+rank walks the same global batches in the same order and trains on its contiguous shard of
+each; `spiking.parallel` sums the rate updates and the sample counts over the ranks, so every
+rank applies the update one process would apply to the whole batch. All ranks validate (their
+weights are identical); only rank 0 writes files and evaluates the test split, and rank 0's
+state is broadcast at the start (fresh or resumed) and after the best epoch is restored.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -28,6 +36,7 @@ from tqdm import tqdm
 
 import plots
 from metrics import classification_metrics, confusion_matrix
+from spiking import parallel
 from spiking import times as st
 from spiking.visualization import project_through_filters, reconstruct_features
 from utils import (CHECKPOINT_FORMAT, UserError, atomic_write_json, atomic_write_text,
@@ -55,6 +64,8 @@ class TrainConfig:
     activation_maps: int = 0
     tensorboard: bool = False
     progress: bool | None = None        # None: bars only on a terminal
+    rank: int = 0                       # data-parallel: this process's rank of `world`
+    world: int = 1
 
 
 @dataclass
@@ -82,6 +93,7 @@ class NetworkTrainer:
         self.state = TrainerState()
         self._nodes = {}            # (split, node, kind) -> uint8 array
         self.writer = None
+        self.writes = config.rank == 0      # data-parallel: only rank 0 touches the run folder
         stages = model.stages
         if len(config.epochs) != len(stages):
             names = ", ".join(s.name for s in stages)
@@ -100,6 +112,8 @@ class NetworkTrainer:
         return payload
 
     def save(self, name: str, **extra) -> None:
+        if not self.writes:
+            return
         save_checkpoint(self.run.file("checkpoints", name), self._payload(extra))
 
     def resume(self, path: str) -> None:
@@ -110,6 +124,17 @@ class NetworkTrainer:
         self.state = TrainerState(**payload["trainer"])
         self.log(f"resuming {self.run.path} at stage {self.state.stage + 1}/{len(self.model.stages)}, "
                  f"epoch {self.state.epoch}")
+
+    def sync_from_rank0(self) -> None:
+        """Data-parallel: every rank takes rank 0's weights, rates, counters and trainer state."""
+        if self.config.world <= 1:
+            return
+        import torch.distributed as dist
+        box = [{k: v.cpu() for k, v in self.model.state_dict().items()}, asdict(self.state)]
+        dist.broadcast_object_list(box, src=0)
+        if self.config.rank != 0:
+            self.model.load_state_dict(box[0])
+            self.state = TrainerState(**box[1])
 
     # ------------------------------------------------------------------ nodes
     def node(self, split: str, index: int, kind: str) -> np.ndarray:
@@ -159,13 +184,15 @@ class NetworkTrainer:
     # ------------------------------------------------------------------ training
     def fit(self) -> dict:
         stages = self.model.stages
-        if self.config.tensorboard and self.writer is None:
+        if self.config.tensorboard and self.writer is None and self.writes:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(self.run.folder("tensorboard"))
+        self.sync_from_rank0()
         try:
-            while self.state.stage < len(stages):
-                self._train_stage(self.state.stage, stages[self.state.stage])
-            return self._finish()
+            with parallel.summed_across_ranks() if self.config.world > 1 else contextlib.nullcontext():
+                while self.state.stage < len(stages):
+                    self._train_stage(self.state.stage, stages[self.state.stage])
+            return self._finish() if self.writes else {}
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -200,11 +227,13 @@ class NetworkTrainer:
             if stop:
                 self.log(f"{stage.name}: no validation improvement for {self.config.patience} epochs; stopping")
         if stage.supervised and self.state.best_epoch >= 0:
-            best = load_checkpoint(self.run.file("checkpoints", "best.ckpt"))
-            if best.get("best_epoch") != self.state.best_epoch:
-                raise UserError(f"best.ckpt holds epoch {best.get('best_epoch')}, the run's state "
-                                f"says {self.state.best_epoch}: the run folder is inconsistent")
-            self.model.load_state_dict(best["state_dict"])
+            if self.writes:
+                best = load_checkpoint(self.run.file("checkpoints", "best.ckpt"))
+                if best.get("best_epoch") != self.state.best_epoch:
+                    raise UserError(f"best.ckpt holds epoch {best.get('best_epoch')}, the run's state "
+                                    f"says {self.state.best_epoch}: the run folder is inconsistent")
+                self.model.load_state_dict(best["state_dict"])
+            self.sync_from_rank0()
             self.state.selected[stage.name] = {"epoch": self.state.best_epoch,
                                                "val_accuracy": self.state.best_val}
             self.log(f"{stage.name}: keeping epoch {self.state.best_epoch} "
@@ -265,6 +294,8 @@ class NetworkTrainer:
             while position < count:
                 size = min(self.config.batch_size, stage.limit(), count - position)
                 chosen = order[position:position + size]
+                if self.config.world > 1:
+                    chosen = shard(chosen, self.config.rank, self.config.world)
                 x = _tensor((inputs[chosen])).to(self.device)
                 if stage.needs == "final":
                     x = x.float()
@@ -354,6 +385,8 @@ class NetworkTrainer:
 
     # ------------------------------------------------------------------ artifacts
     def _write_history(self) -> None:
+        if not self.writes:
+            return
         rows = self.state.history
         keys = list(dict.fromkeys(k for r in rows for k in r))
         buffer = io.StringIO()
@@ -446,6 +479,13 @@ def check_compatible(payload: dict, model, model_name: str) -> None:
     if set(theirs) != set(state) or any(theirs[k].shape != state[k].shape and state[k].numel()
                                         for k in state):
         raise UserError("checkpoint weights do not match the model's layers")
+
+
+def shard(batch: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank `rank`'s contiguous part of a global batch: sizes differ by at most one, earlier
+    ranks take the larger parts, a part is empty when the batch has fewer samples than ranks;
+    the parts of ranks 0..world-1 concatenated are the batch, in order."""
+    return np.array_split(batch, world)[rank]
 
 
 def _row_summary(row: dict) -> str:

@@ -24,7 +24,7 @@ from utils import (RunDirectory, UserError, atomic_write_json, default_run_name,
                    seed_everything, set_threads)
 
 RESUMABLE_OVERRIDES = {"--threads", "--device", "--progress", "--no-progress", "--resume",
-                       "--cache-dir", "--data-root"}
+                       "--cache-dir", "--data-root", "--nproc"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "classifier on the STDP features")
     parser.add_argument("--readout-c", type=float, help="the linear readout's C (default: chosen "
                         "on the validation split, or the model's own)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a model setting (repeatable): threshold=15, "
+                             "conv1.threshold=20, frontend.time_steps=30, post=own; "
+                             "values are Python literals, else strings")
     parser.add_argument("--batch-size", type=int,
                         help="samples per update (default: the model's own, 32 for the conv models); "
                              "1 is the exact sequential algorithm")
@@ -55,10 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add one rotated (+-10 deg) and shifted (+-2 px) copy of each training image")
     parser.add_argument("--val-size", type=float, default=0.1,
                         help="validation split carved from the training set: a fraction (<1) or a count")
-    parser.add_argument("--patience", type=int, default=10,
-                        help="R-STDP epochs without validation improvement before stopping")
+    parser.add_argument("--patience", type=int,
+                        help="epochs of a supervised stage without validation improvement before "
+                             "stopping (default: the model's own, 10 for the conv models)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads per process (default: all cores / processes)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="data-parallel training in N processes on this machine (gloo on CPU, "
+                             "NCCL on GPUs); under torchrun the ranks come from its environment")
     parser.add_argument("--seed", type=int, default=0, help="fixes weights, splits, order, augmentation")
     parser.add_argument("--out-dir", default="runs", help="where run folders are created")
     parser.add_argument("--run-name", help="the run folder's name (default: model-dataset-time)")
@@ -86,14 +95,17 @@ def validate(args) -> None:
               (args.readout_c is None or args.readout_c > 0, "--readout-c must be > 0"),
               (args.val_size > 0 and (args.val_size < 1 or float(args.val_size).is_integer()),
                "--val-size must be a fraction in (0, 1) or a whole count >= 1"),
-              (args.patience >= 1, "--patience must be >= 1"),
+              (args.patience is None or args.patience >= 1, "--patience must be >= 1"),
               (args.threads is None or 1 <= args.threads <= 1024, "--threads must be in [1, 1024]"),
+              (1 <= args.nproc <= 256, "--nproc must be in [1, 256]"),
+              (args.nproc == 1 or not args.eval_only, "--eval-only runs in one process (no --nproc)"),
               (0 <= args.activation_maps <= 100, "--activation-maps must be in [0, 100]"),
               (args.epochs is None or all(e >= 0 for e in args.epochs), "--epochs counts must be >= 0"),
               (0 <= args.seed < 2 ** 63, "--seed must be a non-negative integer")]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    parse_settings(args.settings)
     if args.resume and args.eval_only:
         raise UserError("--resume and --eval-only cannot be combined")
 
@@ -107,6 +119,29 @@ def list_models_text() -> str:
         lines.append(f"{name}: {models.model_description(name)}\n    stages: {stages}\n"
                      f"    default --epochs {epochs}")
     return "\n".join(lines)
+
+
+def parse_settings(items: list[str]) -> dict:
+    """["a=1", "b.c=(2, 3)", "d=own"] -> {"a": 1, "b.c": (2, 3), "d": "own"}: values are Python
+    literals (true/false/none accepted in any case), else strings."""
+    import ast
+    settings = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not all(part.isidentifier() for part in key.split(".")):
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set conv1.threshold=20")
+        text = text.strip()
+        words = {"true": True, "false": False, "none": None}
+        if text.lower() in words:
+            value = words[text.lower()]
+        else:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+        settings[key] = value
+    return settings
 
 
 # ---------------------------------------------------------------- data
@@ -194,29 +229,96 @@ def _main(argv) -> dict:
     if args.list_models:
         print(list_models_text())
         return {}
+    if args.nproc > 1 and "RANK" not in os.environ:
+        validate(args)
+        return _spawn_ranks(argv, args)
+    rank, world, device = _join_group(args)
     run = None
-    if args.resume:
-        args, run = _resume_args(parser, argv, args)
     try:
-        return _train(args, argv, run)
+        if args.resume and rank == 0:
+            args, run = _resume_args(parser, argv, args)
+        if world > 1:       # every rank trains with rank 0's (resolved) arguments
+            import torch.distributed as dist
+            box = [vars(args)]
+            dist.broadcast_object_list(box, src=0)
+            args = argparse.Namespace(**box[0])
+        return _train(args, argv, run, rank, world, device)
     finally:
         if run is not None:
             run.release()
+        if world > 1:
+            import torch.distributed as dist
+            dist.destroy_process_group()
 
 
-def _train(args, argv, run) -> dict:
-    validate(args)
-    threads = set_threads(args.threads)
+# ---------------------------------------------------------------- data-parallel processes
+
+def _spawn_ranks(argv, args) -> dict:
+    """`--nproc N` on one machine: N spawned ranks meeting on loopback; returns rank 0's metrics."""
+    import socket
+    import torch.multiprocessing as mp
+    model = models.create_model(args.model) if args.model in models.list_models() else None
+    if model is not None:
+        serial = [s.name for s in model.stages if s.kind not in ("stdp", "rstdp", "readout")]
+        if serial:
+            raise UserError(f"{args.model}: stage {', '.join(serial)} cannot be trained data-parallel "
+                            f"(--nproc works for STDP and R-STDP stages)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(_rank_entry, args=(argv, args.nproc, port, results), nprocs=args.nproc, join=True)
+    except mp.ProcessExitedException as error:
+        # the failing rank already printed its one-line error
+        raise SystemExit(error.exit_code if error.exit_code and error.exit_code > 0 else 1) from None
+    return results.get() if not results.empty() else {}
+
+
+def _rank_entry(rank: int, argv: list, world: int, port: int, results) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    metrics = main(argv)
+    if rank == 0:
+        results.put(metrics)
+
+
+def _join_group(args) -> tuple[int, int, torch.device]:
+    """(rank, world, device): (0, 1, --device) in one process; under torchrun or --nproc, join
+    the process group (NCCL on CUDA, each local rank its own GPU; gloo on CPU)."""
     device = resolve_device(args.device)
-    log = print
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
+                                rank=rank, world_size=world)
+    return rank, world, device
+
+
+def _train(args, argv, run, rank: int = 0, world: int = 1, device=None) -> dict:
+    validate(args)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    threads = set_threads(args.threads or (max(1, (os.cpu_count() or 1) // local_world) if world > 1 else None))
+    device = device or resolve_device(args.device)
+    writes = rank == 0
+    log = print if writes else (lambda *_: None)
+    if not writes:
+        args.progress = False
     if args.eval_only:
         return _evaluate_only(args, device, log)
     dataset = data.load_dataset(args.dataset, args.data_root, download=not args.no_download)
     seed_everything(args.seed)
-    overrides = {k: v for k, v in (("readout", args.readout), ("readout_C", args.readout_c)) if v is not None}
+    overrides = {**parse_settings(args.settings),
+                 **{k: v for k, v in (("readout", args.readout), ("readout_C", args.readout_c)) if v is not None}}
     try:
         model = models.create_model(args.model, num_classes=dataset.num_classes, **overrides)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         raise UserError(f"{args.model}: {error}") from None
     check_input_size(model, dataset)
     epochs = tuple(args.epochs) if args.epochs else tuple(model.config.default_epochs)
@@ -225,32 +327,41 @@ def _train(args, argv, run) -> dict:
         raise UserError(f"{args.model} has {len(model.stages)} stages ({names}): --epochs needs "
                         f"{len(model.stages)} counts, got {len(epochs)}")
     batch_size = args.batch_size or getattr(model.config, "default_batch_size", 32)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=args.patience,
+    patience = args.patience or getattr(model.config, "default_patience", 10)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience,
                          seed=args.seed, dry_run=args.dry_run, activation_maps=args.activation_maps,
-                         tensorboard=args.tensorboard, progress=args.progress)
+                         tensorboard=args.tensorboard, progress=args.progress, rank=rank, world=world)
     meta = {"model": args.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes}
-    record = {"args": vars(args), "epochs": list(epochs), "batch_size": batch_size, "model": args.model,
+    record = {"args": vars(args), "epochs": list(epochs), "batch_size": batch_size, "patience": patience,
+              "model": args.model,
               "hyperparameters": model.hyperparameters(), "frontend_key": model.frontend.key(),
               "threads": threads, "device": str(device), "versions": package_versions(),
               "git_commit": git_commit(), "started": datetime.datetime.now().isoformat(timespec="seconds"),
               "command": "python train.py " + " ".join(argv)}
-    if run is None:
+    if run is None and writes:
         # the run folder exists (with its configuration) before any long work, so that a run
         # killed even during encoding can be resumed
         run = RunDirectory.create(args.out_dir, args.run_name or default_run_name(args.model, dataset.name))
-        atomic_write_json(run.file("config.json"), record)
+        atomic_write_json(run.file("config.json"), {**record, "world_size": world})
     try:
-        log(f"run folder: {run.path}")
+        if writes:
+            log(f"run folder: {run.path}")
+        if world > 1 and not writes:
+            torch.distributed.barrier()         # rank 0 encodes and fills the cache first
         splits, summary = prepare_splits(args, dataset, model.frontend, log)
-        if not args.resume:
-            atomic_write_json(run.file("config.json"), {**record, "dataset": summary})
+        if world > 1 and writes:
+            torch.distributed.barrier()
+        if writes and not args.resume:
+            atomic_write_json(run.file("config.json"), {**record, "world_size": world, "dataset": summary})
         trainer = NetworkTrainer(model, splits, run, config, meta, device=device, log=log)
-        last = run.file("checkpoints", "last.ckpt")
-        if args.resume and os.path.exists(last):
-            trainer.resume(last)
+        if writes and args.resume and os.path.exists(run.file("checkpoints", "last.ckpt")):
+            trainer.resume(run.file("checkpoints", "last.ckpt"))
         metrics = trainer.fit()
     finally:
-        run.release()
+        if run is not None:
+            run.release()
+    if not writes:
+        return {}
     log(f"test accuracy {metrics['accuracy']:.4f} (silence {metrics['silence_rate']:.4f}, "
         f"macro F1 {metrics['macro_f1']:.4f}) -> {run.path}")
     metrics["run_dir"] = run.path
@@ -284,7 +395,7 @@ def _resume_args(parser, argv, args):
         run.release()
         raise UserError(f"{args.resume} has no readable config.json: not a run folder") from error
     resumed = argparse.Namespace(**{**vars(parser.parse_args([])), **saved})
-    for key in ("threads", "device", "progress", "cache_dir", "data_root"):
+    for key in ("threads", "device", "progress", "cache_dir", "data_root", "nproc"):
         flag = "--" + key.replace("_", "-")
         if flag in argv or f"--no-{key}" in argv or any(a.startswith(flag + "=") for a in argv):
             setattr(resumed, key, getattr(args, key))

@@ -1,7 +1,10 @@
 """Model registry: `@register_model` factories, `create_model`, `list_models` (timm-style)."""
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Any, Callable
+
+import torch
 
 _MODELS: dict[str, Callable] = {}
 
@@ -22,6 +25,10 @@ def create_model(name: str, num_classes: int = 10, readout: str | None = None,
                  readout_C: float | None = None, **overrides):
     """Build a registered model; `None` overrides are dropped so model defaults stay in force.
 
+    `overrides` set fields of the model's config dataclass; a dotted key reaches into a nested
+    one (`**{"conv1.threshold": 20}`, `**{"frontend.time_steps": 30}`). Values are checked
+    against the defaults' types (an int is accepted for a float, a list for a tuple).
+
     `readout` ("rstdp", "svm" or "logistic") sets the decision: the model's R-STDP layer or a
     linear readout of the same features (`readout_C`: its C, else chosen on the validation
     split). Models whose own decision is a readout (kheradpisheh2018) keep it by default."""
@@ -29,11 +36,69 @@ def create_model(name: str, num_classes: int = 10, readout: str | None = None,
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        # the defaults come from a probe built without consuming the caller's seeded RNG, so
+        # the real model's weights are the ones a seeded run without overrides would draw
+        with torch.random.fork_rng(devices=[]):
+            defaults = _MODELS[name](num_classes=num_classes).config
+        overrides = resolve_overrides(defaults, overrides)
     model = _MODELS[name](num_classes=num_classes, **overrides)
     if readout is not None or readout_C is not None:
         current = (model.readout or {}).get("readout", "rstdp")
         model = attach_readout(model, readout or current, readout_C)
     return model
+
+
+def resolve_overrides(config, overrides: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": v, "c": w} against a config dataclass -> top-level replacements {"a": config.a
+    with b = v, "c": w}, each value coerced to the type of the default it replaces."""
+    nested: dict[str, dict] = {}
+    top: dict[str, Any] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            top[head] = value
+    fields = {f.name for f in dataclasses.fields(config)}
+    result = {}
+    for key in list(top) + [k for k in nested if k not in top]:
+        if key not in fields:
+            raise ValueError(f"unknown setting {key!r}; the settings are {', '.join(sorted(fields))}")
+        current = getattr(config, key)
+        if key in nested:
+            if not dataclasses.is_dataclass(current):
+                raise ValueError(f"setting {key!r} has no fields ({key}.{next(iter(nested[key]))})")
+            base = top[key] if key in top else current
+            result[key] = dataclasses.replace(base, **resolve_overrides(base, nested[key]))
+        else:
+            result[key] = _coerce(key, current, top[key])
+    return result
+
+
+def _coerce(key: str, current: Any, value: Any) -> Any:
+    if current is None or dataclasses.is_dataclass(value):
+        return value
+    if dataclasses.is_dataclass(current):
+        names = ", ".join(f"{key}.{f.name}" for f in dataclasses.fields(current))
+        raise ValueError(f"setting {key!r} is a group; set one of its fields: {names}")
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(current, (int, float)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(current, int) and not float(value).is_integer():
+                raise ValueError(f"setting {key!r} takes a whole number, got {value!r}")
+            return type(current)(value)
+    elif isinstance(current, tuple):
+        if isinstance(value, (list, tuple)):
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    elif isinstance(current, str):
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ValueError(f"setting {key!r} takes a {type(current).__name__} like {current!r}, got {value!r}")
 
 
 def model_description(name: str) -> str:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from spiking import engine
 from spiking import functional as sf
+from spiking import parallel
 from spiking import times as st
 from spiking.layers import Convolution
 from spiking.learning import RSTDP, STDP
@@ -103,7 +104,8 @@ def class_margins(potentials: torch.Tensor, num_classes: int) -> torch.Tensor:
 
     Shape: potentials [B, classes * neurons_per_class, H, W] -> [B, classes].
     """
-    best = potentials.flatten(1).view(potentials.shape[0], num_classes, -1).amax(dim=2)
+    per_class = potentials.shape[1:].numel() // num_classes
+    best = potentials.reshape(potentials.shape[0], num_classes, per_class).amax(dim=2)
     if num_classes == 1:
         return best
     top = best.topk(2, dim=1).values
@@ -212,7 +214,7 @@ class HiddenLayer(nn.Module):
                                                    self.time_steps)[0]
         winners, post = self.winners(padded)
         self.stdp.update(self.time_steps - padded.float(), post, winners)
-        self.samples_seen += batch
+        self.samples_seen += parallel.total(batch)      # the global batch when data-parallel
         return {"winners": (winners[..., 0] >= 0).sum()}
 
     def rates(self) -> dict:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from spiking import parallel
+
 from .layers import ADAPTIVE_WINDOW, HiddenLayer
 
 
@@ -78,7 +80,8 @@ class RSTDPStage:
         labels = labels.to(decisions.device)
         silent = int((decisions < 0).sum())
         correct = int((decisions == labels).sum())
-        counts = (correct, len(labels) - correct - silent, silent)
+        # data-parallel: the whole global batch's counts, so every rank adapts its rates alike
+        counts = parallel.total(correct, len(labels) - correct - silent, silent)
         self._counts = [a + b for a, b in zip(self._counts, counts)]
         if sum(self._counts) >= self._window_size():
             self._adapt()
@@ -120,6 +123,8 @@ class LearnerStage:
         return 1 << 30
 
     def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
+        if parallel.active():
+            raise ValueError(f"stage {self.name} ({self.kind}) cannot be trained data-parallel")
         decisions = self.learner.train_batch(inputs, labels)
         if decisions is None:
             return {}

@@ -55,6 +55,7 @@ class Tavanaei2017Config:
     window_reset: bool = True
     default_epochs: tuple = (30,)
     default_batch_size: int = 1
+    default_patience: int = 30      # 12 validation rows: keep the best epoch of the schedule
 
 
 class Tavanaei2017(NetworkModel):

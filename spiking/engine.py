@@ -92,7 +92,7 @@ def _spiking_rows(times, weight, threshold, time_steps) -> tuple[_Rows, tuple]:
     view = values.as_strided((batch, rows, cols, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
     if batch <= SMALL_BATCH:
         # a few images: one GEMM over every receptive field beats a convolution call
-        every = view.reshape(batch * rows * cols, -1)
+        every = view.reshape(batch * rows * cols, channels * kh * kw)
         potentials = ((every < time_steps).to(weight.dtype) @ matrix)[:, :features]
         final = potentials.view(batch, rows, cols, features).permute(0, 3, 1, 2)
     else:
@@ -102,7 +102,7 @@ def _spiking_rows(times, weight, threshold, time_steps) -> tuple[_Rows, tuple]:
     fields = view[b, r, c]                      # the receptive fields of those positions
     last = final.permute(0, 2, 3, 1)[b, r, c]                                  # [R, F]
     positions = (b * rows + r) * cols + c
-    return (_Rows(positions, fields.reshape(b.numel(), -1), last, matrix),
+    return (_Rows(positions, fields.reshape(b.numel(), channels * kh * kw), last, matrix),
             (batch, rows, cols))
 
 

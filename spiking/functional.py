@@ -159,7 +159,7 @@ def select_winners(scores: torch.Tensor, kwta: int, inhibition_radius: int) -> t
     batch, channels, height, width = scores.shape
     device = scores.device
     total = scores.clone()
-    flat = total.view(batch, -1)
+    flat = total.view(batch, channels * height * width)
     winners = torch.full((batch, kwta, 3), -1, dtype=torch.long, device=device)
     alive = torch.ones(batch, dtype=torch.bool, device=device)
     feature_ids = torch.arange(channels, device=device).view(1, channels, 1, 1)

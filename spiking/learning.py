@@ -19,6 +19,10 @@ other (each stabiliser and clamp seeing the previous sample's result), which equ
 rule once per sample on the same inputs. The exact sequential *algorithm*, where each sample's
 forward pass also sees the previous sample's weights, is simply a batch size of 1.
 
+Data-parallel (`spiking.parallel.summed_across_ranks`): each rank sums the rates of its shard of
+a global batch and `apply_` sums those over the ranks before the update, which is the same
+summed update as one process taking the whole batch.
+
 Pure functions (`stdp_rates`, `apply_stdp_`) do the arithmetic; `STDP` and `RSTDP` hold the rates
 as buffers (saved in `state_dict`, never requiring grad) and a reference to the conv layer, which
 is not registered as a submodule so that its weight is not duplicated in the state dict.
@@ -31,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from . import functional as sf
+from . import parallel
 from ._checks import check_int, check_rank, check_same_shape
 
 
@@ -97,6 +102,8 @@ def stdp_rates(pre_counts: torch.Tensor, post_counts: torch.Tensor, winners: tor
         plus, minus = a_plus[sample, f], a_minus[sample, f]
     rates = torch.where(paired, plus.view(-1, 1, 1, 1), minus.view(-1, 1, 1, 1))
     features, slot = torch.unique(f, sorted=True, return_inverse=True)
+    if features.numel() == 0:          # no winner in the batch (or an empty batch): no rates
+        return features, rates.new_zeros((0, channels, kh, kw))
     # sum the winners of each feature: a one-hot matmul is deterministic on every device
     one_hot = torch.nn.functional.one_hot(slot, features.numel()).to(rates.dtype)   # [N, U]
     summed = (one_hot.t() @ rates.reshape(rates.shape[0], -1)).view(-1, channels, kh, kw)
@@ -194,7 +201,12 @@ class STDP(nn.Module):
 
     @torch.no_grad()
     def apply_(self, rates) -> None:
-        """Add summed `(features, rates)` to the layer's weights (stabilised) and clamp."""
+        """Add summed `(features, rates)` to the layer's weights (stabilised) and clamp;
+        data-parallel, the rates are first summed over the ranks."""
+        if parallel.active():
+            dense = parallel.all_sum_(dense_rates(*rates, self.conv_layer.weight.shape[0]))
+            features = dense.flatten(1).ne(0).any(dim=1).nonzero().flatten()
+            rates = (features, dense[features])
         apply_stdp_(self.conv_layer.weight, *rates, self.use_stabilizer,
                     self.lower_bound, self.upper_bound)
 
@@ -240,6 +252,8 @@ class STDP(nn.Module):
         if combine == "sum":
             self.apply_(self.rates(pre_counts, post_counts, winners, a_plus, a_minus))
         elif combine == "sequential":
+            if parallel.active():
+                raise ValueError("combine='sequential' cannot be data-parallel: ranks hold different samples")
             for b in range(pre_counts.shape[0]):
                 sample = slice(b, b + 1)
                 self.apply_(self.rates(pre_counts[sample], post_counts[sample], winners[sample],

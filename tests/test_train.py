@@ -159,3 +159,37 @@ def test_existing_run_name_is_refused_and_untouched(tmp_path, cache_dir, capsys)
 def test_resume_refuses_changed_settings(tmp_path, cache_dir, capsys):
     run_main(tmp_path, cache_dir, "--dry-run", name="done")
     expect_error(capsys, ["--resume", str(tmp_path / "done"), "--epochs", "1", "1", "1"], "cannot be changed")
+
+
+def test_set_overrides_reach_nested_settings_and_keep_seeded_weights(tmp_path, cache_dir, capsys):
+    import models
+    torch.manual_seed(3)
+    plain = models.create_model("mozafari2018")
+    torch.manual_seed(3)
+    changed = models.create_model("mozafari2018", **{"conv1.threshold": 20, "frontend.time_steps": 10,
+                                                     "adaptive_window": 500})
+    assert changed.config.conv1.threshold == 20.0 and isinstance(changed.config.conv1.threshold, float)
+    assert changed.config.frontend.time_steps == 10 and changed.config.adaptive_window == 500
+    assert changed.config.conv2 == plain.config.conv2
+    # the defaults probe does not consume the seeded RNG: same weights as without overrides
+    for a, b in zip(plain.state_dict().values(), changed.state_dict().values()):
+        if a.shape == b.shape:
+            assert torch.equal(a, b)
+    for bad, message in (({"nope": 1}, "unknown setting 'nope'"),
+                         ({"conv1": 3}, "is a group"),
+                         ({"conv1.kwta": 2.5}, "whole number"),
+                         ({"adaptive_window": "x"}, "takes a int")):
+        with pytest.raises(ValueError, match=message):
+            models.create_model("mozafari2018", **bad)
+    metrics = run_main(tmp_path, cache_dir, "--dry-run", "--set", "conv1.threshold=12",
+                       "--set", "conv2.kwta=3")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["hyperparameters"]["conv1"]["threshold"] == 12.0
+    assert config["hyperparameters"]["conv2"]["kwta"] == 3 and config["args"]["settings"]
+    evaluated = train.main(["--eval-only", os.path.join(metrics["run_dir"], "checkpoints", "best.ckpt"),
+                            "--out-dir", str(tmp_path), "--run-name", "eval", "--cache-dir", cache_dir,
+                            "--no-progress"])
+    assert evaluated["accuracy"] == metrics["accuracy"]
+    base = ["--dataset", "synthetic", "--out-dir", str(tmp_path), "--cache-dir", cache_dir, "--no-progress"]
+    expect_error(capsys, base + ["--set", "conv1.threshold"], "expected KEY=VALUE")
+    expect_error(capsys, base + ["--set", "bogus=1"], "unknown setting 'bogus'")

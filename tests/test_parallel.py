@@ -1,0 +1,120 @@
+"""Scale-out: data-parallel training (train.py --nproc) and sweeps (local pool, Ray)."""
+import csv
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import compare
+import sweep
+import train
+from network_trainer import shard
+from utils import load_checkpoint
+
+
+@pytest.mark.parametrize("size,world", [(32, 2), (17, 3), (2, 4), (1, 2), (0, 2)])
+def test_shards_cover_each_global_batch_exactly_once_in_order(size, world):
+    batch = np.random.RandomState(size).permutation(100)[:size]
+    parts = [shard(batch, rank, world) for rank in range(world)]
+    assert np.array_equal(np.concatenate(parts), batch)
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_every_stage_accepts_an_empty_shard():
+    """A rank whose shard is empty still makes the learning calls (and their all-reduces)."""
+    import models
+    for name in ("mozafari2018", "deepr2024", "majority2024", "kheradpisheh2018"):
+        model = models.create_model(name)
+        shapes = model.node_shapes(model.frontend.output_shape((1, 28, 28)))
+        for stage in model.stages:
+            if stage.kind == "readout":
+                continue
+            dtype = torch.uint8 if stage.needs == "times" else torch.float32
+            shape = tuple(shapes[stage.input_node])
+            stage.start_epoch(10)
+            # one real sample first: the first update also clamps weights drawn outside the bounds
+            stage.step(torch.zeros((1,) + shape, dtype=dtype), torch.zeros(1, dtype=torch.long))
+            before = {k: v.clone() for k, v in model.state_dict().items()}
+            stats = stage.step(torch.zeros((0,) + shape, dtype=dtype), torch.zeros(0, dtype=torch.long))
+            assert all(int(v) == 0 for v in stats.values()), (name, stage.name, stats)
+            for key, value in model.state_dict().items():
+                assert torch.equal(value, before[key]), (name, stage.name, key)
+
+
+def _train_args(tmp_path, cache, name, *extra):
+    return ["--model", "mozafari2018", "--dataset", "synthetic", "--epochs", "1", "1", "2",
+            "--batch-size", "16", "--out-dir", str(tmp_path), "--run-name", name, "--cache-dir", cache,
+            "--no-progress", "--threads", "1", *extra]
+
+
+def test_two_processes_train_the_same_weights_as_one(tmp_path):
+    cache = str(tmp_path / "cache")
+    single = train.main(_train_args(tmp_path, cache, "one"))
+    double = train.main(_train_args(tmp_path, cache, "two", "--nproc", "2"))
+    assert double["run_dir"] == str(tmp_path / "two") and double["accuracy"] == single["accuracy"]
+    a = load_checkpoint(str(tmp_path / "one" / "checkpoints" / "last.ckpt"))
+    b = load_checkpoint(str(tmp_path / "two" / "checkpoints" / "last.ckpt"))
+    moved = 0
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-5), key
+    initial = train.models.create_model("mozafari2018")
+    for key in ("blocks.0.conv.weight", "blocks.1.conv.weight", "blocks.2.conv.weight"):
+        moved += not torch.equal(a["state_dict"][key], initial.state_dict()[key])
+    assert moved == 3                                   # every layer did learn
+    assert a["trainer"]["history"][-1]["train_hit"] == b["trainer"]["history"][-1]["train_hit"]
+    # only rank 0 wrote: one folder per run, nothing else beside them
+    assert sorted(os.listdir(tmp_path)) == ["cache", "one", "two"]
+    assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+
+
+def test_nproc_refuses_serial_learners(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--model", "chevalier2019", "--dataset", "synthetic", "--nproc", "2",
+                    "--out-dir", str(tmp_path)])
+    assert stop.value.code == 2 and "cannot be trained data-parallel" in capsys.readouterr().err
+
+
+def test_sweep_plans_the_grid_and_splits_values():
+    assert sweep.split_values("1,(2, 3),'a,b'") == ["1", "(2, 3)", "'a,b'"]
+    specs = sweep.plan_runs(["m"], [0, 1], sweep.parse_sweep_settings(["conv1.threshold=10,15", "post=own"]),
+                            ["--dataset", "iris"])
+    assert [s.name for s in specs] == ["m-conv1.threshold10-postown-seed0", "m-conv1.threshold10-postown-seed1",
+                                       "m-conv1.threshold15-postown-seed0", "m-conv1.threshold15-postown-seed1"]
+    assert specs[2].argv == ("--model", "m", "--seed", "0", "--set", "conv1.threshold=15", "--set", "post=own",
+                             "--dataset", "iris")
+    with pytest.raises(sweep.UserError):
+        sweep.split_values("1,,2")
+
+
+def _sweep(tmp_path, name, *extra):
+    out = tmp_path / name
+    argv = ["--models", "mozafari2018", "--set", "conv1.threshold=12,15", "--out-dir", str(out),
+            "--dataset", "synthetic", "--dry-run", "--no-progress", "--batch-size", "16",
+            "--cache-dir", str(tmp_path / "cache"), *extra]
+    compare.main(argv)
+    return list(csv.DictReader(open(out / "comparison.csv")))
+
+
+SAME = ("run", "model", "settings", "seed", "parameters", "val_accuracy", "test_accuracy", "macro_f1")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
+def test_local_pool_and_ray_give_the_same_summary(tmp_path):
+    import ray
+    pool = _sweep(tmp_path, "pool", "--max-parallel", "2")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = _sweep(tmp_path, "ray", "--ray-address", "auto")
+    finally:
+        ray.shutdown()
+    assert [r["run"] for r in pool] == ["mozafari2018-conv1.threshold12-seed0", "mozafari2018-conv1.threshold15-seed0"]
+    assert [{k: r[k] for k in SAME} for r in pool] == [{k: r[k] for k in SAME} for r in remote]
+    for row in remote:          # unpacked under the sweep root, complete
+        assert (tmp_path / "ray" / row["run"] / "checkpoints" / "best.ckpt").is_file()
+    # a rerun skips finished runs (no Ray needed for that)
+    before = os.path.getmtime(tmp_path / "ray" / remote[0]["run"] / "metrics.json")
+    again = _sweep(tmp_path, "ray")
+    assert os.path.getmtime(tmp_path / "ray" / remote[0]["run"] / "metrics.json") == before
+    assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in remote]
