@@ -192,6 +192,9 @@ def main(argv=None) -> list[dict]:
     except UserError as error:
         eprint(f"error: {error}")
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        eprint("interrupted: finished runs are kept; rerun the same command to resume the sweep")
+        raise SystemExit(130) from None
     print(table, end="")
     if failed:
         eprint(f"{len(failed)} run(s) failed: {', '.join(failed)}; rerun the same command to retry them")

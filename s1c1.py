@@ -7,6 +7,7 @@ keyed by the dataset and every front-end parameter, so later stages and runs nev
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -214,6 +215,23 @@ class EncodingCache:
     def paths(self, name: str, config: FrontEnd) -> tuple[str, str]:
         stem = os.path.join(self.root, f"{name}-{config.key()}")
         return stem + ".npy", stem + ".json"
+
+    @contextlib.contextmanager
+    def lock(self, name: str, config: FrontEnd):
+        """Hold `<entry>.lock` (an advisory lock): processes sharing a cache (a parallel sweep,
+        data-parallel ranks) encode an entry once; the others wait, then load it."""
+        try:
+            import fcntl
+        except ImportError:                 # no advisory locks: concurrent writers stay atomic
+            yield
+            return
+        os.makedirs(self.root, exist_ok=True)
+        with open(self.paths(name, config)[0] + ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def load(self, name: str, config: FrontEnd, source_id: str, expected_count: int,
              warn=print) -> np.ndarray | None:

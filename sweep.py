@@ -128,7 +128,8 @@ def pack_folder(path: str) -> bytes:
 
 def unpack_folder(blob: bytes, root: str, name: str) -> str:
     """Unpack a packed run folder as root/name, atomically: a partial unpack is never taken for
-    a run, and an older (interrupted) folder of the same name is replaced only afterwards."""
+    a run, and an older (interrupted) folder of the same name is moved aside before the new one
+    is renamed into place and deleted only after, so one of the two is always complete."""
     staging = tempfile.mkdtemp(prefix=f".{name}.unpack-", dir=root)
     try:
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as archive:
@@ -137,9 +138,16 @@ def unpack_folder(blob: bytes, root: str, name: str) -> str:
         if len(entries) != 1:
             raise UserError(f"packed run {name} holds {len(entries)} folders, expected 1")
         target = os.path.join(root, name)
+        backup = None
         if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(os.path.join(staging, entries[0]), target)
+            backup = os.path.join(staging, ".previous")
+            os.replace(target, backup)
+        try:
+            os.replace(os.path.join(staging, entries[0]), target)
+        except BaseException:
+            if backup is not None:
+                os.replace(backup, target)
+            raise
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -161,20 +169,43 @@ def run_one(argv: list[str], root: str, name: str, threads: int, packed_partial:
         if packed_partial is not None:
             unpack_folder(packed_partial, work, name)
         if os.path.isdir(path):
-            full = ["--resume", path, "--threads", str(threads)]
+            full = ["--resume", path, "--threads", str(threads)] + resumable_args(argv)
         else:
             full = list(argv) + ["--out-dir", work, "--run-name", name, "--threads", str(threads)]
-        result = {"name": name, "status": "done", "exit_code": 0, "metrics": None, "archive": None}
+        result = {"name": name, "status": "done", "exit_code": 0, "metrics": None, "archive": None,
+                  "error": None}
         try:
             result["metrics"] = train.main(full)
         except SystemExit as stop:
-            result.update(status="failed", exit_code=stop.code)
+            result.update(status="interrupted" if stop.code == 130 else "failed", exit_code=stop.code)
+        except Exception as error:      # a bug in a run: report it, keep its folder, go on
+            import traceback
+            traceback.print_exc()
+            result.update(status="failed", exit_code=1, error=f"{type(error).__name__}: {error}")
+        result["folder"] = os.path.isdir(path)
         if pack and os.path.isdir(path):
             result["archive"] = pack_folder(path)
         return result
     finally:
         if pack:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def resumable_args(argv) -> list[str]:
+    """The runtime flags of `argv` that a resumed run may take again (train.RESUMABLE_OVERRIDES:
+    --nproc, --device, --data-root, --cache-dir, ...), with their values."""
+    import train
+    options = {name: action for action in train.build_parser()._actions for name in action.option_strings}
+    out, index = [], 0
+    argv = list(argv)
+    while index < len(argv):
+        token = argv[index]
+        name = token.split("=", 1)[0]
+        takes_value = name in options and options[name].nargs != 0 and "=" not in token
+        if name in train.RESUMABLE_OVERRIDES and name not in ("--resume", "--threads"):
+            out += argv[index:index + 1 + takes_value]
+        index += 1 + takes_value
+    return out
 
 
 # ---------------------------------------------------------------- executors
@@ -195,10 +226,16 @@ def execute_runs(specs: list[RunSpec], root: str, cpus_per_run: int = 1, max_par
     if ray_address:
         done = _execute_ray(pending, root, cpus_per_run, max_parallel, ray_address, shared_fs, log)
     elif (max_parallel or _default_parallel(cpus_per_run)) <= 1 or len(pending) <= 1:
-        done = [_report(run_one(list(s.argv), root, s.name, cpus_per_run), log) for s in pending]
+        done = []
+        for spec in pending:
+            done.append(_report(run_one(list(spec.argv), root, spec.name, cpus_per_run), log))
+            if done[-1]["status"] == "interrupted":
+                break
     else:
         done = _execute_pool(pending, root, cpus_per_run, max_parallel or _default_parallel(cpus_per_run), log)
     results.update({r["name"]: r for r in done})
+    if any(r["status"] == "interrupted" for r in done):
+        raise KeyboardInterrupt
     return [results[s.name] for s in specs]
 
 
@@ -210,17 +247,38 @@ def _report(result: dict, log) -> dict:
     if result["status"] == "done":
         accuracy = (result.get("metrics") or {}).get("accuracy")
         log(f"{result['name']}: done" + (f", test accuracy {accuracy:.4f}" if accuracy is not None else ""))
-    else:
-        log(f"{result['name']}: failed (exit {result['exit_code']}); its folder is kept for --resume")
+    elif result["status"] == "failed":
+        why = result.get("error") or f"exit {result['exit_code']}"
+        kept = "; its folder is kept and a rerun resumes it" if result.get("folder") else ""
+        log(f"{result['name']}: failed ({why}){kept}")
     return result
+
+
+def _failed(spec, error) -> dict:
+    return {"name": spec.name, "status": "failed", "exit_code": None, "metrics": None, "archive": None,
+            "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+            "folder": None}
 
 
 def _execute_pool(specs, root, cpus_per_run, workers, log) -> list[dict]:
     log(f"{len(specs)} runs on a local pool of {workers} processes, {cpus_per_run} thread(s) each")
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = [pool.submit(run_one, list(s.argv), root, s.name, cpus_per_run) for s in specs]
-        return [_report(f.result(), log) for f in futures]
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1)
+    done = []
+    try:
+        futures = {pool.submit(run_one, list(s.argv), root, s.name, cpus_per_run): s for s in specs}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as error:      # a worker killed (out of memory...), a broken pool
+                result = _failed(futures[future], error)
+            done.append(_report(result, log))
+            if result["status"] == "interrupted":
+                break
+    finally:
+        # Ctrl-C (or an interrupted run): queued runs are cancelled, running ones stop on their own
+        pool.shutdown(wait=True, cancel_futures=True)
+    return done
 
 
 def _execute_ray(specs, root, cpus_per_run, max_parallel, address, shared_fs, log) -> list[dict]:
@@ -235,30 +293,40 @@ def _execute_ray(specs, root, cpus_per_run, max_parallel, address, shared_fs, lo
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
             else:
                 ray.init(address=address)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise UserError(f"cannot reach the Ray cluster at {address}: {error}") from None
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"cannot reach the Ray cluster at {address}: {first}") from None
         log(f"connected to Ray ({address}) in {time.time() - began:.1f}s")
+    largest = max((node.get("Resources", {}).get("CPU", 0) for node in ray.nodes() if node.get("Alive")),
+                  default=0)
+    if cpus_per_run > largest:
+        raise UserError(f"--cpus-per-run {cpus_per_run}: the largest node of the Ray cluster has "
+                        f"{largest:g} CPUs, so no run could ever start")
     # tasks import the project from the same path on every node (see the README)
     task = ray.remote(num_cpus=cpus_per_run, max_retries=0,
                       runtime_env={"env_vars": {"PYTHONPATH": PROJECT_ROOT}})(run_one)
     limit = max_parallel or len(specs) or 1
     queue, running, done = list(specs), {}, []
     log(f"{len(specs)} runs as Ray tasks ({cpus_per_run} CPU each, at most {limit} at once)")
-    while queue or running:
-        while queue and len(running) < limit:
-            spec = queue.pop(0)
-            partial = os.path.join(root, spec.name)
-            blob = pack_folder(partial) if (not shared_fs and os.path.isdir(partial)) else None
-            ref = task.remote(list(spec.argv), root, spec.name, cpus_per_run, blob, not shared_fs)
-            running[ref] = spec
-        ready, _ = ray.wait(list(running), num_returns=1)
-        spec = running.pop(ready[0])
-        try:
-            result = ray.get(ready[0])
-        except ray.exceptions.RayError as error:
-            result = {"name": spec.name, "status": "failed", "exit_code": None, "metrics": None,
-                      "archive": None, "error": str(error).splitlines()[0]}
-        if result.get("archive") is not None:
-            unpack_folder(result.pop("archive"), root, spec.name)
-        done.append(_report(result, log))
+    try:
+        while queue or running:
+            while queue and len(running) < limit:
+                spec = queue.pop(0)
+                partial = os.path.join(root, spec.name)
+                blob = pack_folder(partial) if (not shared_fs and os.path.isdir(partial)) else None
+                ref = task.remote(list(spec.argv), root, spec.name, cpus_per_run, blob, not shared_fs)
+                running[ref] = spec
+            ready, _ = ray.wait(list(running), num_returns=1)
+            spec = running.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except ray.exceptions.RayError as error:        # the task or its node died
+                result = _failed(spec, error)
+            if result.get("archive") is not None:
+                unpack_folder(result.pop("archive"), root, spec.name)
+            done.append(_report(result, log))
+    except KeyboardInterrupt:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        raise
     return done

@@ -6,6 +6,7 @@ the environment end with a one-line message and exit status 2, never a traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -154,12 +155,13 @@ def prepare_splits(args, dataset, frontend, log) -> tuple[dict, dict]:
     for split in ("train", "test"):
         images = dataset.train_images if split == "train" else dataset.test_images
         source = dataset.source_id(split)
-        array = cache.load(f"{dataset.name}-{split}", frontend, source, len(images), warn=log)
-        if array is None:
-            began = time.time()
-            array = _encode(images, frontend, args, f"encode {dataset.name} {split}")
-            array = _save_cache(cache, f"{dataset.name}-{split}", frontend, source, array, log)
-            log(f"encoded {dataset.name} {split}: {len(images)} images in {time.time() - began:.1f}s")
+        with _cache_lock(cache, f"{dataset.name}-{split}", frontend):
+            array = cache.load(f"{dataset.name}-{split}", frontend, source, len(images), warn=log)
+            if array is None:
+                began = time.time()
+                array = _encode(images, frontend, args, f"encode {dataset.name} {split}")
+                array = _save_cache(cache, f"{dataset.name}-{split}", frontend, source, array, log)
+                log(f"encoded {dataset.name} {split}: {len(images)} images in {time.time() - began:.1f}s")
         encoded[split] = array
     labels = dataset.train_labels
     pool = np.arange(len(labels))
@@ -196,6 +198,16 @@ def _encode(images, frontend, args, description):
             raise UserError(f"cannot encode the images: {error}") from error
 
 
+@contextlib.contextmanager
+def _cache_lock(cache, name, frontend):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(cache.lock(name, frontend))
+        except OSError:                     # an unwritable cache folder: no lock (and no cache)
+            pass
+        yield
+
+
 def _save_cache(cache, name, frontend, source, array, log):
     try:
         return cache.save(name, frontend, source, array)
@@ -211,7 +223,8 @@ def main(argv=None) -> dict:
     try:
         return _main(argv)
     except UserError as error:
-        eprint(f"error: {error}")
+        if os.environ.get("RANK", "0") == "0":      # data-parallel: one line, from rank 0
+            eprint(f"error: {error}")
         raise SystemExit(2) from None
     except OSError as error:      # a full disk, a vanished folder... after atomic writes: nothing half-written
         where = f": {error.filename}" if error.filename else ""
@@ -232,7 +245,7 @@ def _main(argv) -> dict:
     if args.nproc > 1 and "RANK" not in os.environ:
         validate(args)
         return _spawn_ranks(argv, args)
-    rank, world, device = _join_group(args)
+    rank, world = _join_group(args)
     run = None
     try:
         if args.resume and rank == 0:
@@ -242,7 +255,7 @@ def _main(argv) -> dict:
             box = [vars(args)]
             dist.broadcast_object_list(box, src=0)
             args = argparse.Namespace(**box[0])
-        return _train(args, argv, run, rank, world, device)
+        return _train(args, argv, run, rank, world)
     finally:
         if run is not None:
             run.release()
@@ -257,61 +270,81 @@ def _spawn_ranks(argv, args) -> dict:
     """`--nproc N` on one machine: N spawned ranks meeting on loopback; returns rank 0's metrics."""
     import socket
     import torch.multiprocessing as mp
-    model = models.create_model(args.model) if args.model in models.list_models() else None
-    if model is not None:
-        serial = [s.name for s in model.stages if s.kind not in ("stdp", "rstdp", "readout")]
-        if serial:
-            raise UserError(f"{args.model}: stage {', '.join(serial)} cannot be trained data-parallel "
-                            f"(--nproc works for STDP and R-STDP stages)")
+    if resolve_device(args.device).type == "cuda" and args.nproc > torch.cuda.device_count():
+        raise UserError(f"--nproc {args.nproc} needs one GPU per process; {torch.cuda.device_count()} "
+                        f"visible (use --device cpu for CPU processes)")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    import logging
+    # when one rank fails, spawn terminates the others and says so: the rank's own line suffices
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     results = mp.get_context("spawn").SimpleQueue()
     try:
         mp.spawn(_rank_entry, args=(argv, args.nproc, port, results), nprocs=args.nproc, join=True)
-    except mp.ProcessExitedException as error:
-        # the failing rank already printed its one-line error
-        raise SystemExit(error.exit_code if error.exit_code and error.exit_code > 0 else 1) from None
-    return results.get() if not results.empty() else {}
+    except (mp.ProcessExitedException, mp.ProcessRaisedException) as error:
+        reports = []
+        while not results.empty():
+            reports.append(results.get())
+        # the root cause is a rank that ended cleanly with an error status (and printed its
+        # one-line message); the others then lost their peer in a collective
+        codes = [code for kind, _, code in reports if kind == "exit" and code]
+        if codes:
+            raise SystemExit(codes[0]) from None
+        if isinstance(error, mp.ProcessExitedException):
+            eprint(f"error: process {error.error_index} of {args.nproc} was killed "
+                   f"(exit {error.exit_code}); continue with --resume RUN_DIR")
+            raise SystemExit(1) from None
+        raise
+    metrics = [payload for kind, rank, payload in (results.get() for _ in range(args.nproc))
+               if kind == "done" and rank == 0]
+    return metrics[0] if metrics else {}
 
 
 def _rank_entry(rank: int, argv: list, world: int, port: int, results) -> None:
+    """One spawned rank; reports ("done", rank, metrics) or ("exit", rank, status) to the parent."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    metrics = main(argv)
-    if rank == 0:
-        results.put(metrics)
+    try:
+        metrics = main(argv)
+    except SystemExit as stop:
+        results.put(("exit", rank, stop.code))
+        raise
+    results.put(("done", rank, metrics))
 
 
-def _join_group(args) -> tuple[int, int, torch.device]:
-    """(rank, world, device): (0, 1, --device) in one process; under torchrun or --nproc, join
-    the process group (NCCL on CUDA, each local rank its own GPU; gloo on CPU)."""
-    device = resolve_device(args.device)
+def _join_group(args) -> tuple[int, int]:
+    """(rank, world): (0, 1) in one process; under torchrun or --nproc, join the process group
+    (NCCL when the command line asks for CUDA, gloo otherwise)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, device
+        return 0, 1
     import torch.distributed as dist
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+    if args.eval_only:
+        raise UserError("--eval-only runs in one process (not under torchrun or --nproc)")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
-                                rank=rank, world_size=world)
-    return rank, world, device
+        backend = "nccl" if resolve_device(args.device).type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method="env://", rank=int(os.environ["RANK"]),
+                                world_size=world)
+    return dist.get_rank(), world
 
 
-def _train(args, argv, run, rank: int = 0, world: int = 1, device=None) -> dict:
+def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
     validate(args)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     threads = set_threads(args.threads or (max(1, (os.cpu_count() or 1) // local_world) if world > 1 else None))
-    device = device or resolve_device(args.device)
+    device = resolve_device(args.device)        # the run's own device when resuming
+    if world > 1 and device.type == "cuda":     # each local rank its own GPU
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     writes = rank == 0
     log = print if writes else (lambda *_: None)
     if not writes:
         args.progress = False
     if args.eval_only:
         return _evaluate_only(args, device, log)
+    if world > 1 and not writes:
+        torch.distributed.barrier()     # rank 0 downloads, encodes and fills the cache first
     dataset = data.load_dataset(args.dataset, args.data_root, download=not args.no_download)
     seed_everything(args.seed)
     overrides = {**parse_settings(args.settings),
@@ -321,6 +354,10 @@ def _train(args, argv, run, rank: int = 0, world: int = 1, device=None) -> dict:
     except (ValueError, TypeError) as error:
         raise UserError(f"{args.model}: {error}") from None
     check_input_size(model, dataset)
+    serial = [s.name for s in model.stages if not getattr(s, "data_parallel", False)]
+    if world > 1 and serial:
+        raise UserError(f"{args.model}: stage {', '.join(serial)} has its own serial learner and cannot "
+                        f"be trained data-parallel (--nproc / torchrun work for STDP, R-STDP and readout stages)")
     epochs = tuple(args.epochs) if args.epochs else tuple(model.config.default_epochs)
     if len(epochs) != len(model.stages):  # fail before any encoding work
         names = ", ".join(s.name for s in model.stages)
@@ -346,8 +383,6 @@ def _train(args, argv, run, rank: int = 0, world: int = 1, device=None) -> dict:
     try:
         if writes:
             log(f"run folder: {run.path}")
-        if world > 1 and not writes:
-            torch.distributed.barrier()         # rank 0 encodes and fills the cache first
         splits, summary = prepare_splits(args, dataset, model.frontend, log)
         if world > 1 and writes:
             torch.distributed.barrier()

@@ -149,6 +149,7 @@ class ReadoutStage:
     kind = "readout"
     needs = "final"
     supervised = True
+    data_parallel = True        # deterministic: every rank fits the same readout on all the data
 
     def __init__(self, name: str, head: LinearReadout, input_node: int):
         self.name, self.head, self.input_node = name, head, input_node

@@ -18,6 +18,7 @@ class STDPStage:
     kind = "stdp"
     needs = "times"
     supervised = False
+    data_parallel = True        # its updates are sums over samples (spiking.parallel)
 
     def __init__(self, name: str, layer: HiddenLayer, input_node: int):
         self.name, self.layer, self.input_node = name, layer, input_node
@@ -55,6 +56,7 @@ class RSTDPStage:
     """
     kind = "rstdp"
     supervised = True           # validated every epoch, best epoch kept, early stopping
+    data_parallel = True
 
     def __init__(self, name: str, head, input_node: int, window: int = ADAPTIVE_WINDOW,
                  adaptive_min: float = 0.0, adaptive_int: float = 1.0):
@@ -110,6 +112,8 @@ class LearnerStage:
     the decisions made while learning ([B], -1 = silent) for supervised stages or None; and
     `rates()` for the history. Supervised stages are validated every epoch by the trainer.
     """
+
+    data_parallel = False       # the learners keep their own (serial or averaged) updates
 
     def __init__(self, name: str, kind: str, learner, supervised: bool, input_node: int = 0,
                  needs: str = "times"):

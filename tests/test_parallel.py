@@ -69,11 +69,13 @@ def test_two_processes_train_the_same_weights_as_one(tmp_path):
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
 
 
-def test_nproc_refuses_serial_learners(tmp_path, capsys):
+def test_nproc_refuses_serial_learners_in_one_line(tmp_path, capfd):
     with pytest.raises(SystemExit) as stop:
-        train.main(["--model", "chevalier2019", "--dataset", "synthetic", "--nproc", "2",
-                    "--out-dir", str(tmp_path)])
-    assert stop.value.code == 2 and "cannot be trained data-parallel" in capsys.readouterr().err
+        train.main(["--model", "itsadeepizza2023", "--dataset", "iris", "--nproc", "2", "--threads", "1",
+                    "--out-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    err = capfd.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "cannot be trained data-parallel" in err
 
 
 def test_sweep_plans_the_grid_and_splits_values():
@@ -118,3 +120,35 @@ def test_local_pool_and_ray_give_the_same_summary(tmp_path):
     again = _sweep(tmp_path, "ray")
     assert os.path.getmtime(tmp_path / "ray" / remote[0]["run"] / "metrics.json") == before
     assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in remote]
+
+
+def test_resumed_sweep_runs_keep_their_runtime_flags():
+    argv = ["--model", "m", "--nproc", "2", "--device=cpu", "--epochs", "1", "2", "--data-root", "/x",
+            "--no-progress", "--threads", "4"]
+    assert sweep.resumable_args(argv) == ["--nproc", "2", "--device=cpu", "--data-root", "/x", "--no-progress"]
+
+
+def test_unpack_replaces_an_older_folder_only_when_complete(tmp_path):
+    (tmp_path / "src" / "run").mkdir(parents=True)
+    (tmp_path / "src" / "run" / "metrics.json").write_text("new")
+    blob = sweep.pack_folder(str(tmp_path / "src" / "run"))
+    root = tmp_path / "root"
+    (root / "run").mkdir(parents=True)
+    (root / "run" / "partial.ckpt").write_text("old")
+    with pytest.raises(Exception):
+        sweep.unpack_folder(blob[: len(blob) // 2], str(root), "run")        # truncated archive
+    assert (root / "run" / "partial.ckpt").read_text() == "old"
+    sweep.unpack_folder(blob, str(root), "run")
+    assert os.listdir(root) == ["run"] and os.listdir(root / "run") == ["metrics.json"]
+
+
+def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as stop:
+        compare.main(["--models", "mozafari2018", "kheradpisheh2018", "--set", "adaptive_window=500",
+                      "--out-dir", str(out), "--dataset", "synthetic", "--dry-run", "--no-progress",
+                      "--batch-size", "16", "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "kheradpisheh2018-adaptive_window500-seed0: failed" in err
+    assert "rerun the same command" in err
+    assert [r["run"] for r in csv.DictReader(open(out / "comparison.csv"))] == ["mozafari2018-adaptive_window500-seed0"]
