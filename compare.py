@@ -45,7 +45,9 @@ def summarize(run_dir: str) -> dict:
     return {
         "run": os.path.basename(os.path.normpath(run_dir)),
         "model": metrics.get("model", config.get("model")),
-        "readout": (config.get("hyperparameters") or {}).get("readout", "rstdp"),
+        # the decision: a linear readout, else the last stage's kind (rstdp, bptt, bpstdp...)
+        "readout": (config.get("hyperparameters") or {}).get("readout")
+        or ((config.get("stages") or [[None, "rstdp"]])[-1][1]),
         "settings": " ".join(config.get("args", {}).get("settings") or []),
         "seed": config.get("args", {}).get("seed"),
         "parameters": metrics.get("parameters"),

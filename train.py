@@ -370,7 +370,7 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
                          tensorboard=args.tensorboard, progress=args.progress, rank=rank, world=world)
     meta = {"model": args.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes}
     record = {"args": vars(args), "epochs": list(epochs), "batch_size": batch_size, "patience": patience,
-              "model": args.model,
+              "model": args.model, "stages": [[s.name, s.kind] for s in model.stages],
               "hyperparameters": model.hyperparameters(), "frontend_key": model.frontend.key(),
               "threads": threads, "device": str(device), "versions": package_versions(),
               "git_commit": git_commit(), "started": datetime.datetime.now().isoformat(timespec="seconds"),
