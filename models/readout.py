@@ -18,7 +18,8 @@ import torch.nn as nn
 from .layers import Prediction
 
 READOUTS = ("rstdp", "svm", "logistic")
-C_GRID = (0.01, 0.1, 1.0, 10.0)
+C_GRID = (0.01, 0.1, 1.0, 10.0)        # decades tried first; see `search_C`
+C_LIMITS = (1e-5, 1e4)
 
 
 class LinearReadout(nn.Module):
@@ -65,7 +66,7 @@ class LinearReadout(nn.Module):
     def fit(self, train: np.ndarray, train_labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray,
             seed: int = 0) -> dict:
         """Fit on the non-silent training samples; with `C` unset, pick it on the validation
-        split from `C_GRID` (silent validation samples count as errors). Returns a summary."""
+        split with `search_C` (silent validation samples count as errors). Returns a summary."""
         from scipy import sparse
         spiking = train.sum(axis=1) > 0
         x, y = train[spiking], train_labels[spiking]
@@ -75,15 +76,13 @@ class LinearReadout(nn.Module):
         # constant features carry no information and only slow the solver down
         informative = np.flatnonzero(x.max(axis=0) != x.min(axis=0))
         x = sparse.csr_matrix(x[:, informative]) if informative.size else None
-        grid = (self.C,) if self.C is not None else C_GRID
-        best = None
-        for C in grid:
+        def evaluate(C):
             coef, intercept = _fit(self.kind, C, seed, x, y, informative, train.shape[1], self.num_classes)
-            predicted = self._classes(val, coef, intercept)
-            accuracy = float((predicted == val_labels).mean())
-            if best is None or accuracy > best[0]:
-                best = (accuracy, C, coef, intercept)
-        accuracy, C, coef, intercept = best
+            return float((self._classes(val, coef, intercept) == val_labels).mean()), coef, intercept
+
+        fits = {self.C: evaluate(self.C)} if self.C is not None else search_C(evaluate)
+        C = max(fits, key=lambda c: (fits[c][0], -c))
+        accuracy, coef, intercept = fits[C]
         self.coef = torch.from_numpy(coef).to(self.intercept.device)
         self.intercept.copy_(torch.from_numpy(intercept))
         self.fitted_C.fill_(C)
@@ -107,6 +106,39 @@ class LinearReadout(nn.Module):
 
     def output_shape(self, shape):
         return (self.num_classes, 1, 1)
+
+
+def search_C(evaluate) -> dict:
+    """{C: evaluate(C)} (evaluate returns a tuple led by the validation accuracy) over: the
+    decades of `C_GRID`; then further decades past an edge while the edge beats its neighbour
+    (a best C at the end of the grid says the optimum lies beyond it), within `C_LIMITS`; then
+    the two half-decade neighbours of the best. Ties go to the smaller C (stronger
+    regularisation)."""
+    fits = {}
+
+    def best():
+        return max(fits, key=lambda c: (fits[c][0], -c))
+
+    def score(C):
+        C = float(f"{C:.3g}")
+        if C not in fits:
+            fits[C] = evaluate(C)
+
+    for C in C_GRID:
+        score(C)
+    while True:
+        top, grid = best(), sorted(fits)
+        if top == grid[0] and fits[grid[0]][0] > fits[grid[1]][0] and grid[0] / 10 >= C_LIMITS[0]:
+            score(grid[0] / 10)
+        elif top == grid[-1] and fits[grid[-1]][0] > fits[grid[-2]][0] and grid[-1] * 10 <= C_LIMITS[1]:
+            score(grid[-1] * 10)
+        else:
+            break
+    top = best()
+    for C in (top / 10 ** 0.5, top * 10 ** 0.5):
+        if C_LIMITS[0] <= C <= C_LIMITS[1]:
+            score(C)
+    return fits
 
 
 def _fit(kind, C, seed, x, y, informative, size, num_classes):

@@ -26,7 +26,7 @@ def test_readout_fits_separable_features_and_picks_c_on_validation(kind):
     x, y = separable(200)
     readout = LinearReadout(kind, 3)
     summary = readout.fit(x[:150], y[:150], x[150:], y[150:])
-    assert summary["val_accuracy"] == 1.0 and summary["C"] in (0.01, 0.1, 1.0, 10.0)
+    assert summary["val_accuracy"] == 1.0 and 1e-5 <= summary["C"] <= 1e4
     prediction = readout.predict(torch.from_numpy(x[150:]).float().view(50, 3, 2, 2))
     assert torch.equal(prediction.classes, torch.from_numpy(y[150:]))
     if kind == "logistic":
@@ -90,3 +90,19 @@ def test_learning_on_a_pointwise_inhibited_input(gen):
     manual.learn(inhibited)
     assert torch.equal(layer.conv.weight, manual.conv.weight)
     assert torch.equal(layer.forward_times(times), manual.forward_times(padded))   # inference: no inhibition
+
+
+def test_C_search_extends_past_a_winning_edge_and_refines():
+    import math
+    from models.readout import search_C
+    tried = []
+
+    def peaked(C):                  # validation accuracy peaks at C = 10^-2.7, below the grid
+        tried.append(C)
+        return (-abs(math.log10(C) + 2.7),)
+    fits = search_C(peaked)
+    assert tried[:4] == [0.01, 0.1, 1.0, 10.0] and 0.001 in fits and 0.0001 in fits
+    assert max(fits, key=lambda c: (fits[c][0], -c)) == 0.00316
+    tried.clear()
+    flat = search_C(lambda C: (tried.append(C) or 0.5,))     # ties: no extension, smallest C wins
+    assert sorted(flat) == [0.00316, 0.01, 0.0316, 0.1, 1.0, 10.0]
