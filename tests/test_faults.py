@@ -181,8 +181,15 @@ def test_soak_random_kills(tmp_path, reference):
             kills += 1
             process = launch(["--resume", str(tmp_path / f"soak{trial}"), "--no-progress", "--threads", "1"])
         process.communicate(timeout=300)
-        if process.returncode != 0:              # killed before the folder existed: start again
-            process = launch(["--resume", str(tmp_path / f"soak{trial}"), "--no-progress", "--threads", "1"])
+        folder = tmp_path / f"soak{trial}"
+        while process.returncode != 0:           # killed before the run folder had its config: start again
+            assert not (folder / "config.json").exists() or process.returncode == -signal.SIGKILL
+            if folder.exists() and not (folder / "config.json").exists():
+                for path in sorted(folder.rglob("*"), reverse=True):
+                    path.unlink() if path.is_file() else path.rmdir()
+                folder.rmdir()
+            process = launch(["--resume", str(folder), "--no-progress", "--threads", "1"]
+                             if folder.exists() else argv)
             process.communicate(timeout=300)
         assert process.returncode == 0
         assert same(outcome(tmp_path / f"soak{trial}"), reference)
