@@ -118,33 +118,6 @@ def comparison_figure(rows: list[dict]):
     return figure
 
 
-def split_train_args(argv: list[str], own: set[str]) -> tuple[list[str], list[str]]:
-    """Separate train.py options (with their values) from compare.py's own arguments."""
-    import train
-    options = {name: action for action in train.build_parser()._actions for name in action.option_strings}
-    mine, forward = [], []
-    index = 0
-    while index < len(argv):
-        token = argv[index]
-        name = token.split("=", 1)[0]
-        index += 1
-        if name not in options or name in own:
-            mine.append(token)
-            continue
-        forward.append(token)
-        nargs = options[name].nargs
-        if "=" in token or nargs == 0:
-            continue
-        if nargs in (None, 1):
-            forward += argv[index:index + 1]
-            index += 1
-        else:                                   # "+" / "*": values up to the next option
-            while index < len(argv) and not argv[index].startswith("--"):
-                forward.append(argv[index])
-                index += 1
-    return mine, forward
-
-
 OWN_OPTIONS = {"--out-dir", "--set", "--ray-address", "--cpus-per-run", "--max-parallel", "--shared-fs",
                "-h", "--help"}
 
@@ -168,7 +141,7 @@ def main(argv=None) -> list[dict]:
                              "filesystem every node shares); default: runs come back packed")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        mine, train_args = split_train_args(argv, OWN_OPTIONS)
+        mine, train_args = sweep.split_train_args(argv, OWN_OPTIONS)
         args = parser.parse_args(mine)
         if not args.runs and not args.models:
             raise UserError("give run folders or --models (see python compare.py --help)")

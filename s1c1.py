@@ -225,8 +225,13 @@ class EncodingCache:
         except ImportError:                 # no advisory locks: concurrent writers stay atomic
             yield
             return
-        os.makedirs(self.root, exist_ok=True)
-        with open(self.paths(name, config)[0] + ".lock", "a") as handle:
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            handle = open(self.paths(name, config)[0] + ".lock", "a")
+        except OSError:                     # an unwritable cache folder: no lock (and no cache)
+            yield
+            return
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

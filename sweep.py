@@ -191,21 +191,40 @@ def run_one(argv: list[str], root: str, name: str, threads: int, packed_partial:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def split_train_args(argv: list[str], own: set[str]) -> tuple[list[str], list[str]]:
+    """Separate train.py options (with their values) from compare.py's own arguments."""
+    import train
+    options = {name: action for action in train.build_parser()._actions for name in action.option_strings}
+    mine, forward = [], []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        name = token.split("=", 1)[0]
+        index += 1
+        if name not in options or name in own:
+            mine.append(token)
+            continue
+        forward.append(token)
+        nargs = options[name].nargs
+        if "=" in token or nargs == 0:
+            continue
+        if nargs in (None, 1):
+            forward += argv[index:index + 1]
+            index += 1
+        else:                                   # "+" / "*": values up to the next option
+            while index < len(argv) and not argv[index].startswith("--"):
+                forward.append(argv[index])
+                index += 1
+    return mine, forward
+
+
 def resumable_args(argv) -> list[str]:
     """The runtime flags of `argv` that a resumed run may take again (train.RESUMABLE_OVERRIDES:
     --nproc, --device, --data-root, --cache-dir, ...), with their values."""
     import train
-    options = {name: action for action in train.build_parser()._actions for name in action.option_strings}
-    out, index = [], 0
-    argv = list(argv)
-    while index < len(argv):
-        token = argv[index]
-        name = token.split("=", 1)[0]
-        takes_value = name in options and options[name].nargs != 0 and "=" not in token
-        if name in train.RESUMABLE_OVERRIDES and name not in ("--resume", "--threads"):
-            out += argv[index:index + 1 + takes_value]
-        index += 1 + takes_value
-    return out
+    options = {name for action in train.build_parser()._actions for name in action.option_strings}
+    fixed = options - set(train.RESUMABLE_OVERRIDES) | {"--resume", "--threads"}
+    return split_train_args(list(argv), fixed)[1]
 
 
 # ---------------------------------------------------------------- executors

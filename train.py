@@ -6,7 +6,6 @@ the environment end with a one-line message and exit status 2, never a traceback
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -155,7 +154,7 @@ def prepare_splits(args, dataset, frontend, log) -> tuple[dict, dict]:
     for split in ("train", "test"):
         images = dataset.train_images if split == "train" else dataset.test_images
         source = dataset.source_id(split)
-        with _cache_lock(cache, f"{dataset.name}-{split}", frontend):
+        with cache.lock(f"{dataset.name}-{split}", frontend):
             array = cache.load(f"{dataset.name}-{split}", frontend, source, len(images), warn=log)
             if array is None:
                 began = time.time()
@@ -196,16 +195,6 @@ def _encode(images, frontend, args, description):
                           progress=bar.update)
         except ValueError as error:
             raise UserError(f"cannot encode the images: {error}") from error
-
-
-@contextlib.contextmanager
-def _cache_lock(cache, name, frontend):
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(cache.lock(name, frontend))
-        except OSError:                     # an unwritable cache folder: no lock (and no cache)
-            pass
-        yield
 
 
 def _save_cache(cache, name, frontend, source, array, log):
