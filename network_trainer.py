@@ -6,7 +6,9 @@ It runs a model's stages in order (`model.stages`), with one epoch count per sta
 - a supervised stage (R-STDP, online rules, BPTT) is evaluated on the validation split after
   every epoch; the best epoch's weights (validation accuracy, ties broken by the epoch's
   training hit rate) are kept (`best.ckpt`) and training stops after `patience` epochs
-  without improvement; the model then continues from the best weights.
+  without a new maximum of the median validation accuracy of the last `smoothing` epochs
+  (a single lucky or unlucky epoch neither resets nor ends it); the model then continues
+  from the best weights.
 
 A stage reads node `stage.input_node` (see `models.base`). Node tensors are computed once per
 split through the frozen blocks and kept in memory as uint8, so an epoch costs only the stage's
@@ -58,8 +60,10 @@ class Split:
 class TrainConfig:
     epochs: tuple
     batch_size: int = 32
+    batch_update: str = "exact"         # "exact": sequential at any batch size; "sum": summed
     eval_batch_size: int = 128
     patience: int = 10
+    smoothing: int = 5                  # early stopping watches the median of the last N validations
     seed: int = 0
     dry_run: bool = False
     activation_maps: int = 0
@@ -76,6 +80,7 @@ class TrainerState:
     best_val: float = -1.0
     best_train_hit: float = -1.0        # breaks validation ties (small validation splits tie often)
     best_epoch: int = -1
+    best_smoothed: float = -1.0         # best median validation accuracy of `smoothing` epochs
     bad_epochs: int = 0
     history: list = field(default_factory=list)
     elapsed: dict = field(default_factory=dict)
@@ -205,6 +210,7 @@ class NetworkTrainer:
             self._end_stage(index, stage)
             return
         epochs = 1 if self.config.dry_run else self.config.epochs[index]
+        stage.exact = self.config.batch_update == "exact"
         inputs = self.node("train", stage.input_node, stage.needs)
         labels = self.splits["train"].labels
         while self.state.epoch < epochs and not self._patience_spent(stage):
@@ -227,7 +233,8 @@ class NetworkTrainer:
             self._log_scalars(row, len(self.state.history))
             self.log(_row_summary(row))
             if stop:
-                self.log(f"{stage.name}: no validation improvement for {self.config.patience} epochs; stopping")
+                self.log(f"{stage.name}: the median validation accuracy of {self.config.smoothing} epochs "
+                         f"has not risen for {self.config.patience} epochs; stopping")
         if stage.supervised and self.state.best_epoch >= 0:
             if self.writes:
                 best = load_checkpoint(self.run.file("checkpoints", "best.ckpt"))
@@ -319,12 +326,18 @@ class NetworkTrainer:
     def _validate(self, stage, row) -> bool:
         labels, predictions, _ = self.evaluate("val", stage.input_node, stage.needs, sharded=True)
         accuracy = float((predictions == labels).mean())
-        row.update(val_accuracy=accuracy, val_silence=float((predictions < 0).mean()))
+        earlier = [r["val_accuracy"] for r in self.state.history if r["stage"] == stage.name and "val_accuracy" in r]
+        smoothed = float(np.median((earlier + [accuracy])[-self.config.smoothing:]))
+        row.update(val_accuracy=accuracy, val_smoothed=smoothed, val_silence=float((predictions < 0).mean()))
         # the best epoch: highest validation accuracy, then highest training hit rate (a 12-row
-        # validation split ties across most epochs; the first of them is rarely the best trained)
-        # patience counts epochs without a higher validation accuracy
+        # validation split ties across most epochs; the first of them is rarely the best trained).
+        # Patience counts epochs without a new maximum of the median validation accuracy of the
+        # last `smoothing` epochs: a lucky or unlucky epoch (a 6k split has a standard error of
+        # ~0.3 points) neither resets nor ends it, and a curve that still rises keeps setting
+        # new maxima.
         hit = row.get("train_hit", -1.0)
-        improved = accuracy > self.state.best_val
+        improved = smoothed > self.state.best_smoothed
+        self.state.best_smoothed = max(smoothed, self.state.best_smoothed)
         if (accuracy, hit) > (self.state.best_val, self.state.best_train_hit):
             self.state.best_val, self.state.best_train_hit = accuracy, hit
             self.state.best_epoch = row["epoch"]

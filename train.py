@@ -52,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "conv1.threshold=20, frontend.time_steps=30, post=own; "
                              "values are Python literals, else strings")
     parser.add_argument("--batch-size", type=int,
-                        help="samples per update (default: the model's own, 32 for the conv models); "
-                             "1 is the exact sequential algorithm")
+                        help="samples per step (default: the model's own, 32 for the conv models); "
+                             "with --batch-update exact a pure speed setting")
+    parser.add_argument("--batch-update", choices=("exact", "sum"), default="exact",
+                        help="exact (default): the samples of a batch learn one after the other, "
+                             "SpykeTorch's algorithm at any batch size; sum: every sample's update "
+                             "computed from the batch's starting weights and summed (faster "
+                             "conv STDP, a different algorithm)")
     parser.add_argument("--ratio", type=float, default=1.0, help="stratified fraction of the training set")
     parser.add_argument("--augment", action="store_true",
                         help="add one rotated (+-10 deg) and shifted (+-2 px) copy of each training image")
@@ -62,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patience", type=int,
                         help="epochs of a supervised stage without validation improvement before "
                              "stopping (default: the model's own, 10 for the conv models)")
+    parser.add_argument("--smoothing", type=int,
+                        help="early stopping watches the median validation accuracy of the last N "
+                             "epochs (default: the model's own, 5; 1: each epoch's own)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads per process (default: all cores / processes)")
@@ -96,6 +104,7 @@ def validate(args) -> None:
               (args.val_size > 0 and (args.val_size < 1 or float(args.val_size).is_integer()),
                "--val-size must be a fraction in (0, 1) or a whole count >= 1"),
               (args.patience is None or args.patience >= 1, "--patience must be >= 1"),
+              (args.smoothing is None or args.smoothing >= 1, "--smoothing must be >= 1"),
               (args.threads is None or 1 <= args.threads <= 1024, "--threads must be in [1, 1024]"),
               (1 <= args.nproc <= 256, "--nproc must be in [1, 256]"),
               (args.nproc == 1 or not args.eval_only, "--eval-only runs in one process (no --nproc)"),
@@ -354,11 +363,14 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
                         f"{len(model.stages)} counts, got {len(epochs)}")
     batch_size = args.batch_size or getattr(model.config, "default_batch_size", 32)
     patience = args.patience or getattr(model.config, "default_patience", 10)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience,
+    smoothing = args.smoothing or getattr(model.config, "default_smoothing", 5)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, smoothing=smoothing,
+                         batch_update=args.batch_update,
                          seed=args.seed, dry_run=args.dry_run, activation_maps=args.activation_maps,
                          tensorboard=args.tensorboard, progress=args.progress, rank=rank, world=world)
     meta = {"model": args.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes}
     record = {"args": vars(args), "epochs": list(epochs), "batch_size": batch_size, "patience": patience,
+              "smoothing": smoothing, "batch_update": args.batch_update,
               "model": args.model, "stages": [[s.name, s.kind] for s in model.stages],
               "hyperparameters": model.hyperparameters(), "frontend_key": model.frontend.key(),
               "threads": threads, "device": str(device), "versions": package_versions(),

@@ -3,8 +3,9 @@
 Every measurement runs in its own subprocess (so its peak RSS is its own) on real MNIST images,
 and every speed-up is a ratio of two numbers measured in the same run:
 
-- front-end encoding, inference of every model and one training epoch of every mozafari2018
-  stage (batched, and exact sequential with batch size 1), against the reference mode
+- front-end encoding, inference of every model and training of every mozafari2018 stage
+  (batched exact, the default; batched summed, `--batch-update sum`; batch size 1), against
+  the reference mode
   (`bench/reference.py`: one image at a time, re-encoded, full waves, the seed's way);
 - achieved GFLOP/s of inference against this machine's measured matmul peak;
 - with `--full-recipe`, time-to-accuracy of the full mozafari2018 MNIST recipe (train.py).
@@ -57,8 +58,9 @@ def _timed(function, count, repeats: int = 1):
     return {"images": count, "seconds": seconds, "img_per_s": count / seconds, "repeats": repeats}
 
 
-def _train_stage(stage, inputs, labels, batch):
+def _train_stage(stage, inputs, labels, batch, exact=True):
     import torch
+    stage.exact = exact
     stage.start_epoch(len(labels))
     position = 0
     while position < len(labels):
@@ -145,7 +147,7 @@ def measure(name, args) -> dict:
     stage_index = {"conv1": 0, "conv2": 1, "decision": 2}
     mode, stage_name = name.split(":")
     index = stage_index[stage_name]
-    count = {"train": args.images, "train_exact": args.exact_images,
+    count = {"train": args.images, "train_sum": args.images, "train_b1": args.exact_images,
              "train_ref": args.reference_images}[mode]
     model, times, labels, raw = _prepared_model(args, count, index)
     stage = model.stages[index]
@@ -158,8 +160,8 @@ def measure(name, args) -> dict:
         return _timed(lambda: [reference.learn_decision(batch[i:i + 1], int(labels[i])) for i in range(count)],
                       count)
     node = _node(model, times, stage.input_node, stage.needs)
-    batch = args.batch_size if mode == "train" else 1
-    return _timed(lambda: _train_stage(stage, node, labels, batch), count)
+    batch = 1 if mode == "train_b1" else args.batch_size
+    return _timed(lambda: _train_stage(stage, node, labels, batch, exact=mode != "train_sum"), count)
 
 
 def full_recipe(args) -> dict:
@@ -198,6 +200,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=3000,
                         help="untimed training images before a stage is timed (steady state)")
     parser.add_argument("--exact-images", type=int, default=1000, help="images for batch-size-1 runs")
+    parser.add_argument("--only", nargs="+", help="measure only these names (e.g. train:decision)")
     parser.add_argument("--reference-images", type=int, default=200, help="images for reference runs")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -215,7 +218,9 @@ def main(argv=None) -> dict:
     import models
     names = ["matmul", "encode", "infer_ref:mozafari2018"] + [f"infer:{m}" for m in models.list_models()]
     for stage in ("conv1", "conv2", "decision"):
-        names += [f"train:{stage}", f"train_exact:{stage}", f"train_ref:{stage}"]
+        names += [f"train:{stage}", f"train_sum:{stage}", f"train_b1:{stage}", f"train_ref:{stage}"]
+    if args.only:
+        names = [n for n in names if n in args.only or n.split(":")[0] in ("matmul",)]
     results = {"machine": {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__},
                "settings": {k: v for k, v in vars(args).items() if k != "measure"}, "measurements": {}}
     for name in names:
@@ -232,12 +237,17 @@ def main(argv=None) -> dict:
 
 
 def ratios(m) -> dict:
-    out = {"inference_vs_reference": m["infer:mozafari2018"]["img_per_s"] / m["infer_ref:mozafari2018"]["img_per_s"],
-           "inference_fraction_of_matmul_peak": m["infer:mozafari2018"]["gflops"] / m["matmul"]["gflops"]}
+    out = {}
+    if "infer:mozafari2018" in m and "infer_ref:mozafari2018" in m:
+        out["inference_vs_reference"] = m["infer:mozafari2018"]["img_per_s"] / m["infer_ref:mozafari2018"]["img_per_s"]
+        out["inference_fraction_of_matmul_peak"] = m["infer:mozafari2018"]["gflops"] / m["matmul"]["gflops"]
     for stage in ("conv1", "conv2", "decision"):
-        ref = m[f"train_ref:{stage}"]["img_per_s"]
-        out[f"{stage}_batched_vs_reference"] = m[f"train:{stage}"]["img_per_s"] / ref
-        out[f"{stage}_exact_vs_reference"] = m[f"train_exact:{stage}"]["img_per_s"] / ref
+        if f"train:{stage}" not in m:
+            continue
+        speed = m[f"train:{stage}"]["img_per_s"]
+        for other, label in (("train_sum", "summed"), ("train_b1", "batch1"), ("train_ref", "reference")):
+            if f"{other}:{stage}" in m:
+                out[f"{stage}_exact_vs_{label}"] = speed / m[f"{other}:{stage}"]["img_per_s"]
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from spiking import parallel
 from spiking import times as st
 
 from .layers import DecisionLayer, HiddenLayer, Prediction, reward_signal
@@ -53,7 +54,11 @@ class MajorityHeads(nn.Module):
                           predictions[self.fallback].winners)
 
     @torch.no_grad()
-    def reinforce(self, final: torch.Tensor, labels: torch.Tensor, phase: int = 0) -> torch.Tensor:
+    def reinforce(self, final: torch.Tensor, labels: torch.Tensor, phase: int = 0,
+                  exact: bool = True) -> torch.Tensor:
+        if exact:       # each head learns from its own votes only: three independent sequences
+            votes = torch.stack([head.reinforce_exact(final, labels).classes for head in self.heads], dim=1)
+            return majority_vote(votes, self.num_classes, self.fallback)
         parts, predictions, votes = self._votes(final)
         for head, (padded, _), prediction in zip(self.heads, parts, predictions):
             head.learn_from(padded, prediction, reward_signal(prediction.classes, labels))
@@ -109,7 +114,21 @@ class RewardedChain(nn.Module):
         return self.decision.predict(self.hidden.forward_final(final))
 
     @torch.no_grad()
-    def reinforce(self, times: torch.Tensor, labels: torch.Tensor, phase: int = 0) -> torch.Tensor:
+    def reinforce(self, times: torch.Tensor, labels: torch.Tensor, phase: int = 0,
+                  exact: bool = True) -> torch.Tensor:
+        """One R-STDP step of both layers. `exact`: sample after sample (a loop of single-sample
+        steps: the hidden layer's update changes the decision layer's input for the next
+        sample); otherwise one summed update from the batch's starting weights."""
+        if exact and times.shape[0] > 1:
+            hidden, decision = self.hidden.conv.weight, self.decision.conv.weight
+            with parallel.summed_change(hidden, self.hidden.rstdp.reward.lower_bound,
+                                        self.hidden.rstdp.reward.upper_bound), \
+                    parallel.summed_change(decision, self.decision.spec.lower_bound, self.decision.spec.upper_bound):
+                return torch.cat([self._reinforce(times[b:b + 1], labels[b:b + 1], phase)
+                                  for b in range(times.shape[0])])
+        return self._reinforce(times, labels, phase)
+
+    def _reinforce(self, times: torch.Tensor, labels: torch.Tensor, phase: int) -> torch.Tensor:
         steps = self.hidden.time_steps
         padded = self.hidden.padded(times)
         winners, post = self.hidden.winners(padded)

@@ -103,6 +103,7 @@ def reward_vector(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -
 
 class ItsADeepizza2023(NetworkModel):
     predict_needs = "times"
+    online_rule = True          # updated after every sample (exact mode loops over a batch)
 
     def __init__(self, config: ItsADeepizza2023Config = ItsADeepizza2023Config(), num_classes: int = 3):
         super().__init__(config, config.frontend, num_classes)

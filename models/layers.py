@@ -18,7 +18,7 @@ from spiking import functional as sf
 from spiking import parallel
 from spiking import times as st
 from spiking.layers import Convolution
-from spiking.learning import RSTDP, STDP
+from spiking.learning import MIN_SHORTCUT_THRESHOLD, RSTDP, STDP, reinforce_sequential_, within_bounds
 
 # the zoo's shared constants (Mozafari et al. 2018/2019, SpykeTorch's MozafariDeep)
 WEIGHT_MEAN, WEIGHT_STD = 0.8, 0.05
@@ -200,12 +200,27 @@ class HiddenLayer(nn.Module):
         return winners, (steps - survivors.times[b, r, c]).float()
 
     @torch.no_grad()
-    def learn(self, times: torch.Tensor) -> dict:
-        """One batched STDP step on input spike times [B, C, H, W]; returns batch statistics."""
+    def learn(self, times: torch.Tensor, exact: bool = True) -> dict:
+        """One STDP step on a batch of input spike times [B, C, H, W]; returns batch statistics.
+
+        `exact`: the samples learn one after the other, each forward pass seeing the previous
+        sample's update (SpykeTorch's algorithm, whatever the batch size); otherwise every
+        sample's rates are computed against the batch's starting weights and summed."""
         batch = times.shape[0]
         if batch > self.limit():
             raise ValueError(f"batch of {batch} straddles a learning-rate change; take <= {self.limit()}")
         self._schedule()
+        if exact and batch > 1:
+            with parallel.summed_change(self.conv.weight, self.spec.lower_bound, self.spec.upper_bound):
+                won = self._learn_sequential(times)
+        else:
+            winners, post, padded = self._winners(times)
+            self.stdp.update(self.time_steps - padded.float(), post, winners)
+            won = int((winners[..., 0] >= 0).sum())
+        self.samples_seen += parallel.total(batch)      # the global batch when data-parallel
+        return {"winners": won}
+
+    def _winners(self, times: torch.Tensor):
         padded = self.padded(times)
         if self.spec.inhibit_input:
             # kheradpisheh2018's STDP stage: at each input position only the earliest map
@@ -213,9 +228,35 @@ class HiddenLayer(nn.Module):
             padded = st.pointwise_inhibition_times(padded, torch.ones(padded.shape, device=padded.device),
                                                    self.time_steps)[0]
         winners, post = self.winners(padded)
-        self.stdp.update(self.time_steps - padded.float(), post, winners)
-        self.samples_seen += parallel.total(batch)      # the global batch when data-parallel
-        return {"winners": (winners[..., 0] >= 0).sum()}
+        return winners, post, padded
+
+    def _learn_sequential(self, times: torch.Tensor) -> int:
+        """The samples of a batch one after the other, in chunks whose forward passes are
+        batched: a chunk's forward passes (computed with the weights at its start) stay valid
+        until a sample's update moves a non-negligible weight (`STDP.update_sequential`); the
+        samples after it are taken again. The chunk doubles while no update matters (a
+        converged layer: whole batches at once) and shrinks to what was kept when one does
+        (early learning: close to one sample at a time). Weights outside the bounds (the
+        first update clamps the whole tensor) and thresholds below MIN_SHORTCUT_THRESHOLD
+        take one sample at a time."""
+        weight, spec = self.conv.weight, self.spec
+        shortcut = spec.threshold >= MIN_SHORTCUT_THRESHOLD
+        batch, start, won = times.shape[0], 0, 0
+        chunk = getattr(self, "_chunk", 1)
+        while start < batch:
+            bounded = within_bounds(weight, spec.lower_bound, spec.upper_bound)
+            size = min(chunk, batch - start) if bounded and shortcut else 1
+            winners, post, padded = self._winners(times[start:start + size])
+            if bounded and shortcut:
+                applied, clean = self.stdp.update_sequential(self.time_steps - padded.float(), post, winners)
+            else:
+                self.stdp.update(self.time_steps - padded.float(), post, winners)
+                applied, clean = 1, False
+            won += int((winners[:applied, :, 0] >= 0).sum())
+            start += applied
+            chunk = min(2 * chunk, batch) if clean else max(1, applied)
+        self._chunk = chunk
+        return won
 
     def rates(self) -> dict:
         return {"a_plus": float(self.stdp.a_plus[0]), "a_minus": float(self.stdp.a_minus[0])}
@@ -267,15 +308,34 @@ class DecisionLayer(nn.Module):
         return self.decide(self.potentials(final)[1])
 
     @torch.no_grad()
-    def reinforce(self, final: torch.Tensor, labels: torch.Tensor, phase: int = 0) -> torch.Tensor:
+    def reinforce(self, final: torch.Tensor, labels: torch.Tensor, phase: int = 0,
+                  exact: bool = True) -> torch.Tensor:
         """One R-STDP step: reward correct decisions, punish wrong ones, skip silent ones.
 
         The output spikes only at the last step, so every input that spiked at all pairs
-        (`pre >= post = 1`); the final map is the pre count. Returns the decisions [B]."""
+        (`pre >= post = 1`); the final map is the pre count. `exact`: sample after sample
+        (`spiking.learning.reinforce_sequential_`); otherwise all samples decide with the
+        batch's starting weights and their updates are summed. Returns the decisions [B]."""
+        if exact:
+            return self.reinforce_exact(final, labels).classes
         padded, potentials = self.potentials(final)
         prediction = self.decide(potentials)
         self.learn_from(padded, prediction, reward_signal(prediction.classes, labels))
         return prediction.classes
+
+    @torch.no_grad()
+    def reinforce_exact(self, final: torch.Tensor, labels: torch.Tensor) -> Prediction:
+        """The sequential R-STDP step; returns each sample's decision as it was made."""
+        with parallel.summed_change(self.conv.weight, self.spec.lower_bound, self.spec.upper_bound):
+            winners, potentials = reinforce_sequential_(self.rstdp, final, labels, self.feature_class(),
+                                                        self.time_steps, self.spec.pad)
+        feature = winners[:, 0, 0]
+        classes = torch.where(feature >= 0, feature // self.spec.neurons_per_class, feature)
+        return Prediction(classes, class_margins(potentials, self.num_classes), winners)
+
+    def feature_class(self) -> torch.Tensor:
+        """The class of every decision feature [F]."""
+        return torch.arange(self.conv.out_channels, device=self.conv.weight.device) // self.spec.neurons_per_class
 
     def learn_from(self, padded: torch.Tensor, prediction: Prediction, reward: torch.Tensor) -> None:
         post = torch.ones(padded.shape[0], 1, device=padded.device)

@@ -19,6 +19,7 @@ class STDPStage:
     needs = "times"
     supervised = False
     data_parallel = True        # its updates are sums over samples (spiking.parallel)
+    exact = True                # the sequential algorithm at any batch size (False: summed)
 
     def __init__(self, name: str, layer: HiddenLayer, input_node: int):
         self.name, self.layer, self.input_node = name, layer, input_node
@@ -30,7 +31,7 @@ class STDPStage:
         pass
 
     def step(self, times: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        return self.layer.learn(times)
+        return self.layer.learn(times, exact=self.exact)
 
     def end_epoch(self) -> None:
         pass
@@ -57,6 +58,7 @@ class RSTDPStage:
     kind = "rstdp"
     supervised = True           # validated every epoch, best epoch kept, early stopping
     data_parallel = True
+    exact = True                # the sequential algorithm at any batch size (False: summed)
 
     def __init__(self, name: str, head, input_node: int, window: int = ADAPTIVE_WINDOW,
                  adaptive_min: float = 0.0, adaptive_int: float = 1.0):
@@ -78,7 +80,7 @@ class RSTDPStage:
         return self._window_size() - sum(self._counts)
 
     def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
-        decisions = self.head.reinforce(inputs, labels, phase=self._phase)
+        decisions = self.head.reinforce(inputs, labels, phase=self._phase, exact=self.exact)
         labels = labels.to(decisions.device)
         silent = int((decisions < 0).sum())
         correct = int((decisions == labels).sum())
@@ -110,10 +112,15 @@ class LearnerStage:
 
     The learner provides `start_epoch(epoch)` and `train_batch(inputs, labels)`, which returns
     the decisions made while learning ([B], -1 = silent) for supervised stages or None; and
-    `rates()` for the history. Supervised stages are validated every epoch by the trainer.
+    `rates()` for the history. Supervised stages are validated every epoch by the trainer. A
+    learner whose rule is online (`online_rule = True`: updated after every sample) gets its
+    batches one sample at a time in exact mode (`--batch-update exact`, the default), so the
+    batch size is only a setting of the data pipeline; with `--batch-update sum` it takes whole
+    batches (its own batched deviation, e.g. tavanaei2017's `batch_update`).
     """
 
     data_parallel = False       # the learners keep their own (serial or averaged) updates
+    exact = True                # online rules: one sample after the other at any batch size
 
     def __init__(self, name: str, kind: str, learner, supervised: bool, input_node: int = 0,
                  needs: str = "times"):
@@ -129,7 +136,13 @@ class LearnerStage:
     def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
         if parallel.active():
             raise ValueError(f"stage {self.name} ({self.kind}) cannot be trained data-parallel")
-        decisions = self.learner.train_batch(inputs, labels)
+        if self.exact and getattr(self.learner, "online_rule", False) and len(labels) > 1:
+            # an online rule is defined sample by sample: a batch is a loop of single samples
+            # (their random input draws, made per sample in order, are the batch's own)
+            parts = [self.learner.train_batch(inputs[b:b + 1], labels[b:b + 1]) for b in range(len(labels))]
+            decisions = None if parts[0] is None else torch.cat(parts)
+        else:
+            decisions = self.learner.train_batch(inputs, labels)
         if decisions is None:
             return {}
         labels = labels.to(decisions.device)

@@ -63,6 +63,7 @@ class Tavanaei2017Config:
 
 class Tavanaei2017(NetworkModel):
     predict_needs = "times"
+    online_rule = True          # updated after every sample (exact mode loops over a batch)
 
     def __init__(self, config: Tavanaei2017Config = Tavanaei2017Config(), num_classes: int = 3,
                  inputs: int | None = None):

@@ -49,10 +49,11 @@ def _train_args(tmp_path, cache, name, *extra):
             "--no-progress", "--threads", "1", *extra]
 
 
-def test_two_processes_train_the_same_weights_as_one(tmp_path):
+def test_two_processes_train_the_same_weights_as_one_in_summed_mode(tmp_path):
+    """Summed updates: N processes compute exactly what one process computes."""
     cache = str(tmp_path / "cache")
-    single = train.main(_train_args(tmp_path, cache, "one"))
-    double = train.main(_train_args(tmp_path, cache, "two", "--nproc", "2"))
+    single = train.main(_train_args(tmp_path, cache, "one", "--batch-update", "sum"))
+    double = train.main(_train_args(tmp_path, cache, "two", "--nproc", "2", "--batch-update", "sum"))
     assert double["run_dir"] == str(tmp_path / "two") and double["accuracy"] == single["accuracy"]
     a = load_checkpoint(str(tmp_path / "one" / "checkpoints" / "last.ckpt"))
     b = load_checkpoint(str(tmp_path / "two" / "checkpoints" / "last.ckpt"))
@@ -67,6 +68,48 @@ def test_two_processes_train_the_same_weights_as_one(tmp_path):
     # only rank 0 wrote: one folder per run, nothing else beside them
     assert sorted(os.listdir(tmp_path)) == ["cache", "one", "two"]
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+
+
+def _summed_change_rank(rank, world, port, results):
+    import torch.distributed as dist
+    from spiking import parallel
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        weight = torch.tensor([0.5, 0.5, 0.9, 0.1])
+        with parallel.summed_across_ranks():
+            with parallel.summed_change(weight, 0.0, 1.0):
+                assert not parallel.active()            # updates stay on this rank inside
+                weight[rank] += 0.25                     # rank 0 moves element 0, rank 1 element 1
+                weight[2] += 0.1                         # both push element 2 past the bound
+                weight[3] -= 0.05 * (rank + 1)
+            assert parallel.active()
+        results[rank] = weight.tolist()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_exact_data_parallel_sums_the_ranks_sequential_changes():
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_summed_change_rank, args=(2, port, results), nprocs=2, join=True)
+    # W0 + sum of both ranks' changes, clamped: [0.75, 0.75, min(0.9 + 0.2, 1), 0.1 - 0.15 -> 0]
+    for rank in range(2):
+        assert results[rank] == pytest.approx([0.75, 0.75, 1.0, 0.0])
+
+
+def test_two_processes_train_in_exact_mode(tmp_path):
+    """Exact updates: each rank learns its shard sample by sample; the changes are summed."""
+    cache = str(tmp_path / "cache")
+    result = train.main(_train_args(tmp_path, cache, "two", "--nproc", "2"))
+    state = load_checkpoint(str(tmp_path / "two" / "checkpoints" / "last.ckpt"))["state_dict"]
+    initial = train.models.create_model("mozafari2018")
+    assert 0 <= result["accuracy"] <= 1
+    for key in ("blocks.0.conv.weight", "blocks.1.conv.weight", "blocks.2.conv.weight"):
+        assert not torch.equal(state[key], initial.state_dict()[key]), key
 
 
 def test_nproc_refuses_serial_learners_in_one_line(tmp_path, capfd):

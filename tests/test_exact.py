@@ -1,0 +1,279 @@
+"""Exact batched learning: every batch size computes SpykeTorch's per-sample algorithm.
+
+A slow reference written from the spec (one sample at a time: decide, reward or punish, update,
+clamp) is compared with the batched stages at batch sizes 1, 7, 32 and 128, over a few hundred
+samples that cross learning-rate doublings and adaptive-rate windows.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import models
+from models.layers import DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
+from models.stages import RSTDPStage, STDPStage
+from spiking import functional as sf
+from spiking import times as st
+from spiking.learning import decision_picks
+from tests.conftest import random_times
+
+BATCHES = (1, 7, 32, 128)
+
+
+def drive(stage, inputs, labels, batch, epochs=1):
+    """The trainer's loop: batches that never straddle a rate change or a window."""
+    decisions, counts = [], []
+    for _ in range(epochs):
+        stage.start_epoch(len(inputs))
+        position = 0
+        while position < len(inputs):
+            size = min(batch, stage.limit(), len(inputs) - position)
+            stats = stage.step(inputs[position:position + size], labels[position:position + size])
+            counts.append({k: int(v) for k, v in stats.items()})
+            position += size
+        stage.end_epoch()
+    return counts
+
+
+def decision_data(count, channels=20, classes=10, generator=None):
+    """Binary decision-layer inputs [N, C, 4, 4] that carry their label (channel = label lit),
+    with a few all-zero (silent) samples."""
+    final = (torch.rand(count, channels, 4, 4, generator=generator) < 0.3).float()
+    labels = torch.randint(0, classes, (count,), generator=generator)
+    final[torch.arange(count), labels] = 1.0
+    final[::37] = 0.0
+    return final, labels
+
+
+def decision_layer(seed=1, channels=20, per_class=4):
+    torch.manual_seed(seed)
+    return DecisionLayer(DecisionSpec(in_channels=channels, kernel_size=5, neurons_per_class=per_class, pad=2),
+                         10, 15)
+
+
+def reference_rstdp(layer, final, labels):
+    """The spec's per-sample R-STDP, written with the wave-level primitives."""
+    weight, pad, per_class = layer.conv.weight, layer.spec.pad, layer.spec.neurons_per_class
+    kh = weight.shape[-1]
+    decided = []
+    for i in range(len(final)):
+        x = final[i:i + 1]
+        potentials = sf.conv2d(x, weight, padding=pad)
+        f, r, c = sf.select_winners(st.decision_scores(potentials, 15), 1, 0)[0, 0].tolist()
+        decided.append((f, r, c))
+        if f < 0:
+            continue                                # silence: no update, no clamp
+        rule = layer.rstdp.reward if f // per_class == int(labels[i]) else layer.rstdp.punish
+        patch = F.pad(x, (pad,) * 4)[0, :, r:r + kh, c:c + kh]
+        weight[f] += torch.where(patch >= 1, rule.a_plus[f], rule.a_minus[f])
+        weight.clamp_(layer.spec.lower_bound, layer.spec.upper_bound)
+    return decided
+
+
+def test_decision_picks_equal_select_winners(gen):
+    potentials = torch.randint(-2, 4, (50, 8, 3, 3), generator=gen).float()   # many exact ties
+    potentials[3] = -1.0                                                        # a silent sample
+    winners = sf.select_winners(st.decision_scores(potentials, 15), 1, 0)[:, 0]
+    index, silent = decision_picks(potentials.flatten(1), 15)
+    assert torch.equal(silent, winners[:, 0] < 0)
+    expected = winners[:, 0] * 9 + winners[:, 1] * 3 + winners[:, 2]
+    assert torch.equal(index[~silent], expected[~silent])
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_sequential_rstdp_equals_the_per_sample_reference(batch, gen):
+    final, labels = decision_data(300, generator=gen)
+    reference = decision_layer()
+    expected = reference_rstdp(reference, final, labels)
+    layer = decision_layer()
+    decided = []
+    for start in range(0, len(final), batch):
+        prediction = layer.reinforce_exact(final[start:start + batch], labels[start:start + batch])
+        decided += [tuple(w) for w in prediction.winners[:, 0].tolist()]
+    assert decided == expected
+    assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0)
+    # the initial N(0.8, 0.05) weights were clamped by the first update, and learning happened
+    assert layer.conv.weight.max() <= torch.tensor(0.8) and len({d for d in decided if d[0] >= 0}) > 5
+
+
+def test_sequential_rstdp_with_the_stabiliser_and_per_feature_rates(gen):
+    final, labels = decision_data(200, generator=gen)
+    spec = DecisionSpec(in_channels=20, kernel_size=5, neurons_per_class=4, pad=2, use_stabilizer=True,
+                        reward=(0.05, -0.04), punish=(-0.05, 0.01))
+    torch.manual_seed(2)
+    one = DecisionLayer(spec, 10, 15)
+    torch.manual_seed(2)
+    many = DecisionLayer(spec, 10, 15)
+    for layer in (one, many):                       # per-feature rates differ
+        layer.rstdp.reward.a_plus.mul_(torch.linspace(0.5, 1.5, 40))
+    for i in range(200):
+        one.reinforce_exact(final[i:i + 1], labels[i:i + 1])
+    for start in range(0, 200, 32):
+        many.reinforce_exact(final[start:start + 32], labels[start:start + 32])
+    assert torch.allclose(one.conv.weight, many.conv.weight, atol=1e-5, rtol=0)
+
+
+def test_summed_mode_is_a_different_algorithm(gen):
+    final, labels = decision_data(128, generator=gen)
+    exact, summed = decision_layer(), decision_layer()
+    exact.reinforce(final, labels, exact=True)
+    summed.reinforce(final, labels, exact=False)
+    assert (exact.conv.weight - summed.conv.weight).abs().max() > 1e-3
+
+
+def rstdp_run(batch, final, labels, window=50):
+    layer = decision_layer()
+    stage = RSTDPStage("decision", layer, input_node=0, window=window)
+    counts = drive(stage, final, labels, batch, epochs=2)
+    totals = [sum(c[k] for c in counts) for k in ("correct", "wrong", "silent")]
+    rates = (layer.rstdp.reward.a_plus.clone(), layer.rstdp.punish.a_plus.clone())
+    return layer.conv.weight.clone(), totals, rates, stage._phase
+
+
+def test_rstdp_stage_is_the_same_at_every_batch_size_across_adaptive_windows(gen):
+    final, labels = decision_data(260, generator=gen)
+    runs = {batch: rstdp_run(batch, final, labels) for batch in BATCHES}
+    weight, totals, rates, phase = runs[1]
+    assert phase == 5 and rates[0][0] != 0.004        # five windows of 52; the rates adapted
+    for batch in BATCHES[1:]:
+        other = runs[batch]
+        assert torch.allclose(other[0], weight, atol=1e-5, rtol=0), batch
+        assert other[1] == totals and other[3] == phase, batch
+        assert torch.equal(other[2][0], rates[0]) and torch.equal(other[2][1], rates[1]), batch
+
+
+def stdp_run(batch, times, spec):
+    torch.manual_seed(0)
+    layer = HiddenLayer(spec, 15, "conv")
+    stage = STDPStage("conv", layer, input_node=0)
+    counts = drive(stage, times, torch.zeros(len(times), dtype=torch.long), batch)
+    return layer, sum(c["winners"] for c in counts)
+
+
+@pytest.mark.parametrize("inhibit_input", [False, True])
+def test_stdp_stage_is_the_same_at_every_batch_size_across_rate_doublings(inhibit_input, gen):
+    spec = HiddenSpec(in_channels=4, out_channels=8, kernel_size=3, threshold=3.0, kwta=2,
+                      inhibition_radius=1, pad=1, rate_doubling_every=40, inhibit_input=inhibit_input)
+    times = random_times(200, 4, 8, 8, 15, never=0.5, generator=gen)
+    reference, won = stdp_run(1, times, spec)
+    assert float(reference.stdp.a_plus[0]) == pytest.approx(0.004 * 2 ** 5)     # 5 doublings
+    for batch in BATCHES[1:]:
+        layer, count = stdp_run(batch, times, spec)
+        assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0), batch
+        assert count == won and int(layer.samples_seen) == 200
+        assert torch.equal(layer.stdp.a_plus, reference.stdp.a_plus)
+
+
+def test_majority_heads_are_three_independent_sequences(gen):
+    model = models.create_model("majority2024")
+    final = (random_times(64, 250, 4, 4, 15, never=0.8, generator=gen) < 15).float()
+    labels = torch.randint(0, 10, (64,), generator=gen)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    decisions = torch.cat([model.head.reinforce(final[s:s + 16], labels[s:s + 16]) for s in range(0, 64, 16)])
+    batched = [h.conv.weight.clone() for h in model.head.heads]
+    model.load_state_dict(state)
+    single = torch.cat([model.head.reinforce(final[i:i + 1], labels[i:i + 1]) for i in range(64)])
+    assert torch.equal(decisions, single)
+    for head, weight in zip(model.head.heads, batched):
+        assert torch.allclose(head.conv.weight, weight, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["deepr2024", "deepr2024_greedy"])
+def test_rewarded_chain_is_the_same_at_every_batch_size(name, gen):
+    model = models.create_model(name)
+    stage = model.stages[-1]
+    stage.window = 10
+    times = random_times(40, 150, 7, 7, 15, never=0.7, generator=gen)
+    labels = torch.randint(0, 10, (40,), generator=gen)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    results = {}
+    for batch in (1, 7, 32):
+        model.load_state_dict(state)
+        counts = drive(stage, times, labels, batch)
+        results[batch] = ({k: v.clone() for k, v in model.state_dict().items()},
+                          [sum(c[k] for c in counts) for k in ("correct", "wrong", "silent")])
+    for batch in (7, 32):
+        assert results[batch][1] == results[1][1]
+        for key, value in results[1][0].items():
+            assert torch.allclose(results[batch][0][key].float(), value.float(), atol=1e-5, rtol=0), key
+
+
+class _Splits(dict):
+    pass
+
+
+def trainer_for_validation(accuracies, patience, smoothing):
+    """A NetworkTrainer whose validation returns the given accuracies, epoch after epoch."""
+    import numpy as np
+    from network_trainer import NetworkTrainer, TrainConfig
+    model = models.create_model("mozafari2018")
+    config = TrainConfig(epochs=(0, 0, len(accuracies)), patience=patience, smoothing=smoothing,
+                         rank=1)                                    # rank 1 writes no files
+    trainer = NetworkTrainer(model, {}, None, config, {"model": "mozafari2018"})
+    labels = np.zeros(1000, dtype=np.int64)
+    values = iter(accuracies)
+
+    def evaluate(*_, **__):
+        correct = int(round(next(values) * 1000))
+        return labels, np.r_[np.zeros(correct), np.ones(1000 - correct)].astype(np.int64), None
+    trainer.evaluate = evaluate
+    return trainer
+
+
+def run_validations(accuracies, patience, smoothing, hits=None):
+    trainer = trainer_for_validation(accuracies, patience, smoothing)
+    stage = trainer.model.stages[-1]
+    for epoch, _ in enumerate(accuracies):
+        row = {"stage": stage.name, "epoch": epoch + 1, "train_hit": (hits or [0.5] * len(accuracies))[epoch]}
+        stop = trainer._validate(stage, row)
+        trainer.state.history.append(row)
+        if stop:
+            return epoch + 1, trainer.state
+    return None, trainer.state
+
+
+def test_a_lucky_epoch_does_not_stop_a_rising_curve():
+    rising = [0.80 + 0.004 * e for e in range(30)]
+    rising[3] = 0.95                                                # one lucky validation
+    stopped, state = run_validations(rising, patience=5, smoothing=5)
+    assert stopped is None and state.best_epoch == 4                # kept the lucky one, went on
+    stopped, _ = run_validations(rising, patience=5, smoothing=1)
+    assert stopped == 9                                             # the raw rule stops early
+
+
+def test_a_flat_noisy_curve_stops_after_patience_and_keeps_the_best_epoch():
+    flat = [0.90, 0.91, 0.90, 0.92, 0.90, 0.91, 0.90, 0.91, 0.90, 0.91, 0.90, 0.91, 0.90]
+    stopped, state = run_validations(flat, patience=4, smoothing=3)
+    # median of 3: 0.90, 0.905, 0.90, 0.91 (epoch 4), then never above 0.91: stops at epoch 8
+    assert stopped == 8 and state.best_epoch == 4 and state.best_val == pytest.approx(0.92)
+
+
+def test_validation_ties_go_to_the_higher_training_hit_rate():
+    stopped, state = run_validations([0.9, 0.9, 0.9], patience=10, smoothing=1, hits=[0.5, 0.7, 0.6])
+    assert stopped is None and state.best_epoch == 2
+
+
+@pytest.mark.parametrize("name", ["itsadeepizza2023", "tavanaei2017", "tavanaei2017_mnist"])
+def test_online_learners_are_the_same_at_every_batch_size(name):
+    from tests.test_models import node0
+    gen = torch.Generator().manual_seed(4)
+    probe = models.create_model(name)
+    inputs = node0(probe, 40, gen)
+    labels = torch.randint(0, probe.num_classes, (40,), generator=gen)
+    results = {}
+    for batch in (1, 7, 32):
+        torch.manual_seed(0)
+        model = models.create_model(name)
+        stage = model.stages[0]
+        counts = drive(stage, inputs, labels, batch)
+        results[batch] = ({k: v.clone() for k, v in model.state_dict().items()},
+                          [sum(c[k] for c in counts) for k in ("correct", "wrong", "silent")])
+    for batch in (7, 32):
+        assert results[batch][1] == results[1][1], batch
+        for key, value in results[1][0].items():
+            assert torch.allclose(results[batch][0][key], value, atol=1e-5, rtol=0), (batch, key)
+    # and the batched deviation differs
+    torch.manual_seed(0)
+    model = models.create_model(name)
+    model.stages[0].exact = False
+    drive(model.stages[0], inputs, labels, 32)
+    assert any(not torch.allclose(v, results[1][0][k], atol=1e-5) for k, v in model.state_dict().items())
