@@ -7,6 +7,7 @@ potentials never decrease in time and both forms agree (`final = times < T`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -242,7 +243,7 @@ class HiddenLayer(nn.Module):
         weight, spec = self.conv.weight, self.spec
         shortcut = spec.threshold >= MIN_SHORTCUT_THRESHOLD
         batch, start, won = times.shape[0], 0, 0
-        chunk = getattr(self, "_chunk", 1)
+        chunk, run = getattr(self, "_chunk", (1, 1.0))
         while start < batch:
             bounded = within_bounds(weight, spec.lower_bound, spec.upper_bound)
             size = min(chunk, batch - start) if bounded and shortcut else 1
@@ -254,8 +255,15 @@ class HiddenLayer(nn.Module):
                 applied, clean = 1, False
             won += int((winners[:applied, :, 0] >= 0).sum())
             start += applied
-            chunk = min(2 * chunk, batch) if clean else max(1, applied)
-        self._chunk = chunk
+            # chunk size: about the typical run of samples between updates that matter (a
+            # chunk costs a fixed overhead plus its forward passes; the passes after the run's
+            # end are lost), doubling while nothing matters
+            if clean:
+                chunk = min(2 * chunk, batch)
+            else:
+                run = 0.8 * run + 0.2 * applied
+                chunk = max(1, min(batch, math.ceil(1.25 * run)))
+        self._chunk = (chunk, run)
         return won
 
     def rates(self) -> dict:

@@ -91,10 +91,12 @@ def _spiking_rows(times, weight, threshold, time_steps) -> tuple[_Rows, tuple]:
     s = values.stride()
     view = values.as_strided((batch, rows, cols, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
     if batch <= SMALL_BATCH:
-        # a few images: one GEMM over every receptive field beats a convolution call
+        # a few images: one GEMM over every receptive field beats a convolution call, and the
+        # rows it already holds are the spiking rows' fields
         every = view.reshape(batch * rows * cols, channels * kh * kw)
         potentials = ((every < time_steps).to(weight.dtype) @ matrix)[:, :features]
-        final = potentials.view(batch, rows, cols, features).permute(0, 3, 1, 2)
+        positions = torch.nonzero(potentials.amax(dim=1) > threshold).flatten()
+        return (_Rows(positions, every[positions], potentials[positions], matrix), (batch, rows, cols))
     else:
         # plain F.conv2d: the engine is exact up to float32 summation order anyway
         final = F.conv2d(final_map(times, time_steps, weight.dtype), weight)   # [B, F, H', W']
