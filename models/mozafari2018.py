@@ -7,7 +7,8 @@
 | 2 | conv2 | pad 1, conv 30->250 k3, fire > 10, STDP k=8 r=1, pool 3 | 250 x 4 x 4 |
 | 3 | decision | pad 2, conv 250->200 k5, largest final potential decides, R-STDP | 200 x 4 x 4 |
 
-Stages: STDP conv1, STDP conv2, R-STDP decision (adaptive rates, adaptive_min 0, adaptive_int 1).
+Stages: STDP conv1, STDP conv2, R-STDP decision (adaptive rates, adaptive_min 0, adaptive_int 1;
+base rates twice the paper's, see the config).
 Fixes relative to the seed: the decision width follows the number of classes (20 per class);
 model selection and early stopping use a validation split, never the test set.
 """
@@ -34,11 +35,15 @@ class Mozafari2018Config:
     frontend: FrontEnd = FrontEnd()
     conv1: HiddenSpec = CONV1
     conv2: HiddenSpec = CONV2
-    decision: DecisionSpec = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2)
+    # the paper's decision rates doubled: the same validation curve in half the epochs (measured
+    # to epoch 21 against 42 on full MNIST; 4x learns faster at first but levels off lower); the
+    # paper's own: --set "decision.reward=(0.004, -0.003)" --set "decision.punish=(-0.004, 0.0005)"
+    decision: DecisionSpec = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2,
+                                          reward=(0.008, -0.006), punish=(-0.008, 0.001))
     adaptive_window: int = ADAPTIVE_WINDOW
     adaptive_min: float = 0.0
     adaptive_int: float = 1.0
-    default_epochs: tuple = (2, 4, 100)
+    default_epochs: tuple = (2, 4, 60)
 
 
 class Mozafari2018(SpikingModel):
