@@ -7,7 +7,6 @@ potentials never decrease in time and both forms agree (`final = times < T`).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -262,7 +261,7 @@ class HiddenLayer(nn.Module):
                 chunk = min(2 * chunk, batch)
             else:
                 run = 0.8 * run + 0.2 * applied
-                chunk = max(1, min(batch, math.ceil(1.25 * run)))
+                chunk = max(1, min(batch, int(1.25 * run)))
         self._chunk = (chunk, run)
         return won
 

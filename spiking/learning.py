@@ -471,15 +471,15 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     every later sample's potentials stay valid but for the features changed before it:
 
     1. guess every remaining sample's decision from the batch's potentials (one convolution
-       per batch, kept up to date as rounds commit);
+       per batch, kept up to date as rounds commit and corrections apply);
     2. build the kernel row ("version") each guessed update would create (a feature updated
-       twice gets two), and the potentials of every remaining sample under every version and
-       every row changed since the potentials were last brought up to date (one convolution
-       with that many output channels);
+       twice gets two), and the potentials of every remaining sample under every version (one
+       convolution with that many output channels);
     3. re-decide each sample with the rows it really sees (the latest version of each feature
        updated before it). Up to the first sample whose decision differs every guess was right:
        those samples are committed. That sample's re-decision is exact too (every row it saw
-       was), so it is applied, and the next round starts after it.
+       was), so it is applied (a one-channel convolution brings the rest of the batch up to
+       date), and the next round starts after it.
 
     A batch whose guesses all hold costs one convolution of the batch and one small one; each
     wrong guess costs another small round over the rest of the batch (on MNIST, about one per
@@ -510,7 +510,6 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     winners = torch.full((batch, 1, 3), -1, dtype=torch.long, device=device)
     ids = torch.arange(batch, device=device)
     bounded = within_bounds(weight, lower, upper)
-    stale = torch.zeros(0, dtype=torch.long, device=device)           # rows changed since `potentials`
 
     def record(at, flat):
         winners[at, 0, 0], winners[at, 0, 1], winners[at, 0, 2] = flat // cells, flat % cells // out_w, flat % cells % out_w
@@ -525,7 +524,7 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     while start < batch:
         rest = potentials[start:]
         count = rest.shape[0]
-        index, silent = decision_picks(rest.flatten(1), time_steps)   # guesses (exact if nothing is stale)
+        index, silent = decision_picks(rest.flatten(1), time_steps)   # guesses; the first is exact
         feature = index // cells
         reward = torch.where(silent, 0, torch.where(feature_class[feature] == labels[start:], 1, -1))
         updating = (reward != 0).nonzero().flatten()                  # round-relative indices
@@ -559,14 +558,11 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
             at = (rank == level).nonzero().flatten()
             rows = flat_weight[f_up[at]] if level == 0 else versions[_previous(at, f_up, rank)]
             versions[at] = _rule_step(rows, rates[at], stabilize, lower, upper)
-        # ---- every remaining sample under the rows it really sees: the stale ones (all of
-        # them) and the versions created before it; one convolution for all of them
+        # ---- every remaining sample under the versions created before it: one convolution
         checked = rest.clone()
-        if len(updating) or len(stale):
-            kernels = torch.cat((flat_weight[stale], versions)).view(-1, channels, kh, kw)
-            fresh = sf.conv2d(final[start:], kernels, padding=padding).flatten(2)     # [n, s + u, L]
-            checked[:, stale] = fresh[:, :len(stale)]
-            version_potentials = fresh[:, len(stale):]
+        if len(updating):
+            kernels = versions.view(-1, channels, kh, kw)
+            version_potentials = sf.conv2d(final[start:], kernels, padding=padding).flatten(2)   # [n, u, L]
             order = ids[:count].unsqueeze(1)
             sees = (updating.unsqueeze(0) < order) & (order <= following.unsqueeze(0))   # [n, u]
             sample_ids, version_ids = sees.nonzero(as_tuple=True)
@@ -586,11 +582,8 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
         if good == count:
             break
         # the rest of the batch now sees the committed rows
-        if len(stale):
-            potentials[start + good:, stale] = fresh[good:, :len(stale)]
         if bool(latest.any()):
             potentials[start + good:, f_up[latest]] = version_potentials[good:, latest]
-        stale = stale[:0]
         # ---- the first wrong guess, re-decided on exact potentials: apply it
         here = start + good
         seen[here] = checked[good]
@@ -601,7 +594,8 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
             sign = (feature_class[f:f + 1] == labels[here:here + 1]).long() * 2 - 1
             flat_weight[f] = _rule_step(flat_weight[f:f + 1], rates_of(at, index2[good:good + 1], sign),
                                         stabilize, lower, upper)[0]
-            stale = feature_class.new_tensor([f])
+            if here + 1 < batch:     # the rest of the batch sees the corrected row from now on
+                potentials[here + 1:, f] = sf.conv2d(final[here + 1:], weight[f:f + 1], padding=padding).flatten(1)
         start = here + 1
     if bounded:
         mark_within_bounds(weight, lower, upper)
