@@ -18,7 +18,8 @@ from spiking import functional as sf
 from spiking import parallel
 from spiking import times as st
 from spiking.layers import Convolution
-from spiking.learning import MIN_SHORTCUT_THRESHOLD, RSTDP, STDP, reinforce_sequential_, within_bounds
+from spiking.learning import RSTDP, STDP
+from spiking.sequential import MIN_SHORTCUT_THRESHOLD, reinforce_sequential_, within_bounds
 
 # the zoo's shared constants (Mozafari et al. 2018/2019, SpykeTorch's MozafariDeep)
 WEIGHT_MEAN, WEIGHT_STD = 0.8, 0.05
@@ -321,7 +322,7 @@ class DecisionLayer(nn.Module):
 
         The output spikes only at the last step, so every input that spiked at all pairs
         (`pre >= post = 1`); the final map is the pre count. `exact`: sample after sample
-        (`spiking.learning.reinforce_sequential_`); otherwise all samples decide with the
+        (`spiking.sequential.reinforce_sequential_`); otherwise all samples decide with the
         batch's starting weights and their updates are summed. Returns the decisions [B]."""
         if exact:
             return self.reinforce_exact(final, labels).classes

@@ -13,7 +13,7 @@ from models.layers import DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
 from models.stages import RSTDPStage, STDPStage
 from spiking import functional as sf
 from spiking import times as st
-from spiking.learning import decision_picks
+from spiking.sequential import decision_picks
 from tests.conftest import random_times
 
 BATCHES = (1, 7, 32, 128)

@@ -1,0 +1,252 @@
+"""Exact batched learning: the per-sample algorithm computed for a whole batch.
+
+- `reinforce_sequential_`: R-STDP of a one-winner decision layer by speculative rounds (decide
+  the batch, verify each sample with the kernel rows it would really see, commit up to the first
+  changed decision).
+- `chained_versions`: the rows a sequence of single-sample updates leaves, vectorised per level
+  of repetition of a feature (used here and by `STDP.update_sequential`).
+- `within_bounds` / `mark_within_bounds`: the weights-in-bounds check, remembered with torch's
+  version counter (the first update of out-of-bound weights clamps every feature, so it must be
+  applied alone).
+- `NEGLIGIBLE_WEIGHT`: an update moving only weights below it cannot change a forward pass whose
+  threshold is at least `MIN_SHORTCUT_THRESHOLD` (conv STDP's chunks, `models.layers`).
+
+The rules are duck-typed (`STDP` / `RSTDP` of `spiking.learning`), which imports from here.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import functional as sf
+
+# an update that moves only weights below this (before and after) changes no float32 potential
+# that can reach a threshold >= MIN_SHORTCUT_THRESHOLD: their sum, at most ~1e-15 over any
+# receptive field, is absorbed by any addend >= 2**-20, and a potential without one stays below
+# 0.01 (see `STDP.update_sequential`)
+NEGLIGIBLE_WEIGHT = 2.0 ** -64
+MIN_SHORTCUT_THRESHOLD = 0.01
+
+
+
+def decision_picks(potentials: torch.Tensor, time_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one-winner decision of a layer that fires only at its last step, on flat rows.
+
+    As `get_k_winners(k=1, r=0)` of `fire(potentials)`: only positive potentials spike;
+    `score = p + T * max(p)` in float32; the first flat index `feature * L + position` among
+    equal scores wins; no positive potential is silence.
+
+    Shape: potentials [B, N] (N = F * L flattened) -> (flat index [B] long, silent [B] bool).
+    """
+    spiking = potentials > 0
+    truncated = torch.where(spiking, potentials, 0.0)
+    v = truncated.amax(dim=1, keepdim=True).mul_(time_steps)
+    best, index = torch.where(spiking, truncated + v, 0.0).max(dim=1)
+    return index, best == 0
+
+
+def rule_step(rows: torch.Tensor, rates: torch.Tensor, use_stabilizer: bool, lower: float,
+               upper: float) -> torch.Tensor:
+    """One sample's update of its winner's kernel rows [N, K]: `apply_stdp_` on a row."""
+    if use_stabilizer:
+        rows = rows + rates * ((rows - lower) * (upper - rows))
+    else:
+        rows = rows + rates
+    return rows.clamp_(lower, upper)
+
+
+def chained_versions(flat_weight: torch.Tensor, features: torch.Tensor, rates: torch.Tensor,
+                     use_stabilizer: bool, lower: float, upper: float):
+    """The rows left by N updates applied in order, each acting on the row its feature was left
+    in by the previous update of that feature (or the weight's own row): one vectorised pass
+    per level of repetition of a feature.
+
+    Shape: flat_weight [F, K], features LongTensor [N] (in application order), rates [N, K] ->
+    (versions [N, K]; previous [N], the index of the same feature's previous update or -1;
+    following [N], the index of its next update or N).
+    """
+    count = len(features)
+    order = torch.arange(count, device=features.device)
+    same = features.unsqueeze(0) == features.unsqueeze(1)
+    before = order.unsqueeze(0) < order.unsqueeze(1)                  # [a, b]: b comes before a
+    following = torch.where(same & before.t(), order.unsqueeze(0), count).amin(dim=1) \
+        if count else order
+    previous = torch.full_like(order, -1)
+    has_next = following < count
+    previous[following[has_next]] = order[has_next]
+    level = (same & before).sum(dim=1)                               # earlier updates of the feature
+    versions = torch.empty_like(rates)
+    for depth in range(int(level.max()) + 1 if count else 0):
+        at = (level == depth).nonzero().flatten()
+        rows = flat_weight[features[at]] if depth == 0 else versions[previous[at]]
+        versions[at] = rule_step(rows, rates[at], use_stabilizer, lower, upper)
+    return versions, previous, following
+
+
+@torch.no_grad()
+def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tensor,
+                          feature_class: torch.Tensor, time_steps: int, padding: int = 0):
+    """R-STDP of a one-winner decision layer, sample after sample, computed for a whole batch.
+
+    The algorithm is SpykeTorch's per-sample loop: sample i decides with the weights left by
+    samples 0..i-1 (largest final potential, `decision_picks`), is rewarded (+1: its winner's
+    class `feature_class[f]` equals the label), punished (-1) or, when silent, left alone; its
+    winner's kernel then gets `W[f] += rate` (`rate = a_plus` where the input spiked, `a_minus`
+    elsewhere; with the stabiliser `rate * (W - lower)(upper - W)`) and the weights are clamped.
+
+    It is computed speculatively. One sample's update changes only its winner's kernel, so
+    every later sample's potentials stay valid but for the features changed before it:
+
+    1. guess every remaining sample's decision from the batch's potentials (one convolution
+       per batch, kept up to date as rounds commit and corrections apply);
+    2. build the kernel row ("version") each guessed update would create (a feature updated
+       twice gets two), and the potentials of every remaining sample under every version (one
+       convolution with that many output channels);
+    3. re-decide each sample with the rows it really sees (the latest version of each feature
+       updated before it). Up to the first sample whose decision differs every guess was right:
+       those samples are committed. That sample's re-decision is exact too (every row it saw
+       was), so it is applied (a one-channel convolution brings the rest of the batch up to
+       date), and the next round starts after it.
+
+    A batch whose guesses all hold costs one convolution of the batch and one small one; each
+    wrong guess costs another small round over the rest of the batch (on MNIST, about one per
+    batch of 32 in the first epochs, fewer as the adaptive rates shrink). Weights outside the
+    bounds (the initial N(0.8, 0.05) decision weights) are clamped as a whole by the first
+    update, which is therefore applied on its own. Results equal a loop of single-sample steps
+    up to the float32 summation order of the potentials (tests compare decisions, winners and
+    weights across batch sizes).
+
+    Shape: final [B, C, H, W] (binary), labels [B], feature_class LongTensor [F] ->
+    (winners LongTensor [B, 1, 3] of (feature, row, col), -1 when silent; the final potentials
+    each sample decided on [B, F, h, w]).
+    """
+    weight = rule.conv_layer.weight
+    lower, upper = rule.reward.lower_bound, rule.reward.upper_bound
+    stabilize = rule.reward.use_stabilizer
+    features, channels, kh, kw = weight.shape
+    batch, device = final.shape[0], final.device
+    flat_weight = weight.view(features, -1)
+    padded = torch.nn.functional.pad(final, (padding,) * 4)
+    out_h, out_w = padded.shape[2] - kh + 1, padded.shape[3] - kw + 1
+    cells = out_h * out_w
+    s = padded.stride()
+    fields = padded.as_strided((batch, out_h, out_w, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
+    labels = labels.to(device)
+    potentials = sf.conv2d(final, weight, padding=padding).flatten(2)  # [B, F, L]
+    seen = torch.empty_like(potentials)                               # what each sample decided on
+    winners = torch.full((batch, 1, 3), -1, dtype=torch.long, device=device)
+    ids = torch.arange(batch, device=device)
+    bounded = within_bounds(weight, lower, upper)
+
+    def record(at, flat):
+        winners[at, 0, 0], winners[at, 0, 1], winners[at, 0, 2] = flat // cells, flat % cells // out_w, flat % cells % out_w
+
+    def rates_of(at, flat, reward):
+        """Rate rows [N, K] of samples `at` deciding `flat` with `reward`: pre >= post = 1."""
+        cell = flat % cells
+        spiked = fields[at, cell // out_w, cell % out_w].flatten(1) > 0
+        return _sample_rates(rule, reward, flat // cells, spiked)
+
+    start = 0
+    while start < batch:
+        rest = potentials[start:]
+        count = rest.shape[0]
+        index, silent = decision_picks(rest.flatten(1), time_steps)   # guesses; the first is exact
+        feature = index // cells
+        reward = torch.where(silent, 0, torch.where(feature_class[feature] == labels[start:], 1, -1))
+        updating = (reward != 0).nonzero().flatten()                  # round-relative indices
+        if not bounded:
+            # nothing has changed yet, so these decisions are exact up to the first update, which
+            # also clamps every feature: apply it alone and recompute the rest
+            stop = int(updating[0]) if len(updating) else count
+            seen[start:start + stop + 1] = rest[:stop + 1]
+            if stop < count:
+                at = ids[start + stop:start + stop + 1]
+                record(at, index[stop:stop + 1])
+                f = int(feature[stop])
+                flat_weight[f] = rule_step(flat_weight[f:f + 1], rates_of(at, index[stop:stop + 1], reward[stop:stop + 1]),
+                                            stabilize, lower, upper)[0]
+                weight.clamp_(lower, upper)
+                bounded = True
+                if start + stop + 1 < batch:
+                    potentials[start + stop + 1:] = sf.conv2d(final[start + stop + 1:], weight, padding=padding).flatten(2)
+            start += stop + 1
+            continue
+        # ---- the versions the guessed decisions would create
+        f_up = feature[updating]
+        rates = rates_of(start + updating, index[updating], reward[updating])
+        versions, _, after = chained_versions(flat_weight, f_up, rates, stabilize, lower, upper)
+        # the round-relative sample of each version's successor (count: none)
+        following = torch.where(after < len(updating), updating[after.clamp(max=max(len(updating) - 1, 0))], count)
+        # ---- every remaining sample under the versions created before it: one convolution
+        checked = rest.clone()
+        if len(updating):
+            kernels = versions.view(-1, channels, kh, kw)
+            version_potentials = sf.conv2d(final[start:], kernels, padding=padding).flatten(2)   # [n, u, L]
+            order = ids[:count].unsqueeze(1)
+            sees = (updating.unsqueeze(0) < order) & (order <= following.unsqueeze(0))   # [n, u]
+            sample_ids, version_ids = sees.nonzero(as_tuple=True)
+            checked[sample_ids, f_up[version_ids]] = version_potentials[sample_ids, version_ids]
+            index2, silent2 = decision_picks(checked.flatten(1), time_steps)
+            wrong = ((index2 != index) | (silent2 != silent)).nonzero().flatten()
+            good = int(wrong[0]) if len(wrong) else count
+        else:
+            index2, silent2, good = index, silent, count
+        # ---- commit the samples whose guesses held: start .. start + good - 1
+        seen[start:start + good] = checked[:good]
+        take = ids[:good][~silent[:good]]
+        record(start + take, index[take])
+        latest = (updating < good) & (following >= good)
+        if bool(latest.any()):
+            flat_weight[f_up[latest]] = versions[latest]
+        if good == count:
+            break
+        # the rest of the batch now sees the committed rows
+        if bool(latest.any()):
+            potentials[start + good:, f_up[latest]] = version_potentials[good:, latest]
+        # ---- the first wrong guess, re-decided on exact potentials: apply it
+        here = start + good
+        seen[here] = checked[good]
+        if not bool(silent2[good]):
+            at = ids[here:here + 1]
+            record(at, index2[good:good + 1])
+            f = int(index2[good]) // cells
+            sign = (feature_class[f:f + 1] == labels[here:here + 1]).long() * 2 - 1
+            flat_weight[f] = rule_step(flat_weight[f:f + 1], rates_of(at, index2[good:good + 1], sign),
+                                        stabilize, lower, upper)[0]
+            if here + 1 < batch:     # the rest of the batch sees the corrected row from now on
+                potentials[here + 1:, f] = sf.conv2d(final[here + 1:], weight[f:f + 1], padding=padding).flatten(1)
+        start = here + 1
+    if bounded:
+        mark_within_bounds(weight, lower, upper)
+    return winners, seen.view(batch, features, out_h, out_w)
+
+
+def within_bounds(weight: torch.Tensor, lower: float, upper: float) -> bool:
+    """Whether every weight lies in [lower, upper]. The answer is remembered with torch's
+    version counter of the tensor: a rule that leaves the weights clamped marks them
+    (`mark_within_bounds`), so a training loop scans them only after outside edits."""
+    key = (weight._version, lower, upper)
+    cached = getattr(weight, "_within_bounds", None)
+    if cached == key:
+        return True
+    inside = True
+    if weight.numel():
+        low, high = weight.aminmax()
+        inside = bool(low >= lower) and bool(high <= upper)
+    if inside:
+        mark_within_bounds(weight, lower, upper)
+    return inside
+
+
+def mark_within_bounds(weight: torch.Tensor, lower: float, upper: float) -> None:
+    """Record that `weight`, as it is now, lies within [lower, upper]."""
+    weight._within_bounds = (weight._version, lower, upper)
+
+
+def _sample_rates(rule: "RSTDP", reward: torch.Tensor, feature: torch.Tensor,
+                  spiked: torch.Tensor) -> torch.Tensor:
+    """Per-update rate rows [N, K]: the reward or punish rule's (a_plus where the input spiked,
+    a_minus elsewhere) of each update's winning feature."""
+    plus = torch.where(reward > 0, rule.reward.a_plus[feature], rule.punish.a_plus[feature])
+    minus = torch.where(reward > 0, rule.reward.a_minus[feature], rule.punish.a_minus[feature])
+    return torch.where(spiked, plus.unsqueeze(1), minus.unsqueeze(1))
