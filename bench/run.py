@@ -104,6 +104,16 @@ def _prepared_model(args, count, stage_index):
     return model, times[args.warmup:], labels[args.warmup:], raw[args.warmup:]
 
 
+def _takes_images(name) -> bool:
+    """Whether a model's front end encodes 28 x 28 images (not Iris's feature vectors)."""
+    import models
+    try:
+        models.create_model(name).frontend.output_shape((28, 28))
+    except (ValueError, TypeError, IndexError):
+        return False
+    return True
+
+
 def measure(name, args) -> dict:
     import numpy as np
     import torch
@@ -216,7 +226,8 @@ def main(argv=None) -> dict:
         print(json.dumps(result))
         return result
     import models
-    names = ["matmul", "encode", "infer_ref:mozafari2018"] + [f"infer:{m}" for m in models.list_models()]
+    names = ["matmul", "encode", "infer_ref:mozafari2018"] + [f"infer:{m}" for m in models.list_models()
+                                                               if _takes_images(m)]
     for stage in ("conv1", "conv2", "decision"):
         names += [f"train:{stage}", f"train_sum:{stage}", f"train_b1:{stage}", f"train_ref:{stage}"]
     if args.only:
