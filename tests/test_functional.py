@@ -191,3 +191,20 @@ def test_intensity_lateral_inhibition_matches_reference(gen):
 def test_bad_input_is_a_clear_error(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+@pytest.mark.parametrize("kernel,pad", [(5, 0), (3, 1)])
+def test_conv2d_per_sample_and_per_channel_results_do_not_depend_on_the_call(kernel, pad):
+    """Exact batched learning recomputes a few samples or a few output channels of a bigger
+    convolution and needs the same float32 bits: every sample and channel of `sf.conv2d` must
+    not depend on how many others are computed with it (the 1x1-output matrix-product path
+    and the oneDNN path alike), and equal `F.conv2d` up to summation order."""
+    generator = torch.Generator().manual_seed(3)
+    x = (torch.rand(40, 250, 5, 5, generator=generator) < 0.3).float()
+    weight = torch.rand(200, 250, kernel, kernel, generator=generator)
+    full = sf.conv2d(x, weight, padding=pad)
+    assert torch.allclose(full, torch.nn.functional.conv2d(x, weight, padding=pad), rtol=1e-5)
+    for samples in (slice(0, 1), slice(3, 6), slice(1, 8), slice(2, 11), slice(0, 33)):
+        for channels in (slice(7, 8), slice(0, 3), slice(5, 20), slice(0, 16), slice(30, 47), slice(0, 200)):
+            part = sf.conv2d(x[samples], weight[channels], padding=pad)
+            assert torch.equal(part, full[samples, channels]), (samples, channels)
