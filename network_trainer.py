@@ -113,7 +113,7 @@ class NetworkTrainer:
                    "overrides": self.meta.get("overrides", {}), "num_classes": self.model.num_classes,
                    "hyperparameters": json.loads(json.dumps(self.model.hyperparameters())),
                    "frontend_key": self.model.frontend.key(), "dataset": self.meta.get("dataset"),
-                   "classes": self.meta.get("classes"),
+                   "classes": self.meta.get("classes"), "readout_choice": self.meta.get("readout_choice"),
                    "state_dict": self.model.state_dict(), "trainer": asdict(self.state)}
         payload.update(extra or {})
         return payload

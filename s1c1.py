@@ -22,7 +22,10 @@ import torch.nn as nn
 from spiking import functional as sf
 from spiking.encoding import latency_times
 from spiking.filters import DoGKernel, Filter
+from spiking.settings import MAX_COUNT, MAX_TIME_STEPS, require, setting, settings
 from utils import atomic_write_json, fault_point, fsync_replace
+
+MAX_WINDOW = 64
 
 # (window, sigma1, sigma2): on- and off-centre pairs at three scales, in this channel order
 MNIST_DOG = ((3, 3 / 9, 6 / 9), (3, 6 / 9, 3 / 9), (7, 7 / 9, 14 / 9), (7, 14 / 9, 7 / 9),
@@ -30,7 +33,7 @@ MNIST_DOG = ((3, 3 / 9, 6 / 9), (3, 6 / 9, 3 / 9), (7, 7 / 9, 14 / 9), (7, 14 / 
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class FrontEnd:
     """Front-end parameters (spec section 3 defaults: the MNIST S1C1 of Mozafari et al.).
 
@@ -40,11 +43,18 @@ class FrontEnd:
     `time_steps` steps.
     """
     kernels: tuple = MNIST_DOG
-    padding: int = 6
-    threshold: float = 50.0
-    normalization_radius: int = 8
-    time_steps: int = 15
-    scale: float = 255.0
+    padding: int = setting(6, low=0, high=MAX_WINDOW)
+    threshold: float = setting(50.0, low=0)
+    normalization_radius: int = setting(8, low=0, high=MAX_WINDOW)
+    time_steps: int = setting(15, low=1, high=MAX_TIME_STEPS)
+    scale: float = setting(255.0, low=0)
+
+    def check(self) -> None:
+        require(len(self.kernels) >= 1 and all(
+            isinstance(k, tuple) and len(k) == 3 and isinstance(k[0], int) and 1 <= k[0] <= MAX_WINDOW
+            and k[1] > 0 and k[2] > 0 for k in self.kernels),
+            f"kernels must be (window, sigma1, sigma2) triples with a whole window in [1, {MAX_WINDOW}] "
+            f"and sigmas > 0, got {self.kernels!r}")
 
     def key(self) -> str:
         """A short stable hash of every parameter (names the on-disk cache)."""
@@ -120,12 +130,12 @@ def encode(images, config: FrontEnd, batch_size: int = 1000, device="cpu",
     return out
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class PixelInput:
     """No spike coding at the front end: the image's grey levels (0..255) as uint8, flattened.
     Models that encode per time step (a random mask, Bernoulli rates) start from these."""
-    name: str = "pixels"
-    time_steps: int = 0
+    name: str = setting("pixels", choices=("pixels",))
+    time_steps: int = setting(0, choices=(0,))
 
     def key(self) -> str:
         return hashlib.sha256(f"v{FORMAT_VERSION}:pixels".encode()).hexdigest()[:16]
@@ -142,7 +152,7 @@ class _Pixels(nn.Module):
         return (images.flatten(1).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class ReceptiveFields:
     """Gaussian receptive fields with latency coding, for tabular features (itsadeepizza2023).
 
@@ -150,11 +160,16 @@ class ReceptiveFields:
     and response `g = exp(-(x - centre)^2 / (2 sigma^2))`; a neuron with `g >= threshold` fires
     once at `round((1 - g) * T)` (the best match first), the others never (T).
     """
-    fields: int = 25
-    sigma: float = 0.5
+    fields: int = setting(25, low=1, high=MAX_COUNT)
+    sigma: float = setting(0.5, low=1e-6)
     ranges: tuple = ((4.0, 8.0), (2.0, 4.5), (1.0, 7.0), (0.0, 2.5))    # Iris, as the original
-    threshold: float = 0.01
-    time_steps: int = 100
+    threshold: float = setting(0.01, low=0, high=1)
+    time_steps: int = setting(100, low=1, high=MAX_TIME_STEPS)
+
+    def check(self) -> None:
+        require(len(self.ranges) >= 1 and all(isinstance(r, tuple) and len(r) == 2 and r[0] <= r[1]
+                                               for r in self.ranges),
+                f"ranges must be (low, high) pairs, one per input feature, got {self.ranges!r}")
 
     def key(self) -> str:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -6,6 +6,7 @@ the environment end with a one-line message and exit status 2, never a traceback
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -345,12 +346,9 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
         torch.distributed.barrier()     # rank 0 downloads, encodes and fills the cache first
     dataset = data.load_dataset(args.dataset, args.data_root, download=not args.no_download)
     seed_everything(args.seed)
-    overrides = {**parse_settings(args.settings),
-                 **{k: v for k, v in (("readout", args.readout), ("readout_C", args.readout_c)) if v is not None}}
-    try:
-        model = models.create_model(args.model, num_classes=dataset.num_classes, **overrides)
-    except (ValueError, TypeError) as error:
-        raise UserError(f"{args.model}: {error}") from None
+    overrides = parse_settings(args.settings)
+    choice = readout_choice(args.readout, args.readout_c)
+    model = build_model(args.model, dataset.num_classes, overrides, choice)
     check_input_size(model, dataset)
     serial = [s.name for s in model.stages if not getattr(s, "data_parallel", False)]
     if world > 1 and serial:
@@ -368,7 +366,8 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
                          batch_update=args.batch_update,
                          seed=args.seed, dry_run=args.dry_run, activation_maps=args.activation_maps,
                          tensorboard=args.tensorboard, progress=args.progress, rank=rank, world=world)
-    meta = {"model": args.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes}
+    meta = {"model": args.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes,
+            "readout_choice": None if choice is None else dataclasses.asdict(choice)}
     record = {"args": vars(args), "epochs": list(epochs), "batch_size": batch_size, "patience": patience,
               "smoothing": smoothing, "batch_update": args.batch_update,
               "model": args.model, "stages": [[s.name, s.kind] for s in model.stages],
@@ -402,6 +401,19 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
         f"macro F1 {metrics['macro_f1']:.4f}) -> {run.path}")
     metrics["run_dir"] = run.path
     return metrics
+
+
+def readout_choice(kind, C):
+    """`--readout` / `--readout-c` as a `models.ReadoutChoice`, or None when neither is given."""
+    return None if kind is None and C is None else models.ReadoutChoice(kind, C)
+
+
+def build_model(name: str, num_classes: int, settings: dict, choice):
+    """`models.create_model` with a bad setting or readout reported in one line."""
+    try:
+        return models.create_model(name, num_classes=num_classes, readout_choice=choice, **settings)
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{name}: {error}") from None
 
 
 def check_input_size(model, dataset) -> None:
@@ -449,7 +461,13 @@ def _evaluate_only(args, device, log) -> dict:
     if payload.get("num_classes") != dataset.num_classes:
         raise UserError(f"checkpoint has {payload.get('num_classes')} classes, dataset {dataset.name} "
                         f"has {dataset.num_classes}")
-    model = models.create_model(name, num_classes=dataset.num_classes, **(payload.get("overrides") or {}))
+    overrides = dict(payload.get("overrides") or {})
+    choice = payload.get("readout_choice")
+    if "readout_choice" not in payload:
+        # checkpoints written before readout choices were kept apart from the settings
+        choice = {"kind": overrides.pop("readout", None), "C": overrides.pop("readout_C", None)}
+    choice = readout_choice(**choice) if choice else None
+    model = build_model(name, dataset.num_classes, overrides, choice)
     check_compatible(payload, model, name)
     model.load_state_dict(payload["state_dict"])
     args.model, args.dataset = name, dataset.name

@@ -21,31 +21,40 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, num_classes: int = 10, readout: str | None = None,
-                 readout_C: float | None = None, **overrides):
-    """Build a registered model; `None` overrides are dropped so model defaults stay in force.
+def create_model(name: str, num_classes: int = 10, *, readout_choice=None, **settings):
+    """Build a registered model; `None` settings are dropped so model defaults stay in force.
 
-    `overrides` set fields of the model's config dataclass; a dotted key reaches into a nested
+    `settings` set fields of the model's config dataclass; a dotted key reaches into a nested
     one (`**{"conv1.threshold": 20}`, `**{"frontend.time_steps": 30}`). Values are checked
-    against the defaults' types (an int is accepted for a float, a list for a tuple).
+    against the defaults' types (an int is accepted for a float, a list for a tuple) and against
+    each field's accepted range (`spiking.settings`): a bad value raises ValueError or TypeError.
 
-    `readout` ("rstdp", "svm" or "logistic") sets the decision: the model's R-STDP layer or a
-    linear readout of the same features (`readout_C`: its C, else chosen on the validation
-    split). Models whose own decision is a readout (kheradpisheh2018) keep it by default."""
+    `readout_choice` (`models.readout.ReadoutChoice`, the CLI's `--readout` / `--readout-c`) sets
+    the decision: the model's R-STDP layer ("rstdp") or a linear readout ("svm", "logistic") of
+    the same features, with its C (None: chosen on the validation split). Models whose config
+    names its readout (lagacherie2024's `readout`, `readout_C`) take it as those settings;
+    models whose own decision is a readout (kheradpisheh2018) keep it unless told otherwise."""
     from .readout import attach_readout
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides:
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if settings or readout_choice is not None:
         # the defaults come from a probe built without consuming the caller's seeded RNG, so
-        # the real model's weights are the ones a seeded run without overrides would draw
+        # the real model's weights are the ones a seeded run without settings would draw
         with torch.random.fork_rng(devices=[]):
             defaults = _MODELS[name](num_classes=num_classes).config
-        overrides = resolve_overrides(defaults, overrides)
-    model = _MODELS[name](num_classes=num_classes, **overrides)
-    if readout is not None or readout_C is not None:
+        names = {f.name for f in dataclasses.fields(defaults)}
+        if readout_choice is not None and "readout" in names:
+            if readout_choice.kind == "rstdp":
+                raise ValueError("this model has no R-STDP decision layer; use --readout svm or logistic")
+            settings = {**settings, **({"readout": readout_choice.kind} if readout_choice.kind else {}),
+                        **({"readout_C": readout_choice.C} if readout_choice.C is not None else {})}
+            readout_choice = None
+        settings = resolve_overrides(defaults, settings)
+    model = _MODELS[name](num_classes=num_classes, **settings)
+    if readout_choice is not None:
         current = (model.readout or {}).get("readout", "rstdp")
-        model = attach_readout(model, readout or current, readout_C)
+        model = attach_readout(model, readout_choice.kind or current, readout_choice.C)
     return model
 
 
@@ -70,7 +79,10 @@ def resolve_overrides(config, overrides: dict[str, Any]) -> dict[str, Any]:
             if not dataclasses.is_dataclass(current):
                 raise ValueError(f"setting {key!r} has no fields ({key}.{next(iter(nested[key]))})")
             base = top[key] if key in top else current
-            result[key] = dataclasses.replace(base, **resolve_overrides(base, nested[key]))
+            try:
+                result[key] = dataclasses.replace(base, **resolve_overrides(base, nested[key]))
+            except ValueError as error:     # name the group: "conv1.kwta must be >= 1, got 0"
+                raise ValueError(f"{key}.{error}") from None
         else:
             result[key] = _coerce(key, current, top[key])
     return result

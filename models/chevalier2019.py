@@ -29,7 +29,6 @@ PyTorch's default initialisation, no mask, no time), trained with the same sched
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -38,28 +37,33 @@ import torch.nn.functional as F
 from s1c1 import PixelInput
 from utils import derived_seed
 
+from spiking.settings import MAX_COUNT, require, setting, settings
+
 from ._registry import register_model
 from .base import NetworkModel
 from .layers import Prediction
 from .stages import LearnerStage
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class Chevalier2019Config:
     frontend: PixelInput = PixelInput()
-    hidden: int = 100
+    hidden: int = setting(100, low=1, high=MAX_COUNT)
     spiking: bool = True
-    time_steps: int = 128
-    begin_eval: int = 0
-    decay: float = 0.9
-    threshold: float = 1.0
-    penalty_threshold: float = 1.5
+    time_steps: int = setting(128, low=1, high=MAX_COUNT)
+    begin_eval: int = setting(0, low=0, high=MAX_COUNT)
+    decay: float = setting(0.9, low=0, high=1)
+    threshold: float = setting(1.0, above=0)
+    penalty_threshold: float = setting(1.5, low=0)
     reset: str = "scale"
     reduce: str = "mean"
-    learning_rates: tuple = (0.1, 0.05, 0.01)
-    momentum: float = 0.5
+    learning_rates: tuple = setting((0.1, 0.05, 0.01), low=0)
+    momentum: float = setting(0.5, low=0, high=1)
     default_epochs: tuple = (3,)
-    default_batch_size: int = 1000
+    default_batch_size: int = setting(1000, low=1)
+
+    def check(self) -> None:
+        require(len(self.learning_rates) >= 1, "learning_rates needs at least one rate")
 
 
 class LeakyReLULayer(nn.Module):

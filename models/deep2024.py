@@ -15,9 +15,10 @@ syncs on every sample) are gone.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from s1c1 import FrontEnd
+
+from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .base import SpikingModel
@@ -32,16 +33,16 @@ CONV3 = HiddenSpec(in_channels=150, out_channels=250, kernel_size=3, threshold=5
 DECISION = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2)
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class Deep2024Config:
     frontend: FrontEnd = FrontEnd()
     conv1: HiddenSpec = CONV1
     conv2: HiddenSpec = CONV2
     conv3: HiddenSpec = CONV3
     decision: DecisionSpec = DECISION
-    adaptive_window: int = ADAPTIVE_WINDOW
-    adaptive_min: float = 0.0
-    adaptive_int: float = 1.0
+    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
+    adaptive_min: float = setting(0.0, low=0)
+    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 4, 100)
 
 

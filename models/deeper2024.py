@@ -15,9 +15,10 @@ Fixes relative to the seed: conv4 fires at its configured threshold (128; the se
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from s1c1 import FrontEnd
+
+from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .base import SpikingModel
@@ -27,7 +28,7 @@ from .mozafari2018 import CONV1
 from .stages import RSTDPStage, STDPStage
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class Deeper2024Config:
     frontend: FrontEnd = FrontEnd()
     conv1: HiddenSpec = dataclasses.replace(CONV1, kernel_size=3)
@@ -36,9 +37,9 @@ class Deeper2024Config:
     conv4: HiddenSpec = HiddenSpec(in_channels=250, out_channels=200, kernel_size=3, threshold=128.0,
                                    kwta=20, inhibition_radius=1, pad=2, pool=3)
     decision: DecisionSpec = DecisionSpec(in_channels=200, kernel_size=3, neurons_per_class=10, pad=2)
-    adaptive_window: int = ADAPTIVE_WINDOW
-    adaptive_min: float = 0.0
-    adaptive_int: float = 1.0
+    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
+    adaptive_min: float = setting(0.0, low=0)
+    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 4, 4, 100)
 
 

@@ -20,9 +20,10 @@ The seed's always-true `epoch >= 0` guards are gone.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from s1c1 import FrontEnd
+
+from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .base import SpikingModel
@@ -33,7 +34,7 @@ from .mozafari2018 import CONV1
 from .stages import RSTDPStage, STDPStage
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class DeepR2024Config:
     frontend: FrontEnd = FrontEnd()
     conv1: HiddenSpec = CONV1
@@ -44,9 +45,9 @@ class DeepR2024Config:
     conv3_bounds: tuple = (0.0, 1.0)
     decision: DecisionSpec = DECISION
     schedule: str = "joint"
-    adaptive_window: int = ADAPTIVE_WINDOW
-    adaptive_min: float = 0.0
-    adaptive_int: float = 1.0
+    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
+    adaptive_min: float = setting(0.0, low=0)
+    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 4, 100)
 
 

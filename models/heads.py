@@ -78,7 +78,9 @@ class MajorityHeads(nn.Module):
         return sum(head.macs(shape) for head in self.heads)
 
     def output_shape(self, shape):
-        return self.heads[self.fallback].output_shape(shape)
+        """The fallback head's output shape, or the first head's that does not fit the input."""
+        shapes = [head.output_shape(shape) for head in self.heads]
+        return next((s for s in shapes if min(s) < 1), shapes[self.fallback])
 
 
 class RewardedChain(nn.Module):

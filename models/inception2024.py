@@ -15,13 +15,14 @@ seed shared one, so later branches started the schedule at a phase offset).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from s1c1 import FrontEnd
 
+from spiking.settings import require, setting, settings
+
 from ._registry import register_model
 from .base import SpikingModel
-from .layers import ADAPTIVE_WINDOW, Branches, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
+from .layers import ADAPTIVE_WINDOW, MAX_KERNEL, Branches, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
 from .mozafari2018 import CONV1
 from .stages import RSTDPStage, STDPStage
 
@@ -29,20 +30,25 @@ BRANCH = HiddenSpec(in_channels=75, out_channels=100, kernel_size=3, threshold=5
                     inhibition_radius=1, pad=1)
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class Inception2024Config:
     frontend: FrontEnd = FrontEnd()
     conv1: HiddenSpec = CONV1
     conv2: HiddenSpec = HiddenSpec(in_channels=30, out_channels=75, kernel_size=3, threshold=10.0,
                                    kwta=8, inhibition_radius=1, pad=1, pool=2)
-    branch_kernels: tuple = (3, 5, 7)
+    branch_kernels: tuple = setting((3, 5, 7), low=1, high=MAX_KERNEL)
     branch: HiddenSpec = BRANCH
-    branch_pool: int = 3
+    branch_pool: int = setting(3, low=1, high=MAX_KERNEL)
     decision: DecisionSpec = DecisionSpec(in_channels=300, kernel_size=5, neurons_per_class=20, pad=2)
-    adaptive_window: int = ADAPTIVE_WINDOW
-    adaptive_min: float = 0.0
-    adaptive_int: float = 1.0
+    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
+    adaptive_min: float = setting(0.0, low=0)
+    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 4, 4, 4, 100)
+
+    def check(self) -> None:
+        require(len(self.branch_kernels) >= 1 and all(k % 2 == 1 for k in self.branch_kernels),
+                f"branch_kernels must be odd sizes (the branches are padded to one output size), "
+                f"got {self.branch_kernels!r}")
 
 
 class Inception2024(SpikingModel):

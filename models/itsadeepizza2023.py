@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 
 from s1c1 import ReceptiveFields
+
+from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .base import NetworkModel
@@ -38,22 +39,22 @@ from .layers import Prediction
 from .stages import LearnerStage
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class ItsADeepizza2023Config:
     frontend: ReceptiveFields = ReceptiveFields()
-    alpha: float = 0.5
-    beta: float = 0.5
-    threshold: float = 1.0
-    learning_rate: float = 1e-4
-    a_plus: float = 1.5
-    a_minus: float = 1.0
-    tau: float = 10.0
+    alpha: float = setting(0.5, low=0)
+    beta: float = setting(0.5, low=0)
+    threshold: float = setting(1.0, low=0)
+    learning_rate: float = setting(1e-4, low=0)
+    a_plus: float = setting(1.5, low=0)
+    a_minus: float = setting(1.0, low=0)
+    tau: float = setting(10.0, above=0)
     post: str = "pooled"
     default_epochs: tuple = (300,)
-    default_batch_size: int = 1
+    default_batch_size: int = setting(1, low=1)
     # learning is slow (lr 1e-4; still rising after 150 epochs of 108 rows) and 12 validation
     # rows move in 8-point steps: keep the best validation epoch of the whole schedule
-    default_patience: int = 300
+    default_patience: int = setting(300, low=1)
 
 
 def simulate_lif(times: torch.Tensor, weight: torch.Tensor, time_steps: int, alpha: float,

@@ -15,9 +15,10 @@ silent (an error). The original's conv2 STDP stage applies pointwise inhibition 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from s1c1 import FrontEnd
+
+from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .base import SpikingModel
@@ -29,7 +30,7 @@ FRONTEND = FrontEnd(kernels=((7, 1.0, 2.0), (7, 2.0, 1.0)), padding=3, threshold
                     normalization_radius=8, time_steps=15)
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class Kheradpisheh2018Config:
     frontend: FrontEnd = FRONTEND
     conv1: HiddenSpec = HiddenSpec(in_channels=2, out_channels=32, kernel_size=5, threshold=10.0, kwta=5,
@@ -37,7 +38,7 @@ class Kheradpisheh2018Config:
     conv2: HiddenSpec = HiddenSpec(in_channels=32, out_channels=150, kernel_size=2, threshold=1.0, kwta=8,
                                    inhibition_radius=1, pad=1, pool=2, pool_padding=1,
                                    rate_doubling_every=0, inhibit_input=True)
-    readout_C: float = 2.4
+    readout_C: float = setting(2.4, above=0)
     default_epochs: tuple = (2, 20, 1)
 
 

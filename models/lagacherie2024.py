@@ -25,12 +25,13 @@ readout: `learn=False` (random frozen weights) and `features="pixels"` (raw pixe
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import torch
 
 from s1c1 import PixelInput
 from utils import derived_seed
+
+from spiking.settings import MAX_COUNT, setting, settings
 
 from ._registry import register_model
 from .base import NetworkModel
@@ -39,30 +40,30 @@ from .readout import LinearReadout, ReadoutStage
 from .stages import LearnerStage
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class Lagacherie2024Config:
     frontend: PixelInput = PixelInput()
     mode: str = "usable"
     features: str = "spikes"
     learn: bool = True
-    neurons: int = 100
+    neurons: int = setting(100, low=1, high=MAX_COUNT)
     # faithful mode (the article's constants)
-    threshold: float = 0.6
-    step_size: float = 0.05
+    threshold: float = setting(0.6, low=0)
+    step_size: float = setting(0.05, low=0)
     persist_state: bool = True
     # usable mode
-    time_steps: int = 30
-    rate: float = 0.3
-    decay: float = 0.8
-    kwta: int = 1
-    learning_rate: float = 0.002
-    weight_norm: float = 40.0
-    initial_threshold: float = 1.0
-    threshold_rate: float = 0.5
+    time_steps: int = setting(30, low=1, high=MAX_COUNT)
+    rate: float = setting(0.3, low=0, high=1)
+    decay: float = setting(0.8, low=0, high=1)
+    kwta: int = setting(1, low=1, high=MAX_COUNT)
+    learning_rate: float = setting(0.002, low=0)
+    weight_norm: float = setting(40.0, above=0)
+    initial_threshold: float = setting(1.0, low=0)
+    threshold_rate: float = setting(0.5, low=0)
     readout: str = "logistic"
-    readout_C: float | None = None
+    readout_C: float | None = setting(None, above=0)
     default_epochs: tuple = (1, 1)
-    default_batch_size: int = 32
+    default_batch_size: int = setting(32, low=1)
 
 
 class HebbianLayer(torch.nn.Module):

@@ -20,6 +20,7 @@ from spiking import times as st
 from spiking.layers import Convolution
 from spiking.learning import RSTDP, STDP
 from spiking.sequential import MIN_SHORTCUT_THRESHOLD, reinforce_sequential_, within_bounds
+from spiking.settings import MAX_COUNT, require, setting, settings
 
 # the zoo's shared constants (Mozafari et al. 2018/2019, SpykeTorch's MozafariDeep)
 WEIGHT_MEAN, WEIGHT_STD = 0.8, 0.05
@@ -28,9 +29,10 @@ REWARD_RATES, PUNISH_RATES = (0.004, -0.003), (-0.004, 0.0005)
 DECISION_BOUNDS = (0.2, 0.8)
 RATE_DOUBLING_EVERY, MAX_A_PLUS, A_MINUS_RATIO = 500, 0.15, -0.75
 ADAPTIVE_WINDOW = 1000
+MAX_KERNEL = 64
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class HiddenSpec:
     """A hidden layer: zero-pad the input by `pad` -> conv -> fire(threshold) -> max-pool
     (`pool` = kernel = stride unless `pool_stride`; `pool_padding` is the pooling's own
@@ -41,44 +43,59 @@ class HiddenSpec:
     `max_a_plus`) and `a_minus = a_minus_ratio * a_plus` (0 disables the schedule). With
     `inhibit_input`, learning sees the input wave after pointwise inhibition (inference does not).
     """
-    in_channels: int
-    out_channels: int
-    kernel_size: int
-    threshold: float
-    kwta: int
-    inhibition_radius: int
-    pad: int = 0
-    pool: int = 1
-    pool_stride: int | None = None
-    pool_padding: int = 0
+    in_channels: int = setting(low=1, high=MAX_COUNT)
+    out_channels: int = setting(low=1, high=MAX_COUNT)
+    kernel_size: int = setting(low=1, high=MAX_KERNEL)
+    threshold: float = setting(low=0)
+    kwta: int = setting(low=1, high=MAX_COUNT)
+    inhibition_radius: int = setting(low=0, high=MAX_COUNT)
+    pad: int = setting(0, low=0, high=MAX_KERNEL)
+    pool: int = setting(1, low=1, high=MAX_KERNEL)
+    pool_stride: int | None = setting(None, low=1, high=MAX_KERNEL)
+    pool_padding: int = setting(0, low=0, high=MAX_KERNEL)
     learning_rate: tuple = STDP_RATES
     use_stabilizer: bool = True
     lower_bound: float = 0.0
     upper_bound: float = 1.0
-    rate_doubling_every: int = RATE_DOUBLING_EVERY
-    max_a_plus: float = MAX_A_PLUS
+    rate_doubling_every: int = setting(RATE_DOUBLING_EVERY, low=0)
+    max_a_plus: float = setting(MAX_A_PLUS, low=0)
     a_minus_ratio: float = A_MINUS_RATIO
     weight_mean: float = WEIGHT_MEAN
-    weight_std: float = WEIGHT_STD
+    weight_std: float = setting(WEIGHT_STD, low=0)
     inhibit_input: bool = False      # pointwise inhibition of the input wave while learning only
 
+    def check(self) -> None:
+        _check_rule(self.learning_rate, "learning_rate", self.lower_bound, self.upper_bound)
+        require(2 * self.pool_padding <= self.pool,
+                f"pool_padding must be <= pool / 2 ({self.pool}), got {self.pool_padding}")
 
-@dataclass(frozen=True, kw_only=True)
+
+@settings
 class DecisionSpec:
     """A decision layer: zero-pad by `pad` -> conv with `neurons_per_class * classes` maps ->
     the neuron with the largest final potential decides (`fire` without threshold, one winner);
     trained by R-STDP (a reward and a punish rule)."""
-    in_channels: int
-    kernel_size: int
-    neurons_per_class: int = 20
-    pad: int = 0
+    in_channels: int = setting(1, low=1, high=MAX_COUNT)
+    kernel_size: int = setting(1, low=1, high=MAX_KERNEL)
+    neurons_per_class: int = setting(20, low=1, high=MAX_COUNT)
+    pad: int = setting(0, low=0, high=MAX_KERNEL)
     reward: tuple = REWARD_RATES
     punish: tuple = PUNISH_RATES
     use_stabilizer: bool = False
     lower_bound: float = DECISION_BOUNDS[0]
     upper_bound: float = DECISION_BOUNDS[1]
     weight_mean: float = WEIGHT_MEAN
-    weight_std: float = WEIGHT_STD
+    weight_std: float = setting(WEIGHT_STD, low=0)
+
+    def check(self) -> None:
+        _check_rule(self.reward, "reward", self.lower_bound, self.upper_bound)
+        _check_rule(self.punish, "punish", self.lower_bound, self.upper_bound)
+
+
+def _check_rule(rates: tuple, name: str, lower: float, upper: float) -> None:
+    require(len(rates) == 2, f"{name} must be a pair (a_plus, a_minus), got {rates!r}")
+    require(0 <= lower < upper, f"the weight bounds must satisfy 0 <= lower_bound < upper_bound "
+                                f"(weights stay non-negative), got {lower} and {upper}")
 
 
 def pad4(pad: int) -> tuple[int, int, int, int]:
@@ -399,6 +416,8 @@ class Branches(nn.Module):
         for branch, pad in zip(self.branches, self.out_pads):
             _, height, width = branch.output_shape(shape)
             channels += branch.spec.out_channels
+            if min(height, width) < 1:          # this branch does not fit the input
+                return (channels, height, width)
             sizes.add((height + 2 * pad, width + 2 * pad))
         if len(sizes) != 1:
             raise ValueError(f"branch outputs differ in size after padding: {sorted(sizes)}")

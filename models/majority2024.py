@@ -13,30 +13,36 @@ ragged votes when one or two heads were silent).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from s1c1 import FrontEnd
+
+from spiking.settings import require, setting, settings
 
 from ._registry import register_model
 from .base import SpikingModel
 from .heads import MajorityHeads
-from .layers import ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
+from .layers import ADAPTIVE_WINDOW, MAX_KERNEL, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
 from .mozafari2018 import CONV1, CONV2
 from .stages import RSTDPStage, STDPStage
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class Majority2024Config:
     frontend: FrontEnd = FrontEnd()
     conv1: HiddenSpec = CONV1
     conv2: HiddenSpec = CONV2
-    head_kernels: tuple = (3, 5, 7)
+    head_kernels: tuple = setting((3, 5, 7), low=1, high=MAX_KERNEL)
     head: DecisionSpec = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2)
-    fallback_head: int = 1
-    adaptive_window: int = ADAPTIVE_WINDOW
-    adaptive_min: float = 0.0
-    adaptive_int: float = 1.0
+    fallback_head: int = setting(1, low=0)
+    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
+    adaptive_min: float = setting(0.0, low=0)
+    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 100)
+
+    def check(self) -> None:
+        require(len(self.head_kernels) >= 1, "head_kernels needs at least one head")
+        require(self.fallback_head < len(self.head_kernels),
+                f"fallback_head must index one of the {len(self.head_kernels)} heads, got {self.fallback_head}")
 
 
 class Majority2024(SpikingModel):

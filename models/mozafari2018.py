@@ -15,9 +15,10 @@ model selection and early stopping use a validation split, never the test set.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from s1c1 import FrontEnd
+
+from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .base import SpikingModel
@@ -30,7 +31,7 @@ CONV2 = HiddenSpec(in_channels=30, out_channels=250, kernel_size=3, threshold=10
                    inhibition_radius=1, pad=1, pool=3)
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class Mozafari2018Config:
     frontend: FrontEnd = FrontEnd()
     conv1: HiddenSpec = CONV1
@@ -40,9 +41,9 @@ class Mozafari2018Config:
     # paper's own: --set "decision.reward=(0.004, -0.003)" --set "decision.punish=(-0.004, 0.0005)"
     decision: DecisionSpec = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2,
                                           reward=(0.008, -0.006), punish=(-0.008, 0.001))
-    adaptive_window: int = ADAPTIVE_WINDOW
-    adaptive_min: float = 0.0
-    adaptive_int: float = 1.0
+    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
+    adaptive_min: float = setting(0.0, low=0)
+    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 60)
 
 

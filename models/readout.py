@@ -10,6 +10,7 @@ counted as an error, as for R-STDP). The fitted classifier is kept as tensors (`
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,6 +19,15 @@ import torch.nn as nn
 from .layers import Prediction
 
 READOUTS = ("rstdp", "svm", "logistic")
+
+
+@dataclass(frozen=True)
+class ReadoutChoice:
+    """A run's decision (`--readout KIND --readout-c C`): "rstdp", "svm" or "logistic" (None:
+    the model's own, with the given C) and the readout's C (None: chosen on the validation
+    split, or the model's own)."""
+    kind: str | None = None
+    C: float | None = None
 C_GRID = (0.01, 0.1, 1.0, 10.0)        # decades tried first; see `search_C`
 C_LIMITS = (1e-5, 1e4)
 
@@ -195,6 +205,8 @@ def attach_readout(model, kind: str, C=None):
     features ("svm" / "logistic", C chosen on the validation split when None)."""
     if kind not in READOUTS:
         raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {kind!r}")
+    if not len(model.blocks) or not model.stages:
+        raise ValueError(f"{type(model).__name__} has no decision stage to replace")
     index = len(model.blocks) - 1
     head, stage = model.blocks[index], model.stages[-1]
     if isinstance(head, LinearReadout):

@@ -16,30 +16,31 @@ spiked here"); `skip_threshold` makes it selective.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from s1c1 import FrontEnd
+
+from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .base import SpikingModel
 from .deep2024 import CONV2, CONV3
-from .layers import ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec, Residual
+from .layers import ADAPTIVE_WINDOW, MAX_KERNEL, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec, Residual
 from .mozafari2018 import CONV1
 from .stages import RSTDPStage, STDPStage
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class ResNet2024Config:
     frontend: FrontEnd = FrontEnd()
     conv1: HiddenSpec = CONV1
     conv2: HiddenSpec = CONV2
     conv3: HiddenSpec = dataclasses.replace(CONV3, pool=1)
-    skip_threshold: float = 0.0
-    merge_pool: int = 3
+    skip_threshold: float = setting(0.0, low=0)
+    merge_pool: int = setting(3, low=1, high=MAX_KERNEL)
     decision: DecisionSpec = DecisionSpec(in_channels=250, kernel_size=4, neurons_per_class=20, pad=2)
-    adaptive_window: int = ADAPTIVE_WINDOW
-    adaptive_min: float = 0.0
-    adaptive_int: float = 1.0
+    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
+    adaptive_min: float = setting(0.0, low=0)
+    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 4, 100)
 
 

@@ -29,12 +29,13 @@ which capped it at 50 %) -> 500 hidden -> 10, theta 5 / 5, epsilon 3, lr 0.002, 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import torch
 
 from s1c1 import PixelInput, ReceptiveFields
 from utils import derived_seed
+
+from spiking.settings import MAX_COUNT, setting, settings
 
 from ._registry import register_model
 from .base import NetworkModel
@@ -42,23 +43,23 @@ from .layers import Prediction
 from .stages import LearnerStage
 
 
-@dataclass(frozen=True, kw_only=True)
+@settings
 class Tavanaei2017Config:
     frontend: object = ReceptiveFields()
-    rate: float = 0.1                  # Bernoulli coding of pixels (pixel front end only)
-    time_steps: int = 100
-    hidden: int = 20
-    hidden_threshold: float = 0.9
-    output_threshold: float = 5.0
-    window: int = 4
-    learning_rate: float = 0.1
+    rate: float = setting(0.1, low=0, high=1)                 # Bernoulli coding of pixels (pixel front end only)
+    time_steps: int = setting(100, low=1, high=MAX_COUNT)
+    hidden: int = setting(20, low=1, high=MAX_COUNT)
+    hidden_threshold: float = setting(0.9, low=0)
+    output_threshold: float = setting(5.0, low=0)
+    window: int = setting(4, low=1, high=MAX_COUNT)
+    learning_rate: float = setting(0.1, low=0)
     double_reset: bool = True
     hidden_gate: str = "count"
     window_reset: bool = True
     batch_update: str = "sum"
     default_epochs: tuple = (30,)
-    default_batch_size: int = 1
-    default_patience: int = 30      # 12 validation rows: keep the best epoch of the schedule
+    default_batch_size: int = setting(1, low=1)
+    default_patience: int = setting(30, low=1)     # 12 validation rows: keep the best epoch of the schedule
 
 
 class Tavanaei2017(NetworkModel):

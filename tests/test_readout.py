@@ -57,12 +57,12 @@ def test_attach_readout_replaces_the_rstdp_stage_and_keeps_prefixes():
     model = attach_readout(models.create_model("mozafari2018"), "svm")
     assert [s.kind for s in model.stages] == ["stdp", "stdp", "readout"] and model.stages[-1].input_node == 2
     assert model.hyperparameters()["readout"] == "svm"
-    deepr = models.create_model("deepr2024", readout="logistic")
+    deepr = models.create_model("deepr2024", readout_choice=models.ReadoutChoice("logistic"))
     assert deepr.head.prefix is not None and [s.name for s in deepr.stages][-1] == "readout_logistic"
     with pytest.raises(ValueError, match="no R-STDP decision layer"):
-        models.create_model("kheradpisheh2018", readout="rstdp")
+        models.create_model("kheradpisheh2018", readout_choice=models.ReadoutChoice("rstdp"))
     with pytest.raises(ValueError, match="needs --readout svm or logistic"):
-        models.create_model("mozafari2018", readout_C=1.0)
+        models.create_model("mozafari2018", readout_choice=models.ReadoutChoice(C=1.0))
 
 
 def test_train_with_svm_readout_end_to_end(tmp_path):

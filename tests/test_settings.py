@@ -1,0 +1,155 @@
+"""Every `--set` value is checked where the model is built: a bad value is a one-line error
+(ValueError or TypeError from `create_model`, which the CLI reports without a traceback), and a
+value the model accepts trains and predicts without an exception."""
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+import models
+from spiking.settings import check_settings, setting, settings
+from tests.test_models import node0, stage_input
+from tests.test_train import cache_dir  # noqa: F401  (the session fixture)
+
+
+def leaves(config, prefix=""):
+    """(dotted key, default) of every non-group field of a settings dataclass, recursively."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            yield from leaves(value, f"{prefix}{field.name}.")
+        else:
+            yield f"{prefix}{field.name}", value
+
+
+def bad_values(default):
+    """Values a careless or curious user might try for a setting with this default."""
+    if isinstance(default, bool):
+        return [2, "maybe"]
+    if isinstance(default, int):
+        return [-1, 0, 10 ** 6, 2.5, "x"]
+    if isinstance(default, float) or default is None:
+        return [-1.0, 0.0, math.nan, math.inf, 1e12, "x"]
+    if isinstance(default, str):
+        return ["bogus", 3]
+    if isinstance(default, tuple):
+        return [(), (-1.0,), (math.nan, 1.0), "x", 5]
+    return ["x"]
+
+
+def smoke(model, num_classes=3, gen=None):
+    """One training step of every stage on 6 random samples, then a prediction."""
+    gen = gen or torch.Generator().manual_seed(0)
+    for stage in model.stages:
+        labels = torch.arange(6) % num_classes
+        if stage.kind == "readout":
+            x = (model.forward_final(node0(model, 6, gen), 0, stage.input_node)
+                 if stage.input_node and model.predict_needs == "times" else stage_input(model, stage, 6, gen))
+            features = stage.head.features(x).to(torch.uint8).numpy()
+            try:
+                stage.head.fit(features[:4], labels[:4].numpy(), features[4:], labels[4:].numpy())
+            except ValueError:          # e.g. no spiking sample: the trainer reports it in one line
+                pass
+            continue
+        stage.start_epoch(6)
+        stage.step(stage_input(model, stage, 6, gen), labels)
+        stage.end_epoch()
+    model.start_evaluation("test")
+    prediction = model.predict(node0(model, 3, gen))
+    assert prediction.classes.shape == (3,)
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_setting_rejects_bad_values_in_one_line_or_works(name):
+    defaults = models.create_model(name, num_classes=3).config
+    accepted = []
+    for key, default in leaves(defaults):
+        if key in ("default_epochs",):          # the trainer's business (checked by the CLI)
+            continue
+        for value in bad_values(default):
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    model = models.create_model(name, num_classes=3, **{key: value})
+            except (ValueError, TypeError) as error:
+                message = str(error)
+                assert message and "\n" not in message, (key, value, message)
+                continue
+            accepted.append((key, value))
+            try:
+                # the input size is the run's: check it as the CLI does, then train
+                shape = model.frontend.output_shape(tuple(node0_raw_shape(model)))
+                shapes = model.node_shapes(shape)
+            except ValueError:
+                continue
+            if any(min(s) < 1 for s in shapes):
+                continue
+            try:
+                smoke(model)
+            except Exception as error:      # noqa: BLE001 - any exception here is the bug
+                raise AssertionError(f"{name} --set {key}={value!r} was accepted but fails: "
+                                     f"{type(error).__name__}: {error}") from error
+
+
+def node0_raw_shape(model):
+    from tests.test_models import raw_shape
+    return raw_shape(model)
+
+
+def test_settings_dataclass_checks_ranges_choices_and_its_own_rule():
+    @settings
+    class Example:
+        count: int = setting(2, low=1, high=8)
+        rates: tuple = setting((0.1, 0.2), low=0)
+        mode: str = setting("a", choices=("a", "b"))
+        scale: float = 1.0
+
+        def check(self):
+            if self.count == 7:
+                raise ValueError("count 7 is unlucky")
+
+    assert Example().count == 2
+    for changes, message in (({"count": 0}, "count must be >= 1, got 0"),
+                             ({"count": 9}, "count must be <= 8, got 9"),
+                             ({"rates": (0.1, -0.2)}, "rates must be >= 0, got -0.2"),
+                             ({"mode": "c"}, "mode must be one of 'a', 'b', got 'c'"),
+                             ({"scale": math.inf}, "scale must be a finite number"),
+                             ({"count": 7}, "unlucky")):
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(Example(), **changes)
+    check_settings(Example(count=8))
+
+
+def test_a_nested_bad_value_names_its_group():
+    with pytest.raises(ValueError, match=r"^conv1\.kwta must be >= 1, got 0$"):
+        models.create_model("mozafari2018", **{"conv1.kwta": 0})
+    with pytest.raises(ValueError, match=r"^conv2\.threshold must be >= 0, got -5.0$"):
+        models.create_model("mozafari2018", **{"conv2.threshold": -5})
+
+
+def test_the_reported_set_and_readout_crashes_are_one_line_errors_or_work(tmp_path, cache_dir, capsys):
+    """The review's tracebacks: a setting named like the CLI's readout arguments, and values the
+    layers reject, now end in one line (or, where the setting exists, simply work)."""
+    import train
+    from tests.test_train import expect_error
+    base = ["--dataset", "synthetic", "--out-dir", str(tmp_path), "--cache-dir", cache_dir, "--no-progress"]
+    expect_error(capsys, base + ["--model", "chevalier2019", "--set", "readout=svm"], "unknown setting 'readout'")
+    expect_error(capsys, base + ["--model", "chevalier2019", "--readout", "svm"], "no decision stage to replace")
+    expect_error(capsys, base + ["--set", "conv1.kwta=0"], "conv1.kwta must be >= 1, got 0")
+    expect_error(capsys, base + ["--set", "conv1.threshold=-5"], "conv1.threshold must be >= 0, got -5.0")
+    expect_error(capsys, base + ["--set", "frontend.time_steps=300"], "frontend.time_steps must be <= 254")
+    expect_error(capsys, base + ["--model", "lagacherie2024", "--readout", "rstdp"], "no R-STDP decision layer")
+    metrics = train.main(base + ["--model", "lagacherie2024", "--set", "readout_C=0.5", "--dry-run",
+                                 "--run-name", "lagacherie"])
+    config = json.loads((tmp_path / "lagacherie" / "config.json").read_text())
+    assert config["hyperparameters"]["readout_C"] == 0.5 and 0 <= metrics["accuracy"] <= 1
+    # --readout-c reaches a model whose config names its readout, and eval-only rebuilds it
+    metrics = train.main(base + ["--model", "lagacherie2024", "--readout", "svm", "--readout-c", "0.25",
+                                 "--dry-run", "--run-name", "svm"])
+    config = json.loads((tmp_path / "svm" / "config.json").read_text())
+    assert (config["hyperparameters"]["readout"], config["hyperparameters"]["readout_C"]) == ("svm", 0.25)
+    evaluated = train.main(["--eval-only", str(tmp_path / "svm" / "checkpoints" / "best.ckpt"),
+                            "--out-dir", str(tmp_path), "--run-name", "eval", "--cache-dir", cache_dir,
+                            "--no-progress"])
+    assert evaluated["accuracy"] == metrics["accuracy"]
