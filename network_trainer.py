@@ -205,12 +205,8 @@ class NetworkTrainer:
                 self.writer.close()
 
     def _train_stage(self, index: int, stage) -> None:
-        if stage.kind == "readout":
-            self._fit_readout(stage)
-            self._end_stage(index, stage)
-            return
-        epochs = 1 if self.config.dry_run else self.config.epochs[index]
-        stage.exact = self.config.batch_update == "exact"
+        epochs = stage.epochs(1 if self.config.dry_run else self.config.epochs[index])
+        stage.configure(exact=self.config.batch_update == "exact", seed=self.config.seed)
         inputs = self.node("train", stage.input_node, stage.needs)
         labels = self.splits["train"].labels
         while self.state.epoch < epochs and not self._patience_spent(stage):
@@ -223,8 +219,10 @@ class NetworkTrainer:
             stop = False
             if stage.supervised:
                 stop = self._validate(stage, row)
-            elif hasattr(stage, "probe"):
-                row["spike_rate"] = self._spike_rate(stage)
+            else:
+                activity = self._activity(stage)
+                if activity is not None:
+                    row["spike_rate"] = activity
             row.update({f"rate_{stage.name}_{k}": v for k, v in stage.rates().items()})
             self.state.history.append(row)
             self.state.epoch = epoch + 1
@@ -256,42 +254,15 @@ class NetworkTrainer:
         self.save(f"stage-{stage.name}.ckpt")
         self.save("last.ckpt")
 
-    def _fit_readout(self, stage) -> None:
-        """Fit a linear readout on the final spike features of the training split (once)."""
-        began = time.time()
-        features = {split: self._features(split, stage) for split in ("train", "val")}
-        try:
-            summary = stage.head.fit(features["train"], self.splits["train"].labels,
-                                     features["val"], self.splits["val"].labels, seed=self.config.seed)
-        except ValueError as error:
-            raise UserError(f"{stage.name}: {error}") from None
-        row = {"stage": stage.name, "kind": stage.kind, "epoch": 1, "train_samples": len(features["train"]),
-               "seconds": time.time() - began, **summary}
-        self.state.elapsed[stage.name] = row["seconds"]
-        self.state.selected[stage.name] = {"epoch": 1, "val_accuracy": summary["val_accuracy"]}
-        self.state.history.append(row)
-        self.save("best.ckpt", best_epoch=1)
-        self._write_history()
-        self._log_scalars(row, len(self.state.history))
-        self.log(f"{stage.name}: C={summary['C']}, validation accuracy {summary['val_accuracy']:.4f}, "
-                 f"{row['seconds']:.1f}s")
-
-    @torch.no_grad()
-    def _features(self, split: str, stage) -> np.ndarray:
-        """Flattened final spike features of a readout, uint8 [N, D]."""
-        inputs = self.node(split, stage.input_node, "final")
-        parts = []
-        for begin in range(0, len(inputs), self.config.eval_batch_size):
-            x = _tensor(inputs[begin:begin + self.config.eval_batch_size]).to(self.device).float()
-            parts.append(stage.head.features(x).to(torch.uint8).cpu().numpy())
-        return np.concatenate(parts)
-
     def _patience_spent(self, stage) -> bool:
         return stage.supervised and self.state.bad_epochs >= self.config.patience
 
     def _train_epoch(self, stage, index, epoch, epochs, inputs, labels) -> dict:
-        generator = torch.Generator().manual_seed(derived_seed(self.config.seed, "order", stage.name, epoch))
-        order = torch.randperm(len(labels), generator=generator).numpy()
+        if stage.sample_order == "natural":
+            order = np.arange(len(labels))
+        else:
+            generator = torch.Generator().manual_seed(derived_seed(self.config.seed, "order", stage.name, epoch))
+            order = torch.randperm(len(labels), generator=generator).numpy()
         count = len(order)
         if self.config.dry_run:
             count = min(count, 2 * self.config.batch_size)
@@ -303,7 +274,7 @@ class NetworkTrainer:
             while position < count:
                 size = min(self.config.batch_size, stage.limit(), count - position)
                 chosen = order[position:position + size]
-                if self.config.world > 1:
+                if self.config.world > 1 and not stage.replicated:
                     chosen = shard(chosen, self.config.rank, self.config.world)
                 x = _tensor((inputs[chosen])).to(self.device)
                 if stage.needs == "final":
@@ -316,16 +287,22 @@ class NetworkTrainer:
                 bar.update(size)
                 if "correct" in totals:
                     bar.set_postfix(acc=f"{totals['correct'] / position:.3f}")
-        stage.end_epoch()
+        try:
+            ended = stage.end_epoch(lambda: (self.node("val", stage.input_node, stage.needs),
+                                             self.splits["val"].labels))
+        except ValueError as error:     # e.g. a readout without spiking samples of two classes
+            raise UserError(f"{stage.name}: {error}") from None
         row = {"train_samples": count}
         if "correct" in totals:
             row.update(train_hit=totals["correct"] / count, train_miss=totals["wrong"] / count,
                        train_silence=totals["silent"] / count)
+        row.update(ended)
         return row
 
     def _validate(self, stage, row) -> bool:
         labels, predictions, _ = self.evaluate("val", stage.input_node, stage.needs, sharded=True)
-        accuracy = float((predictions == labels).mean())
+        # a stage that measured it while fitting (a readout choosing its C) reports its own
+        accuracy = row.get("val_accuracy", float((predictions == labels).mean()))
         earlier = [r["val_accuracy"] for r in self.state.history if r["stage"] == stage.name and "val_accuracy" in r]
         smoothed = float(np.median((earlier + [accuracy])[-self.config.smoothing:]))
         row.update(val_accuracy=accuracy, val_smoothed=smoothed, val_silence=float((predictions < 0).mean()))
@@ -347,10 +324,10 @@ class NetworkTrainer:
         return self.state.bad_epochs >= self.config.patience
 
     @torch.no_grad()
-    def _spike_rate(self, stage) -> float:
-        """Fraction of the trained layer's (pooled) neurons that spike, on up to 256 validation images."""
+    def _activity(self, stage) -> float | None:
+        """The stage's output spike rate on up to 256 validation images (None: no spiking output)."""
         probe = self.node("val", stage.input_node, "final")[:256]
-        return float(stage.probe(_tensor(probe).to(self.device).float()).mean())
+        return stage.activity(_tensor(probe).to(self.device).float())
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

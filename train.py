@@ -350,7 +350,7 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
     choice = readout_choice(args.readout, args.readout_c)
     model = build_model(args.model, dataset.num_classes, overrides, choice)
     check_input_size(model, dataset)
-    serial = [s.name for s in model.stages if not getattr(s, "data_parallel", False)]
+    serial = [s.name for s in model.stages if not s.data_parallel]
     if world > 1 and serial:
         raise UserError(f"{args.model}: stage {', '.join(serial)} has its own serial learner and cannot "
                         f"be trained data-parallel (--nproc / torchrun work for STDP, R-STDP and readout stages)")

@@ -60,7 +60,7 @@ def _timed(function, count, repeats: int = 1):
 
 def _train_stage(stage, inputs, labels, batch, exact=True):
     import torch
-    stage.exact = exact
+    stage.configure(exact=exact, seed=0)
     stage.start_epoch(len(labels))
     position = 0
     while position < len(labels):
@@ -70,7 +70,7 @@ def _train_stage(stage, inputs, labels, batch, exact=True):
             x = x.float()
         stage.step(x, torch.from_numpy(labels[position:position + size]))
         position += size
-    stage.end_epoch()
+    stage.end_epoch(lambda: (inputs[:0], labels[:0]))
 
 
 def _node(model, times, index, kind):

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .layers import Prediction
+from .stages import StageBase
 
 READOUTS = ("rstdp", "svm", "logistic")
 
@@ -186,18 +187,43 @@ def _linear(classifier, num_classes: int):
     return coef, intercept
 
 
-class ReadoutStage:
-    """Fit a linear readout once on the features of the training split (no epochs)."""
+class ReadoutStage(StageBase):
+    """Fit a linear readout in closed form: one epoch whose steps gather the training split's
+    features (in the split's order) and whose end fits them, with C chosen on the validation
+    split (`LinearReadout.fit`)."""
     kind = "readout"
     needs = "final"
     supervised = True
     data_parallel = True        # deterministic: every rank fits the same readout on all the data
+    replicated = True
+    sample_order = "natural"
 
     def __init__(self, name: str, head: LinearReadout, input_node: int):
         self.name, self.head, self.input_node = name, head, input_node
+        self._features, self._labels = [], []
 
-    def rates(self) -> dict:
+    def epochs(self, requested: int) -> int:
+        return 1                # a closed-form fit: once, whatever the run asks
+
+    def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
+        self._features, self._labels = [], []
+
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
+        self._features.append(self.head.features(inputs).to(torch.uint8).cpu().numpy())
+        self._labels.append(labels.cpu().numpy())
         return {}
+
+    @torch.no_grad()
+    def end_epoch(self, validation=None) -> dict:
+        """Fit on the gathered features; `validation()` gives the validation node and labels."""
+        inputs, labels = validation()
+        features = np.concatenate([self.head.features(torch.from_numpy(np.asarray(inputs[b:b + 256])).float()
+                                                      .to(self.head.intercept.device)).to(torch.uint8).cpu().numpy()
+                                   for b in range(0, len(inputs), 256)])
+        train = np.concatenate(self._features)
+        train_labels = np.concatenate(self._labels)
+        self._features, self._labels = [], []
+        return self.head.fit(train, train_labels, features, np.asarray(labels), seed=self.seed)
 
 
 def attach_readout(model, kind: str, C=None):

@@ -1,25 +1,113 @@
-"""The stage objects the trainer runs: unsupervised STDP of one layer, R-STDP of a head.
+"""The stage contract between the trainer and a model, and the stage kinds of the zoo.
 
-A stage reads node `input_node` ("times" or "final", as `needs` says), takes batches through
-`step`, and tells the trainer through `limit` how many samples the next step may take without
-straddling a learning-rate change (so batched training keeps the schedules exact).
+A model's `build_stages()` returns its stages in training order. The trainer treats every stage
+alike (`Stage`): for each of its epochs it walks the training split's node `input_node` (spike
+times or final maps, as `needs` says) in batches, in the order `sample_order` says, calling
+`step`, and `limit` tells it how many samples the next step may take without straddling a
+learning-rate change (so batched training keeps the schedules exact). Supervised stages are then
+validated: the best epoch is kept and early stopping applies. Stage kinds: unsupervised STDP
+(`STDPStage`), R-STDP of a decision head (`RSTDPStage`), a learner object's own rule
+(`LearnerStage`: BPTT, Hebbian, online rules) and a closed-form linear readout
+(`models.readout.ReadoutStage`, which gathers features in its steps and fits at the epoch's end).
 """
 from __future__ import annotations
 
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
 import torch
 
 from spiking import parallel
 
 from .layers import ADAPTIVE_WINDOW, HiddenLayer
 
+Validation = Callable[[], tuple]      # () -> (validation node [N, ...] numpy, labels [N])
 
-class STDPStage:
-    """Unsupervised STDP of one hidden layer."""
-    kind = "stdp"
+
+@runtime_checkable
+class Stage(Protocol):
+    """What the trainer calls on every stage.
+
+    - `name`, `kind` (for logs and history only: the trainer never branches on it);
+    - `input_node`, `needs` ("times" | "final"): what the stage reads;
+    - `supervised`: validated after every epoch, best epoch kept, early stopping;
+    - `data_parallel`: whether it can be trained data-parallel: its steps run sharded over the
+      ranks (`spiking.parallel` sums their updates), or, when `replicated`, every rank takes
+      whole batches and computes the same result;
+    - `sample_order`: "shuffled" (a seeded permutation per epoch) or "natural" (split order);
+    - `configure(exact, seed)`: once before training: `exact` is `--batch-update exact`;
+    - `epochs(requested)`: how many epochs it runs when the run asks for `requested`;
+    - `limit()`, `start_epoch(size, epoch)`, `step(inputs, labels) -> counts`, `end_epoch(validation)`:
+      the epoch; `step` returns summed counts ("correct", "wrong", "silent" for decisions made
+      while learning); `end_epoch` may fit (given the validation data) and returns entries for the
+      history row ("val_accuracy" when it measured it itself, which the trainer then keeps);
+    - `rates()`: learning rates for the history; `activity(final)`: the fraction of its output
+      neurons that spike on a final map of its input (None when it has no spiking output).
+    """
+    name: str
+    kind: str
+    input_node: int
+    needs: str
+    supervised: bool
+    data_parallel: bool
+    replicated: bool
+    sample_order: str
+
+    def configure(self, exact: bool, seed: int) -> None: ...
+    def epochs(self, requested: int) -> int: ...
+    def limit(self) -> int: ...
+    def start_epoch(self, size: int, epoch: int) -> None: ...
+    def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict: ...
+    def end_epoch(self, validation: Validation) -> dict: ...
+    def rates(self) -> dict: ...
+    def activity(self, final: torch.Tensor) -> float | None: ...
+
+
+class StageBase:
+    """Defaults of the `Stage` contract: shuffled, as many epochs as asked, no rate limit,
+    nothing to do at the epoch's ends, no rates, no spiking output."""
     needs = "times"
     supervised = False
-    data_parallel = True        # its updates are sums over samples (spiking.parallel)
+    data_parallel = False
+    replicated = False
+    sample_order = "shuffled"
     exact = True                # the sequential algorithm at any batch size (False: summed)
+    seed = 0
+
+    def configure(self, exact: bool, seed: int) -> None:
+        self.exact, self.seed = exact, seed
+
+    def epochs(self, requested: int) -> int:
+        return requested
+
+    def limit(self) -> int:
+        return 1 << 30
+
+    def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
+        pass
+
+    def end_epoch(self, validation: Validation | None = None) -> dict:
+        return {}
+
+    def rates(self) -> dict:
+        return {}
+
+    def activity(self, final: torch.Tensor) -> float | None:
+        return None
+
+
+def decision_counts(decisions: torch.Tensor, labels: torch.Tensor) -> dict:
+    """{"correct", "wrong", "silent"} counts of decisions [B] (-1 = silent) against labels [B]."""
+    labels = labels.to(decisions.device)
+    silent = int((decisions < 0).sum())
+    correct = int((decisions == labels).sum())
+    return {"correct": correct, "wrong": len(labels) - correct - silent, "silent": silent}
+
+
+class STDPStage(StageBase):
+    """Unsupervised STDP of one hidden layer."""
+    kind = "stdp"
+    data_parallel = True        # its updates are sums over samples (spiking.parallel)
 
     def __init__(self, name: str, layer: HiddenLayer, input_node: int):
         self.name, self.layer, self.input_node = name, layer, input_node
@@ -27,24 +115,18 @@ class STDPStage:
     def limit(self) -> int:
         return self.layer.limit()
 
-    def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
-        pass
-
     def step(self, times: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
         return self.layer.learn(times, exact=self.exact)
-
-    def end_epoch(self) -> None:
-        pass
 
     def rates(self) -> dict:
         return self.layer.rates()
 
-    def probe(self, final: torch.Tensor) -> torch.Tensor:
-        """The trained layer's (pooled) output final map, for spike-rate reports."""
-        return self.layer.forward_final(final)
+    def activity(self, final: torch.Tensor) -> float:
+        """Fraction of the trained layer's (pooled) output neurons that spike."""
+        return float(self.layer.forward_final(final).mean())
 
 
-class RSTDPStage:
+class RSTDPStage(StageBase):
     """Supervised R-STDP of a decision head.
 
     The head's rates adapt after each window of about `window` training samples (silent ones
@@ -58,7 +140,6 @@ class RSTDPStage:
     kind = "rstdp"
     supervised = True           # validated every epoch, best epoch kept, early stopping
     data_parallel = True
-    exact = True                # the sequential algorithm at any batch size (False: summed)
 
     def __init__(self, name: str, head, input_node: int, window: int = ADAPTIVE_WINDOW,
                  adaptive_min: float = 0.0, adaptive_int: float = 1.0):
@@ -81,11 +162,9 @@ class RSTDPStage:
 
     def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
         decisions = self.head.reinforce(inputs, labels, phase=self._phase, exact=self.exact)
-        labels = labels.to(decisions.device)
-        silent = int((decisions < 0).sum())
-        correct = int((decisions == labels).sum())
+        local = decision_counts(decisions, labels)
         # data-parallel: the whole global batch's counts, so every rank adapts its rates alike
-        counts = parallel.total(correct, len(labels) - correct - silent, silent)
+        counts = parallel.total(local["correct"], local["wrong"], local["silent"])
         self._counts = [a + b for a, b in zip(self._counts, counts)]
         if sum(self._counts) >= self._window_size():
             self._adapt()
@@ -99,14 +178,15 @@ class RSTDPStage:
             self._phase += 1
         self._counts = [0, 0, 0]
 
-    def end_epoch(self) -> None:
+    def end_epoch(self, validation: Validation | None = None) -> dict:
         self._adapt()
+        return {}
 
     def rates(self) -> dict:
         return self.head.rates()
 
 
-class LearnerStage:
+class LearnerStage(StageBase):
     """A stage whose learning rule lives in a model object (`learner`) that trains on whole
     batches: gradient descent (BPTT), Hebbian learning, online teacher-driven rules.
 
@@ -120,7 +200,6 @@ class LearnerStage:
     """
 
     data_parallel = False       # the learners keep their own (serial or averaged) updates
-    exact = True                # online rules: one sample after the other at any batch size
 
     def __init__(self, name: str, kind: str, learner, supervised: bool, input_node: int = 0,
                  needs: str = "times"):
@@ -129,9 +208,6 @@ class LearnerStage:
 
     def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
         self.learner.start_epoch(epoch)
-
-    def limit(self) -> int:
-        return 1 << 30
 
     def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
         if parallel.active():
@@ -143,15 +219,7 @@ class LearnerStage:
             decisions = None if parts[0] is None else torch.cat(parts)
         else:
             decisions = self.learner.train_batch(inputs, labels)
-        if decisions is None:
-            return {}
-        labels = labels.to(decisions.device)
-        silent = int((decisions < 0).sum())
-        correct = int((decisions == labels).sum())
-        return {"correct": correct, "wrong": len(labels) - correct - silent, "silent": silent}
-
-    def end_epoch(self) -> None:
-        pass
+        return {} if decisions is None else decision_counts(decisions, labels)
 
     def rates(self) -> dict:
         return self.learner.rates()
