@@ -64,7 +64,59 @@ class Dataset:
         return self
 
 
+# torchvision's folder layout of the IDX files (read directly: importing torchvision also imports
+# its model zoo, about 1.7 s of every run's start-up)
+IDX_FILES = {"mnist": ("MNIST", "train-{}-idx{}-ubyte", "t10k-{}-idx{}-ubyte"),
+             "fashion-mnist": ("FashionMNIST", "train-{}-idx{}-ubyte", "t10k-{}-idx{}-ubyte"),
+             "emnist": ("EMNIST", "emnist-digits-train-{}-idx{}-ubyte", "emnist-digits-test-{}-idx{}-ubyte")}
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot"]
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An IDX file (optionally gzipped): big-endian magic (0, 0, type 0x08 = uint8, rank), the
+    rank's sizes as big-endian uint32, then the data."""
+    import gzip
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an IDX file of unsigned bytes")
+    rank = raw[3]
+    if len(raw) < 4 + 4 * rank:
+        raise UserError(f"{path} is truncated: its header is incomplete")
+    shape = tuple(int(v) for v in np.frombuffer(raw, ">u4", count=rank, offset=4))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * rank)
+    if data.size != int(np.prod(shape)):
+        raise UserError(f"{path} is truncated: {data.size} bytes for shape {shape}")
+    return data.reshape(shape)
+
+
+def _idx_dataset(name: str, root: str) -> Dataset | None:
+    """The dataset from its raw IDX files under `root` (torchvision's layout), or None when
+    they are not there."""
+    import os
+    folder, train, test = IDX_FILES[name]
+    arrays = []
+    for pattern in (train, test):
+        for kind, rank in (("images", 3), ("labels", 1)):
+            base = os.path.join(root, folder, "raw", pattern.format(kind, rank))
+            path = next((p for p in (base, base + ".gz") if os.path.exists(p)), None)
+            if path is None:
+                return None
+            arrays.append(read_idx(path))
+    train_images, train_labels, test_images, test_labels = arrays
+    if name == "emnist":       # EMNIST images are stored transposed
+        train_images, test_images = (np.ascontiguousarray(a.transpose(0, 2, 1)) for a in (train_images, test_images))
+    classes = FASHION_CLASSES if name == "fashion-mnist" else [str(c) for c in range(10)]
+    return Dataset(name, np.ascontiguousarray(train_images), train_labels.astype(np.int64),
+                   np.ascontiguousarray(test_images), test_labels.astype(np.int64), classes=classes)
+
+
 def _torchvision(name: str, root: str, download: bool, **kwargs) -> Dataset:
+    found = _idx_dataset(name, root)
+    if found is not None:
+        return found
     import torchvision.datasets as tvd
     klass = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "emnist": tvd.EMNIST}[name]
     splits = {}

@@ -67,6 +67,7 @@ class TrainConfig:
     seed: int = 0
     dry_run: bool = False
     activation_maps: int = 0
+    feature_images: bool = True         # draw the learned features (features/*.png) at the end
     tensorboard: bool = False
     progress: bool | None = None        # None: bars only on a terminal
     rank: int = 0                       # data-parallel: this process's rank of `world`
@@ -373,7 +374,8 @@ class NetworkTrainer:
                        spike_rates=self._test_spike_rates())
         matrix = confusion_matrix(labels, predictions, self.model.num_classes)
         self._write_confusion(matrix, classes)
-        self._write_features()
+        if self.config.feature_images:
+            self._write_features()
         if self.config.activation_maps:
             self._write_activation_maps(self.config.activation_maps)
         atomic_write_json(self.run.file("metrics.json"), metrics)

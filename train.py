@@ -476,8 +476,9 @@ def _evaluate_only(args, device, log) -> dict:
     atomic_write_json(run.file("config.json"), {"args": vars(args), "checkpoint": os.path.abspath(args.eval_only),
                                                  "model": name, "dataset": summary,
                                                  "versions": package_versions(), "git_commit": git_commit()})
+    # the training run drew the learned features already
     config = TrainConfig(epochs=(0,) * len(model.stages), activation_maps=args.activation_maps,
-                         progress=args.progress)
+                         progress=args.progress, feature_images=False)
     trainer = NetworkTrainer(model, splits, run, config,
                              {"model": name, "dataset": dataset.name, "classes": dataset.classes},
                              device=device, log=log)

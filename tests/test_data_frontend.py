@@ -110,3 +110,38 @@ def test_dataset_check_rejects_bad_data(mutate, message):
     mutate(dataset)
     with pytest.raises(UserError, match=message):
         dataset.check()
+
+
+def _write_idx(path, array, compress=False):
+    import gzip
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    blob = header + array.astype(np.uint8).tobytes()
+    with (gzip.open if compress else open)(path, "wb") as handle:
+        handle.write(blob)
+
+
+def test_idx_files_are_read_without_torchvision_in_its_layout(tmp_path):
+    """MNIST-style data comes straight from the IDX files in torchvision's folder layout (plain
+    or gzipped); EMNIST's are transposed; a missing or damaged file says so."""
+    rng = np.random.RandomState(0)
+    images = {split: rng.randint(0, 256, (n, 28, 28)).astype(np.uint8) for split, n in (("train", 12), ("t10k", 5))}
+    labels = {split: rng.randint(0, 10, len(images[split])).astype(np.uint8) for split in images}
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split in images:
+        _write_idx(str(raw / f"{split}-images-idx3-ubyte"), images[split])
+        _write_idx(str(raw / f"{split}-labels-idx1-ubyte.gz"), labels[split], compress=True)
+    dataset = data.load_dataset("mnist", str(tmp_path), download=False)
+    assert np.array_equal(dataset.train_images, images["train"]) and np.array_equal(dataset.test_images, images["t10k"])
+    assert dataset.train_labels.dtype == np.int64 and np.array_equal(dataset.test_labels, labels["t10k"])
+    emnist = tmp_path / "EMNIST" / "raw"
+    emnist.mkdir(parents=True)
+    for split, name in (("train", "train"), ("t10k", "test")):
+        _write_idx(str(emnist / f"emnist-digits-{name}-images-idx3-ubyte"), images[split])
+        _write_idx(str(emnist / f"emnist-digits-{name}-labels-idx1-ubyte"), labels[split])
+    transposed = data.load_dataset("emnist", str(tmp_path), download=False)
+    assert np.array_equal(transposed.train_images, images["train"].transpose(0, 2, 1))
+    assert data._idx_dataset("fashion-mnist", str(tmp_path)) is None          # not there
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + (12).to_bytes(4, "big"))
+    with pytest.raises(data.UserError, match="truncated"):
+        data.load_dataset("mnist", str(tmp_path), download=False)

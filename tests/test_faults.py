@@ -143,7 +143,12 @@ def test_full_disk_is_a_clean_error_and_loses_nothing(tmp_path, capsys, monkeypa
     load_checkpoint(str(tmp_path / "full" / "checkpoints" / "last.ckpt"))      # still a good checkpoint
     monkeypatch.setattr(utils, "atomic_write_bytes", original)
     finished = train.main(["--resume", str(tmp_path / "full"), "--no-progress", "--threads", "1"])
-    assert finished["accuracy"] >= 0
+    # nothing was lost: the resumed run ends exactly as one that never hit the full disk
+    twin = train.main(ARGS + ["--out-dir", str(tmp_path), "--run-name", "twin", "--cache-dir", str(tmp_path / "cache")])
+    assert finished["accuracy"] == twin["accuracy"] and finished["macro_f1"] == twin["macro_f1"]
+    weights = [load_checkpoint(str(tmp_path / name / "checkpoints" / "last.ckpt"))["state_dict"]
+               for name in ("full", "twin")]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[1])
 
 
 def test_unwritable_out_dir_and_concurrent_runs_with_one_name(tmp_path, capsys):
@@ -160,7 +165,9 @@ def test_unwritable_out_dir_and_concurrent_runs_with_one_name(tmp_path, capsys):
     assert codes == [0, 2], results
     loser = [r for r in results if r[2] == 2][0]
     assert "already exists" in loser[1] or "in use by another process" in loser[1]
-    assert json.load(open(tmp_path / "twin" / "metrics.json"))["accuracy"] >= 0
+    winner = [r for r in results if r[2] == 0][0]
+    accuracy = json.load(open(tmp_path / "twin" / "metrics.json"))["accuracy"]
+    assert f"test accuracy {accuracy:.4f}" in winner[0]      # the folder holds the winner's results
 
 
 @pytest.mark.slow

@@ -46,7 +46,8 @@ def test_dry_run_writes_every_artifact(tmp_path, cache_dir):
     assert header[0] == "true \\ predicted" and header[-1] == "silent" and len(header) == 12
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert [r["stage"] for r in rows] == ["conv1", "conv2", "decision"]
-    assert float(rows[2]["val_accuracy"]) >= 0 and "rate_conv1_a_plus" in rows[0]
+    assert float(rows[2]["val_accuracy"]) == saved["selected_epochs"]["decision"]["val_accuracy"]
+    assert "rate_conv1_a_plus" in rows[0]
 
 
 def test_list_models_and_epochs_validation(tmp_path, cache_dir, capsys):
