@@ -1,7 +1,6 @@
 """Classification metrics with silence (-1) counted as an error (pure functions)."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
@@ -60,12 +59,27 @@ def roc_auc(labels: np.ndarray, scores, num_classes: int):
     """Macro one-vs-rest ROC AUC over the classes present (None when undefined)."""
     if scores is None:
         return None
-    from sklearn.metrics import roc_auc_score
     scores = np.asarray(scores, dtype=np.float64)
     present = [c for c in range(num_classes) if 0 < (labels == c).sum() < len(labels)]
     if not present or not np.isfinite(scores).all():
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        values = [roc_auc_score(labels == c, scores[:, c]) for c in present]
-    return float(np.mean(values))
+    return float(np.mean([binary_auc(labels == c, scores[:, c]) for c in present]))
+
+
+def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for the boolean `positive`: the probability that a
+    random positive outscores a random negative, ties counting one half (the Mann-Whitney U
+    statistic from mid-ranks; equals scikit-learn's `roc_auc_score` up to float rounding, and
+    spares every run the second it takes to import scikit-learn).
+
+    Shape: positive [N] bool (both classes present), scores [N] -> a float in [0, 1].
+    """
+    positive = np.asarray(positive, dtype=bool)
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    # mid-rank of each distinct score (1-based): the ranks below it plus the mean of its own
+    mid_ranks = np.cumsum(counts) - (counts - 1) / 2.0
+    ranks = mid_ranks[inverse]
+    count_pos = int(positive.sum())
+    count_neg = positive.size - count_pos
+    u = ranks[positive].sum() - count_pos * (count_pos + 1) / 2.0
+    return float(u / (count_pos * count_neg))

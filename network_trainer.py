@@ -48,8 +48,9 @@ from utils import (CHECKPOINT_FORMAT, UserError, atomic_write_json, atomic_write
 
 @dataclass
 class Split:
-    """One split's front-end spike times (node 0, uint8 [N, C, H, W]) and labels [N]."""
-    times: np.ndarray
+    """One split's front-end spike times (node 0, uint8 [N, C, H, W]; None when an evaluation
+    does not need them) and labels [N]."""
+    times: np.ndarray | None
     labels: np.ndarray
 
     def __len__(self) -> int:

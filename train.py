@@ -156,12 +156,14 @@ def parse_settings(items: list[str]) -> dict:
 
 # ---------------------------------------------------------------- data
 
-def prepare_splits(args, dataset, frontend, log) -> tuple[dict, dict]:
+def prepare_splits(args, dataset, frontend, log, test_only: bool = False) -> tuple[dict, dict]:
     """Encode (through the on-disk cache) and split: train (after --ratio, minus validation,
-    plus augmentation), val, test. Returns the splits and a summary for config.json."""
+    plus augmentation), val, test. Returns the splits and a summary for config.json.
+    `test_only` (evaluation): the train and validation splits keep their labels and sizes but
+    not their spike times, which are then neither encoded nor read."""
     cache = EncodingCache(args.cache_dir)
     encoded = {}
-    for split in ("train", "test"):
+    for split in ("test",) if test_only else ("train", "test"):
         images = dataset.train_images if split == "train" else dataset.test_images
         source = dataset.source_id(split)
         with cache.lock(f"{dataset.name}-{split}", frontend):
@@ -182,6 +184,11 @@ def prepare_splits(args, dataset, frontend, log) -> tuple[dict, dict]:
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise UserError(f"--ratio {args.ratio} and --val-size {args.val_size} leave {len(train_idx)} "
                         f"training and {len(val_idx)} validation images; both must be >= 1")
+    if test_only:
+        splits = {"train": Split(None, labels[train_idx]), "val": Split(None, labels[val_idx]),
+                  "test": Split(encoded["test"], dataset.test_labels)}
+        return splits, {"name": dataset.name, "classes": dataset.classes,
+                        "sizes": {k: len(v) for k, v in splits.items()}, "augmented": False}
     train_times = np.asarray(encoded["train"][train_idx])
     train_labels = labels[train_idx]
     if args.augment:
@@ -471,7 +478,7 @@ def _evaluate_only(args, device, log) -> dict:
     check_compatible(payload, model, name)
     model.load_state_dict(payload["state_dict"])
     args.model, args.dataset = name, dataset.name
-    splits, summary = prepare_splits(args, dataset, model.frontend, log)
+    splits, summary = prepare_splits(args, dataset, model.frontend, log, test_only=True)
     run = RunDirectory.create(args.out_dir, args.run_name or "eval-" + default_run_name(name, dataset.name))
     atomic_write_json(run.file("config.json"), {"args": vars(args), "checkpoint": os.path.abspath(args.eval_only),
                                                  "model": name, "dataset": summary,

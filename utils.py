@@ -80,10 +80,13 @@ def set_threads(threads: int | None) -> int:
 
 
 def package_versions() -> dict:
-    import sklearn
+    from importlib.metadata import PackageNotFoundError, version
+    try:        # from the package metadata: importing scikit-learn takes a second
+        sklearn = version("scikit-learn")
+    except PackageNotFoundError:
+        sklearn = None
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "scikit-learn": sklearn.__version__,
-            "platform": platform.platform()}
+            "numpy": np.__version__, "scikit-learn": sklearn, "platform": platform.platform()}
 
 
 def git_commit() -> str | None:

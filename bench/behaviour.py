@@ -7,7 +7,8 @@ change when the trainer, the CLI or the zoo's structure is refactored.
 Every run is a `train.py` command in its own process (one thread, so the float32 results do not
 depend on the machine's load). A fingerprint is the run's `metrics.json` without its timings and
 the SHA-256 of every tensor of its final checkpoint: equal fingerprints mean bit-identical
-weights and identical decisions. The runs cover several models (STDP + R-STDP, linear readouts,
+weights and identical decisions (metrics' floats are compared to 1e-12 relative: the ROC AUC's
+summation order may move their last bits). The runs cover several models (STDP + R-STDP, linear readouts,
 BPTT and online learners), digits and an MNIST subset, a run killed mid-epoch and resumed, and a
 two-process data-parallel run. Bit-equality holds on one machine and torch build; fingerprints
 recorded elsewhere are compared on metrics only (`--metrics-only`).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -90,10 +92,20 @@ def fingerprint(name: str, data_root: str, cache: str, out: str) -> dict:
     return {"metrics": metrics, "weights": weights}
 
 
+def _same(a, b) -> bool:
+    """Equal values; floats to 1e-12 relative (a metric computed in another summation order
+    moves in its last bits, a changed decision moves it by >= 1 / test size)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15)
+    return a == b
+
+
 def _differences(expected: dict, actual: dict, metrics_only: bool) -> list[str]:
     problems = []
     for key in sorted(set(expected["metrics"]) | set(actual["metrics"])):
-        if expected["metrics"].get(key) != actual["metrics"].get(key):
+        if not _same(expected["metrics"].get(key), actual["metrics"].get(key)):
             problems.append(f"metrics.{key}: {expected['metrics'].get(key)!r} -> {actual['metrics'].get(key)!r}")
     if not metrics_only:
         for key in sorted(set(expected["weights"]) | set(actual["weights"])):

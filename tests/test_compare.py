@@ -6,6 +6,8 @@ import pytest
 
 import compare
 
+pytestmark = pytest.mark.cli       # end-to-end runs of the CLI (deselect: -m 'not cli')
+
 
 def test_compare_trains_two_models_and_writes_the_table(tmp_path, capsys):
     common = ["--dataset", "synthetic", "--dry-run", "--no-progress", "--cache-dir", str(tmp_path / "cache"),

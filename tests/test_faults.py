@@ -19,6 +19,8 @@ import torch
 import train
 from utils import load_checkpoint, save_checkpoint
 
+pytestmark = pytest.mark.cli       # end-to-end runs of the CLI (deselect: -m 'not cli')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--dataset", "synthetic", "--epochs", "1", "1", "3", "--patience", "2", "--batch-size", "16",
         "--threads", "1", "--no-progress"]

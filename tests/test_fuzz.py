@@ -15,6 +15,8 @@ import data
 import models
 import train
 
+pytestmark = pytest.mark.cli       # end-to-end runs of the CLI (deselect: -m 'not cli')
+
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

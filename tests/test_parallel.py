@@ -51,6 +51,7 @@ def _train_args(tmp_path, cache, name, *extra):
             "--no-progress", "--threads", "1", *extra]
 
 
+@pytest.mark.cli
 def test_two_processes_train_the_same_weights_as_one_in_summed_mode(tmp_path):
     """Summed updates: N processes compute exactly what one process computes."""
     cache = str(tmp_path / "cache")
@@ -103,6 +104,7 @@ def test_exact_data_parallel_sums_the_ranks_sequential_changes():
         assert results[rank] == pytest.approx([0.75, 0.75, 1.0, 0.0])
 
 
+@pytest.mark.cli
 def test_two_processes_train_in_exact_mode(tmp_path):
     """Exact updates: each rank learns its shard sample by sample; the changes are summed."""
     cache = str(tmp_path / "cache")
@@ -114,6 +116,7 @@ def test_two_processes_train_in_exact_mode(tmp_path):
         assert not torch.equal(state[key], initial.state_dict()[key]), key
 
 
+@pytest.mark.cli
 def test_nproc_refuses_serial_learners_in_one_line(tmp_path, capfd):
     with pytest.raises(SystemExit) as stop:
         train.main(["--model", "itsadeepizza2023", "--dataset", "iris", "--nproc", "2", "--threads", "1",
@@ -148,6 +151,7 @@ SAME = ("run", "model", "settings", "seed", "parameters", "val_accuracy", "test_
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
+@pytest.mark.cli
 def test_local_pool_and_ray_give_the_same_summary(tmp_path):
     import ray
     pool = _sweep(tmp_path, "pool", "--max-parallel", "2")
@@ -187,6 +191,7 @@ def test_unpack_replaces_an_older_folder_only_when_complete(tmp_path):
     assert os.listdir(root) == ["run"] and os.listdir(root / "run") == ["metrics.json"]
 
 
+@pytest.mark.cli
 def test_a_failing_run_is_reported_and_the_others_finish(tmp_path, capsys):
     out = tmp_path / "sweep"
     with pytest.raises(SystemExit) as stop:

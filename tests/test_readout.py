@@ -65,6 +65,7 @@ def test_attach_readout_replaces_the_rstdp_stage_and_keeps_prefixes():
         models.create_model("mozafari2018", readout_choice=models.ReadoutChoice(C=1.0))
 
 
+@pytest.mark.cli
 def test_train_with_svm_readout_end_to_end(tmp_path):
     metrics = train.main(["--dataset", "synthetic", "--readout", "svm", "--epochs", "1", "1", "1",
                           "--batch-size", "16", "--out-dir", str(tmp_path), "--run-name", "svm",

@@ -123,6 +123,7 @@ def test_a_nested_bad_value_names_its_group():
         models.create_model("mozafari2018", **{"conv2.threshold": -5})
 
 
+@pytest.mark.cli
 def test_the_reported_set_and_readout_crashes_are_one_line_errors_or_work(tmp_path, cache_dir, capsys):
     """The review's tracebacks: a setting named like the CLI's readout arguments, and values the
     layers reject, now end in one line (or, where the setting exists, simply work)."""

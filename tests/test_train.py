@@ -10,6 +10,8 @@ import train
 from network_trainer import NetworkTrainer
 from utils import load_checkpoint, save_checkpoint
 
+pytestmark = pytest.mark.cli       # end-to-end runs of the CLI (deselect: -m 'not cli')
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
