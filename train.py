@@ -430,7 +430,7 @@ def check_input_size(model, dataset) -> None:
         shape = model.frontend.output_shape(tuple(dataset.train_images.shape[1:]))
         shapes = model.node_shapes(shape)
     except ValueError as error:
-        raise UserError(f"{dataset.name} inputs ({size}) do not fit {model.__class__.__name__}: {error}") from None
+        raise UserError(f"{dataset.name} inputs ({size}) do not fit this model: {error}") from None
     if any(min(s) < 1 for s in shapes):
         sizes = " -> ".join("x".join(str(v) for v in s) for s in shapes)
         raise UserError(f"{dataset.name} inputs ({size}) are too small for this model: node shapes {sizes}")

@@ -16,52 +16,24 @@ from __future__ import annotations
 
 import dataclasses
 
-from s1c1 import FrontEnd
-
-from spiking.settings import setting, settings
+from spiking.settings import settings
 
 from ._registry import register_model
-from .base import SpikingModel
-from .layers import ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
-from .mozafari2018 import CONV1
-from .stages import RSTDPStage, STDPStage
-
-CONV2 = HiddenSpec(in_channels=30, out_channels=150, kernel_size=3, threshold=10.0, kwta=8,
-                   inhibition_radius=1, pad=1, pool=2)
-CONV3 = HiddenSpec(in_channels=150, out_channels=250, kernel_size=3, threshold=50.0, kwta=15,
-                   inhibition_radius=1, pad=1, pool=3)
-DECISION = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2)
+from .family import DEEP_CONV2, DEEP_CONV3, DEEP_DECISION, MOZAFARI_CONV1, ConvFamily, FamilyConfig
+from .layers import DecisionSpec, HiddenSpec
 
 
 @settings
-class Deep2024Config:
-    frontend: FrontEnd = FrontEnd()
-    conv1: HiddenSpec = CONV1
-    conv2: HiddenSpec = CONV2
-    conv3: HiddenSpec = CONV3
-    decision: DecisionSpec = DECISION
-    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
-    adaptive_min: float = setting(0.0, low=0)
-    adaptive_int: float = setting(1.0, low=0)
+class Deep2024Config(FamilyConfig):
+    LAYERS = ("conv1", "conv2", "conv3")
+    conv1: HiddenSpec = MOZAFARI_CONV1
+    conv2: HiddenSpec = DEEP_CONV2
+    conv3: HiddenSpec = DEEP_CONV3
+    decision: DecisionSpec = DEEP_DECISION
     default_epochs: tuple = (2, 4, 4, 100)
 
 
-class Deep2024(SpikingModel):
-    def __init__(self, config: Deep2024Config = Deep2024Config(), num_classes: int = 10):
-        super().__init__(config, config.frontend, num_classes)
-        steps = self.time_steps
-        for name in ("conv1", "conv2", "conv3"):
-            self.add_block(HiddenLayer(getattr(config, name), steps, name))
-        self.add_block(DecisionLayer(config.decision, num_classes, steps))
-
-    def build_stages(self):
-        *hidden, decision = self.blocks
-        return tuple(STDPStage(layer.name, layer, input_node=i) for i, layer in enumerate(hidden)) + (
-            RSTDPStage("decision", decision, input_node=len(hidden), window=self.config.adaptive_window,
-                       adaptive_min=self.config.adaptive_min, adaptive_int=self.config.adaptive_int),)
-
-
 @register_model
-def deep2024(num_classes: int = 10, **overrides) -> Deep2024:
+def deep2024(num_classes: int = 10, **overrides) -> ConvFamily:
     """Three STDP layers (30, 150, 250 maps) + R-STDP decision (20 per class)."""
-    return Deep2024(dataclasses.replace(Deep2024Config(), **overrides), num_classes)
+    return ConvFamily(dataclasses.replace(Deep2024Config(), **overrides), num_classes)

@@ -16,49 +16,26 @@ from __future__ import annotations
 
 import dataclasses
 
-from s1c1 import FrontEnd
-
-from spiking.settings import setting, settings
+from spiking.settings import settings
 
 from ._registry import register_model
-from .base import SpikingModel
-from .deep2024 import CONV2, CONV3
-from .layers import ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
-from .mozafari2018 import CONV1
-from .stages import RSTDPStage, STDPStage
+from .family import DEEP_CONV2, DEEP_CONV3, MOZAFARI_CONV1, ConvFamily, FamilyConfig
+from .layers import DecisionSpec, HiddenSpec
 
 
 @settings
-class Deeper2024Config:
-    frontend: FrontEnd = FrontEnd()
-    conv1: HiddenSpec = dataclasses.replace(CONV1, kernel_size=3)
-    conv2: HiddenSpec = CONV2
-    conv3: HiddenSpec = CONV3
+class Deeper2024Config(FamilyConfig):
+    LAYERS = ("conv1", "conv2", "conv3", "conv4")
+    conv1: HiddenSpec = dataclasses.replace(MOZAFARI_CONV1, kernel_size=3)
+    conv2: HiddenSpec = DEEP_CONV2
+    conv3: HiddenSpec = DEEP_CONV3
     conv4: HiddenSpec = HiddenSpec(in_channels=250, out_channels=200, kernel_size=3, threshold=128.0,
                                    kwta=20, inhibition_radius=1, pad=2, pool=3)
     decision: DecisionSpec = DecisionSpec(in_channels=200, kernel_size=3, neurons_per_class=10, pad=2)
-    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
-    adaptive_min: float = setting(0.0, low=0)
-    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 4, 4, 100)
 
 
-class Deeper2024(SpikingModel):
-    def __init__(self, config: Deeper2024Config = Deeper2024Config(), num_classes: int = 10):
-        super().__init__(config, config.frontend, num_classes)
-        steps = self.time_steps
-        for name in ("conv1", "conv2", "conv3", "conv4"):
-            self.add_block(HiddenLayer(getattr(config, name), steps, name))
-        self.add_block(DecisionLayer(config.decision, num_classes, steps))
-
-    def build_stages(self):
-        *hidden, decision = self.blocks
-        return tuple(STDPStage(layer.name, layer, input_node=i) for i, layer in enumerate(hidden)) + (
-            RSTDPStage("decision", decision, input_node=len(hidden), window=self.config.adaptive_window,
-                       adaptive_min=self.config.adaptive_min, adaptive_int=self.config.adaptive_int),)
-
-
 @register_model
-def deeper2024(num_classes: int = 10, **overrides) -> Deeper2024:
+def deeper2024(num_classes: int = 10, **overrides) -> ConvFamily:
     """Four STDP layers (30, 150, 250, 200 maps) + R-STDP decision (10 per class)."""
-    return Deeper2024(dataclasses.replace(Deeper2024Config(), **overrides), num_classes)
+    return ConvFamily(dataclasses.replace(Deeper2024Config(), **overrides), num_classes)

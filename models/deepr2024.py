@@ -21,54 +21,37 @@ from __future__ import annotations
 
 import dataclasses
 
-from s1c1 import FrontEnd
-
-from spiking.settings import setting, settings
+from spiking.settings import settings
 
 from ._registry import register_model
-from .base import SpikingModel
-from .deep2024 import CONV2, CONV3, DECISION
+from .family import DEEP_CONV2, DEEP_CONV3, DEEP_DECISION, MOZAFARI_CONV1, ConvFamily, FamilyConfig
 from .heads import RewardedChain
-from .layers import ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
-from .mozafari2018 import CONV1
-from .stages import RSTDPStage, STDPStage
+from .layers import DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
 
 
 @settings
-class DeepR2024Config:
-    frontend: FrontEnd = FrontEnd()
-    conv1: HiddenSpec = CONV1
-    conv2: HiddenSpec = CONV2
-    conv3: HiddenSpec = dataclasses.replace(CONV3, inhibition_radius=0, use_stabilizer=False)
+class DeepR2024Config(FamilyConfig):
+    LAYERS = ("conv1", "conv2")
+    conv1: HiddenSpec = MOZAFARI_CONV1
+    conv2: HiddenSpec = DEEP_CONV2
+    conv3: HiddenSpec = dataclasses.replace(DEEP_CONV3, inhibition_radius=0, use_stabilizer=False)
     conv3_reward: tuple = (0.001, -0.00075)
     conv3_punish: tuple = (-0.001, 0.000125)
     conv3_bounds: tuple = (0.0, 1.0)
-    decision: DecisionSpec = DECISION
+    decision: DecisionSpec = DEEP_DECISION
     schedule: str = "joint"
-    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
-    adaptive_min: float = setting(0.0, low=0)
-    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 4, 100)
 
 
-class DeepR2024(SpikingModel):
-    def __init__(self, config: DeepR2024Config = DeepR2024Config(), num_classes: int = 10):
-        super().__init__(config, config.frontend, num_classes)
-        steps = self.time_steps
-        self.add_block(HiddenLayer(config.conv1, steps, "conv1"))
-        self.add_block(HiddenLayer(config.conv2, steps, "conv2"))
-        conv3 = HiddenLayer(config.conv3, steps, "conv3")
-        conv3.add_reward_rules(config.conv3_reward, config.conv3_punish, *config.conv3_bounds)
-        self.add_block(RewardedChain(conv3, DecisionLayer(config.decision, num_classes, steps),
-                                     config.schedule))
+class DeepR2024(ConvFamily):
+    """conv3 is STDP-trained first (its own stage), then trained by reward with the decision."""
+    head_name = "conv3+decision"
 
-    def build_stages(self):
-        conv1, conv2, chain = self.blocks
-        return (STDPStage("conv1", conv1, input_node=0),
-                STDPStage("conv2", conv2, input_node=1),
-                STDPStage("conv3", chain.hidden, input_node=2),
-                RSTDPStage("conv3+decision", chain, input_node=2, window=self.config.adaptive_window,
-                           adaptive_min=self.config.adaptive_min, adaptive_int=self.config.adaptive_int))
+    def add_head(self, config, num_classes: int) -> None:
+        conv3 = HiddenLayer(config.conv3, self.time_steps, "conv3")
+        conv3.add_reward_rules(config.conv3_reward, config.conv3_punish, *config.conv3_bounds)
+        self.add_block(RewardedChain(conv3, DecisionLayer(config.decision, num_classes, self.time_steps),
+                                     config.schedule))
 
 
 @register_model

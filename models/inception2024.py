@@ -16,33 +16,26 @@ from __future__ import annotations
 
 import dataclasses
 
-from s1c1 import FrontEnd
-
 from spiking.settings import require, setting, settings
 
 from ._registry import register_model
-from .base import SpikingModel
-from .layers import ADAPTIVE_WINDOW, MAX_KERNEL, Branches, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
-from .mozafari2018 import CONV1
-from .stages import RSTDPStage, STDPStage
+from .family import MOZAFARI_CONV1, ConvFamily, FamilyConfig
+from .layers import MAX_KERNEL, Branches, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
 
 BRANCH = HiddenSpec(in_channels=75, out_channels=100, kernel_size=3, threshold=50.0, kwta=15,
                     inhibition_radius=1, pad=1)
 
 
 @settings
-class Inception2024Config:
-    frontend: FrontEnd = FrontEnd()
-    conv1: HiddenSpec = CONV1
+class Inception2024Config(FamilyConfig):
+    LAYERS = ("conv1", "conv2")
+    conv1: HiddenSpec = MOZAFARI_CONV1
     conv2: HiddenSpec = HiddenSpec(in_channels=30, out_channels=75, kernel_size=3, threshold=10.0,
                                    kwta=8, inhibition_radius=1, pad=1, pool=2)
     branch_kernels: tuple = setting((3, 5, 7), low=1, high=MAX_KERNEL)
     branch: HiddenSpec = BRANCH
     branch_pool: int = setting(3, low=1, high=MAX_KERNEL)
     decision: DecisionSpec = DecisionSpec(in_channels=300, kernel_size=5, neurons_per_class=20, pad=2)
-    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
-    adaptive_min: float = setting(0.0, low=0)
-    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 4, 4, 4, 100)
 
     def check(self) -> None:
@@ -51,25 +44,16 @@ class Inception2024Config:
                 f"got {self.branch_kernels!r}")
 
 
-class Inception2024(SpikingModel):
-    def __init__(self, config: Inception2024Config = Inception2024Config(), num_classes: int = 10):
-        super().__init__(config, config.frontend, num_classes)
-        steps = self.time_steps
-        self.add_block(HiddenLayer(config.conv1, steps, "conv1"))
-        self.add_block(HiddenLayer(config.conv2, steps, "conv2"))
-        smallest = min(config.branch_kernels)
-        branches = [HiddenLayer(dataclasses.replace(config.branch, kernel_size=k), steps, f"conv3{'abc'[i]}")
-                    for i, k in enumerate(config.branch_kernels)]
-        out_pads = [(k - smallest) // 2 for k in config.branch_kernels]   # to the k3 output size
-        self.add_block(Branches(branches, out_pads, config.branch_pool, steps))
-        self.add_block(DecisionLayer(config.decision, num_classes, steps))
+class Inception2024(ConvFamily):
+    """Parallel STDP branches after conv2 (one stage each), concatenated and pooled."""
 
-    def build_stages(self):
-        conv1, conv2, branches, decision = self.blocks
-        return ((STDPStage("conv1", conv1, input_node=0), STDPStage("conv2", conv2, input_node=1))
-                + tuple(STDPStage(b.name, b, input_node=2) for b in branches.branches)
-                + (RSTDPStage("decision", decision, input_node=3, window=self.config.adaptive_window,
-                              adaptive_min=self.config.adaptive_min, adaptive_int=self.config.adaptive_int),))
+    def add_head(self, config, num_classes: int) -> None:
+        smallest = min(config.branch_kernels)
+        branches = [HiddenLayer(dataclasses.replace(config.branch, kernel_size=k), self.time_steps,
+                                f"conv3{'abc'[i]}") for i, k in enumerate(config.branch_kernels)]
+        out_pads = [(k - smallest) // 2 for k in config.branch_kernels]   # to the k3 output size
+        self.add_block(Branches(branches, out_pads, config.branch_pool, self.time_steps))
+        super().add_head(config, num_classes)
 
 
 @register_model

@@ -17,14 +17,12 @@ from __future__ import annotations
 import dataclasses
 
 from s1c1 import FrontEnd
-
 from spiking.settings import setting, settings
 
 from ._registry import register_model
-from .base import SpikingModel
-from .layers import HiddenLayer, HiddenSpec
+from .family import ConvFamily
+from .layers import HiddenSpec
 from .readout import LinearReadout, ReadoutStage
-from .stages import STDPStage
 
 FRONTEND = FrontEnd(kernels=((7, 1.0, 2.0), (7, 2.0, 1.0)), padding=3, threshold=50.0,
                     normalization_radius=8, time_steps=15)
@@ -32,6 +30,7 @@ FRONTEND = FrontEnd(kernels=((7, 1.0, 2.0), (7, 2.0, 1.0)), padding=3, threshold
 
 @settings
 class Kheradpisheh2018Config:
+    LAYERS = ("conv1", "conv2")
     frontend: FrontEnd = FRONTEND
     conv1: HiddenSpec = HiddenSpec(in_channels=2, out_channels=32, kernel_size=5, threshold=10.0, kwta=5,
                                    inhibition_radius=2, pad=2, pool=2, pool_padding=1)
@@ -42,19 +41,15 @@ class Kheradpisheh2018Config:
     default_epochs: tuple = (2, 20, 1)
 
 
-class Kheradpisheh2018(SpikingModel):
-    def __init__(self, config: Kheradpisheh2018Config = Kheradpisheh2018Config(), num_classes: int = 10):
-        super().__init__(config, config.frontend, num_classes)
-        steps = self.time_steps
-        self.add_block(HiddenLayer(config.conv1, steps, "conv1"))
-        self.add_block(HiddenLayer(config.conv2, steps, "conv2"))
+class Kheradpisheh2018(ConvFamily):
+    """Two STDP layers and a linear SVM on conv2's pooled spikes (no R-STDP)."""
+
+    def add_head(self, config, num_classes: int) -> None:
         self.add_block(LinearReadout("svm", num_classes, None, config.readout_C))
         self.readout = {"readout": "svm", "readout_C": config.readout_C}
 
-    def build_stages(self):
-        conv1, conv2, readout = self.blocks
-        return (STDPStage("conv1", conv1, input_node=0), STDPStage("conv2", conv2, input_node=1),
-                ReadoutStage("readout_svm", readout, input_node=2))
+    def head_stage(self, input_node: int):
+        return ReadoutStage("readout_svm", self.head, input_node=input_node)
 
 
 @register_model

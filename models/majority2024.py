@@ -14,29 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 
-from s1c1 import FrontEnd
-
 from spiking.settings import require, setting, settings
 
 from ._registry import register_model
-from .base import SpikingModel
+from .family import DEEP_DECISION, MOZAFARI_CONV1, MOZAFARI_CONV2, ConvFamily, FamilyConfig
 from .heads import MajorityHeads
-from .layers import ADAPTIVE_WINDOW, MAX_KERNEL, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
-from .mozafari2018 import CONV1, CONV2
-from .stages import RSTDPStage, STDPStage
+from .layers import MAX_KERNEL, DecisionLayer, DecisionSpec, HiddenSpec
 
 
 @settings
-class Majority2024Config:
-    frontend: FrontEnd = FrontEnd()
-    conv1: HiddenSpec = CONV1
-    conv2: HiddenSpec = CONV2
+class Majority2024Config(FamilyConfig):
+    LAYERS = ("conv1", "conv2")
+    conv1: HiddenSpec = MOZAFARI_CONV1
+    conv2: HiddenSpec = MOZAFARI_CONV2
     head_kernels: tuple = setting((3, 5, 7), low=1, high=MAX_KERNEL)
-    head: DecisionSpec = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2)
+    head: DecisionSpec = DEEP_DECISION
     fallback_head: int = setting(1, low=0)
-    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
-    adaptive_min: float = setting(0.0, low=0)
-    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 100)
 
     def check(self) -> None:
@@ -45,21 +38,11 @@ class Majority2024Config:
                 f"fallback_head must index one of the {len(self.head_kernels)} heads, got {self.fallback_head}")
 
 
-class Majority2024(SpikingModel):
-    def __init__(self, config: Majority2024Config = Majority2024Config(), num_classes: int = 10):
-        super().__init__(config, config.frontend, num_classes)
-        steps = self.time_steps
-        self.add_block(HiddenLayer(config.conv1, steps, "conv1"))
-        self.add_block(HiddenLayer(config.conv2, steps, "conv2"))
-        heads = [DecisionLayer(dataclasses.replace(config.head, kernel_size=k), num_classes, steps,
+class Majority2024(ConvFamily):
+    def add_head(self, config, num_classes: int) -> None:
+        heads = [DecisionLayer(dataclasses.replace(config.head, kernel_size=k), num_classes, self.time_steps,
                                f"decision_k{k}") for k in config.head_kernels]
         self.add_block(MajorityHeads(heads, config.fallback_head))
-
-    def build_stages(self):
-        conv1, conv2, heads = self.blocks
-        return (STDPStage("conv1", conv1, input_node=0), STDPStage("conv2", conv2, input_node=1),
-                RSTDPStage("decision", heads, input_node=2, window=self.config.adaptive_window,
-                           adaptive_min=self.config.adaptive_min, adaptive_int=self.config.adaptive_int))
 
 
 @register_model

@@ -232,7 +232,7 @@ def attach_readout(model, kind: str, C=None):
     if kind not in READOUTS:
         raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {kind!r}")
     if not len(model.blocks) or not model.stages:
-        raise ValueError(f"{type(model).__name__} has no decision stage to replace")
+        raise ValueError("this model has no decision stage to replace")
     index = len(model.blocks) - 1
     head, stage = model.blocks[index], model.stages[-1]
     if isinstance(head, LinearReadout):
@@ -246,7 +246,7 @@ def attach_readout(model, kind: str, C=None):
             return model
         prefix = getattr(head, "hidden", None)
     else:
-        raise ValueError(f"{type(model).__name__} has no decision stage to replace")
+        raise ValueError("this model has no decision stage to replace")
     readout = LinearReadout(kind, model.num_classes, prefix, C)
     model.blocks[index] = readout
     model._stages = model.stages[:-1] + (ReadoutStage(f"readout_{kind}", readout, index),)

@@ -17,49 +17,32 @@ from __future__ import annotations
 
 import dataclasses
 
-from s1c1 import FrontEnd
-
 from spiking.settings import setting, settings
 
 from ._registry import register_model
-from .base import SpikingModel
-from .deep2024 import CONV2, CONV3
-from .layers import ADAPTIVE_WINDOW, MAX_KERNEL, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec, Residual
-from .mozafari2018 import CONV1
-from .stages import RSTDPStage, STDPStage
+from .family import DEEP_CONV2, DEEP_CONV3, MOZAFARI_CONV1, ConvFamily, FamilyConfig
+from .layers import MAX_KERNEL, DecisionSpec, HiddenLayer, HiddenSpec, Residual
 
 
 @settings
-class ResNet2024Config:
-    frontend: FrontEnd = FrontEnd()
-    conv1: HiddenSpec = CONV1
-    conv2: HiddenSpec = CONV2
-    conv3: HiddenSpec = dataclasses.replace(CONV3, pool=1)
+class ResNet2024Config(FamilyConfig):
+    LAYERS = ("conv1", "conv2")
+    conv1: HiddenSpec = MOZAFARI_CONV1
+    conv2: HiddenSpec = DEEP_CONV2
+    conv3: HiddenSpec = dataclasses.replace(DEEP_CONV3, pool=1)
     skip_threshold: float = setting(0.0, low=0)
     merge_pool: int = setting(3, low=1, high=MAX_KERNEL)
     decision: DecisionSpec = DecisionSpec(in_channels=250, kernel_size=4, neurons_per_class=20, pad=2)
-    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
-    adaptive_min: float = setting(0.0, low=0)
-    adaptive_int: float = setting(1.0, low=0)
     default_epochs: tuple = (2, 4, 4, 100)
 
 
-class ResNet2024(SpikingModel):
-    def __init__(self, config: ResNet2024Config = ResNet2024Config(), num_classes: int = 10):
-        super().__init__(config, config.frontend, num_classes)
-        steps = self.time_steps
-        self.add_block(HiddenLayer(config.conv1, steps, "conv1"))
-        self.add_block(HiddenLayer(config.conv2, steps, "conv2"))
-        self.add_block(Residual(HiddenLayer(config.conv3, steps, "conv3"), config.skip_threshold,
-                                config.merge_pool, steps))
-        self.add_block(DecisionLayer(config.decision, num_classes, steps))
+class ResNet2024(ConvFamily):
+    """conv3 inside a residual block: its spikes OR-merged with a 1x1 skip path, then pooled."""
 
-    def build_stages(self):
-        conv1, conv2, residual, decision = self.blocks
-        return (STDPStage("conv1", conv1, input_node=0), STDPStage("conv2", conv2, input_node=1),
-                STDPStage("conv3", residual.main, input_node=2),
-                RSTDPStage("decision", decision, input_node=3, window=self.config.adaptive_window,
-                           adaptive_min=self.config.adaptive_min, adaptive_int=self.config.adaptive_int))
+    def add_head(self, config, num_classes: int) -> None:
+        self.add_block(Residual(HiddenLayer(config.conv3, self.time_steps, "conv3"), config.skip_threshold,
+                                config.merge_pool, self.time_steps))
+        super().add_head(config, num_classes)
 
 
 @register_model

@@ -1,0 +1,73 @@
+"""The convolutional STDP / R-STDP family, and the layer tables its papers share.
+
+Every conv model of the zoo is a `ConvFamily`: a front end, the hidden conv layers its config
+names in `LAYERS` (forward order), then a decision block (`add_head`: by default one R-STDP
+decision layer from the config's `decision`). Its stages follow from its blocks: one STDP stage
+per STDP-trained layer (`block.stdp_layers()`, in forward order, reading the block's input
+node), then the head's stage (`head_stage`: R-STDP with the config's adaptive rates). A paper's
+file is then a config (its architecture table), and a model class only where its head or a
+block is special (branches, a residual merge, voting heads, a rewarded hidden layer, a readout).
+
+Weights are drawn in forward order as the blocks are added, so a seeded model matches the
+seed's (and SpykeTorch's) initial weights.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from s1c1 import FrontEnd
+from spiking.settings import setting, settings
+
+from .base import SpikingModel
+from .layers import ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
+from .stages import RSTDPStage, STDPStage
+
+# ---- shared layer tables (Mozafari et al. 2018/2019; the seed's DeepSNN), one place for all
+MOZAFARI_CONV1 = HiddenSpec(in_channels=6, out_channels=30, kernel_size=5, threshold=15.0, kwta=5,
+                            inhibition_radius=3, pad=2, pool=2)
+MOZAFARI_CONV2 = HiddenSpec(in_channels=30, out_channels=250, kernel_size=3, threshold=10.0, kwta=8,
+                            inhibition_radius=1, pad=1, pool=3)
+DEEP_CONV2 = HiddenSpec(in_channels=30, out_channels=150, kernel_size=3, threshold=10.0, kwta=8,
+                        inhibition_radius=1, pad=1, pool=2)
+DEEP_CONV3 = HiddenSpec(in_channels=150, out_channels=250, kernel_size=3, threshold=50.0, kwta=15,
+                        inhibition_radius=1, pad=1, pool=3)
+DEEP_DECISION = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2)
+
+
+@settings
+class FamilyConfig:
+    """What every R-STDP model of the family shares: the DoG front end and the decision's
+    adaptive rates (after each window of `adaptive_window` samples: reward rates = base *
+    (miss * adaptive_int + adaptive_min), punish rates = base * (hit * adaptive_int +
+    adaptive_min)). `LAYERS` names the config's plain hidden layers in forward order."""
+    LAYERS: ClassVar[tuple] = ()
+    frontend: FrontEnd = FrontEnd()
+    adaptive_window: int = setting(ADAPTIVE_WINDOW, low=1)
+    adaptive_min: float = setting(0.0, low=0)
+    adaptive_int: float = setting(1.0, low=0)
+
+
+class ConvFamily(SpikingModel):
+    """Hidden conv layers (`config.LAYERS`) + a decision block (`add_head`); see the module
+    docstring. Subclasses override `add_head` and `head_stage` only."""
+    head_name = "decision"
+
+    def __init__(self, config, num_classes: int = 10):
+        super().__init__(config, config.frontend, num_classes)
+        for name in config.LAYERS:
+            self.add_block(HiddenLayer(getattr(config, name), self.time_steps, name))
+        self.add_head(config, num_classes)
+
+    def add_head(self, config, num_classes: int) -> None:
+        """The blocks after the plain hidden layers (default: one R-STDP decision layer)."""
+        self.add_block(DecisionLayer(config.decision, num_classes, self.time_steps))
+
+    def build_stages(self):
+        stages = [STDPStage(layer.name, layer, input_node=index)
+                  for index, block in enumerate(self.blocks) for layer in block.stdp_layers()]
+        return tuple(stages) + (self.head_stage(len(self.blocks) - 1),)
+
+    def head_stage(self, input_node: int):
+        """R-STDP of the head with the config's adaptive rates."""
+        return RSTDPStage(self.head_name, self.head, input_node=input_node, window=self.config.adaptive_window,
+                          adaptive_min=self.config.adaptive_min, adaptive_int=self.config.adaptive_int)
