@@ -13,7 +13,6 @@ import glob
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -11,16 +11,15 @@ import datetime
 import json
 import os
 import sys
-import time
 
-import numpy as np
 import torch
 
 import data
+import launcher
 import models
-from network_trainer import NetworkTrainer, Split, TrainConfig, check_compatible
-from s1c1 import EncodingCache, encode
-from utils import (RunDirectory, UserError, atomic_write_json, default_run_name, derived_seed,
+from network_trainer import NetworkTrainer, TrainConfig, check_compatible
+from pipeline import prepare_splits
+from utils import (RunDirectory, UserError, atomic_write_json, default_run_name,
                    eprint, git_commit, load_checkpoint, package_versions, resolve_device,
                    seed_everything, set_threads)
 
@@ -154,75 +153,6 @@ def parse_settings(items: list[str]) -> dict:
     return settings
 
 
-# ---------------------------------------------------------------- data
-
-def prepare_splits(args, dataset, frontend, log, test_only: bool = False) -> tuple[dict, dict]:
-    """Encode (through the on-disk cache) and split: train (after --ratio, minus validation,
-    plus augmentation), val, test. Returns the splits and a summary for config.json.
-    `test_only` (evaluation): the train and validation splits keep their labels and sizes but
-    not their spike times, which are then neither encoded nor read."""
-    cache = EncodingCache(args.cache_dir)
-    encoded = {}
-    for split in ("test",) if test_only else ("train", "test"):
-        images = dataset.train_images if split == "train" else dataset.test_images
-        source = dataset.source_id(split)
-        with cache.lock(f"{dataset.name}-{split}", frontend):
-            array = cache.load(f"{dataset.name}-{split}", frontend, source, len(images), warn=log)
-            if array is None:
-                began = time.time()
-                array = _encode(images, frontend, args, f"encode {dataset.name} {split}")
-                array = _save_cache(cache, f"{dataset.name}-{split}", frontend, source, array, log)
-                log(f"encoded {dataset.name} {split}: {len(images)} images in {time.time() - began:.1f}s")
-        encoded[split] = array
-    labels = dataset.train_labels
-    pool = np.arange(len(labels))
-    if args.ratio < 1:
-        pool = data.stratified_split(labels, args.ratio, derived_seed(args.seed, "ratio"))[0]
-    val_size = args.val_size if args.val_size < 1 else int(args.val_size)
-    val_local, train_local = data.stratified_split(labels[pool], val_size, derived_seed(args.seed, "val"))
-    train_idx, val_idx = pool[train_local], pool[val_local]
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise UserError(f"--ratio {args.ratio} and --val-size {args.val_size} leave {len(train_idx)} "
-                        f"training and {len(val_idx)} validation images; both must be >= 1")
-    if test_only:
-        splits = {"train": Split(None, labels[train_idx]), "val": Split(None, labels[val_idx]),
-                  "test": Split(encoded["test"], dataset.test_labels)}
-        return splits, {"name": dataset.name, "classes": dataset.classes,
-                        "sizes": {k: len(v) for k, v in splits.items()}, "augmented": False}
-    train_times = np.asarray(encoded["train"][train_idx])
-    train_labels = labels[train_idx]
-    if args.augment:
-        moved = data.augment_images(dataset.train_images[train_idx], derived_seed(args.seed, "augment"))
-        train_times = np.concatenate([train_times, _encode(moved, frontend, args, "encode augmented")])
-        train_labels = np.concatenate([train_labels, train_labels])
-    splits = {"train": Split(train_times, train_labels),
-              "val": Split(np.asarray(encoded["train"][val_idx]), labels[val_idx]),
-              "test": Split(encoded["test"], dataset.test_labels)}
-    summary = {"name": dataset.name, "classes": dataset.classes,
-               "sizes": {k: len(v) for k, v in splits.items()}, "augmented": bool(args.augment)}
-    return splits, summary
-
-
-def _encode(images, frontend, args, description):
-    from tqdm import tqdm
-    with tqdm(total=len(images), desc=description, unit="img", unit_scale=True, leave=False,
-              disable=None if args.progress is None else not args.progress) as bar:
-        try:
-            return encode(images, frontend, batch_size=500, device=resolve_device(args.device),
-                          progress=bar.update)
-        except ValueError as error:
-            raise UserError(f"cannot encode the images: {error}") from error
-
-
-def _save_cache(cache, name, frontend, source, array, log):
-    try:
-        return cache.save(name, frontend, source, array)
-    except OSError as error:
-        log(f"warning: cannot write the encoding cache in {cache.root} ({error.strerror}); "
-            f"continuing without it")
-        return array
-
-
 # ---------------------------------------------------------------- main
 
 def main(argv=None) -> dict:
@@ -250,8 +180,8 @@ def _main(argv) -> dict:
         return {}
     if args.nproc > 1 and "RANK" not in os.environ:
         validate(args)
-        return _spawn_ranks(argv, args)
-    rank, world = _join_group(args)
+        return launcher.spawn_ranks(argv, args)
+    rank, world = launcher.join_group(args)
     run = None
     try:
         if args.resume and rank == 0:
@@ -268,71 +198,6 @@ def _main(argv) -> dict:
         if world > 1:
             import torch.distributed as dist
             dist.destroy_process_group()
-
-
-# ---------------------------------------------------------------- data-parallel processes
-
-def _spawn_ranks(argv, args) -> dict:
-    """`--nproc N` on one machine: N spawned ranks meeting on loopback; returns rank 0's metrics."""
-    import socket
-    import torch.multiprocessing as mp
-    if resolve_device(args.device).type == "cuda" and args.nproc > torch.cuda.device_count():
-        raise UserError(f"--nproc {args.nproc} needs one GPU per process; {torch.cuda.device_count()} "
-                        f"visible (use --device cpu for CPU processes)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    import logging
-    # when one rank fails, spawn terminates the others and says so: the rank's own line suffices
-    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
-    results = mp.get_context("spawn").SimpleQueue()
-    try:
-        mp.spawn(_rank_entry, args=(argv, args.nproc, port, results), nprocs=args.nproc, join=True)
-    except (mp.ProcessExitedException, mp.ProcessRaisedException) as error:
-        reports = []
-        while not results.empty():
-            reports.append(results.get())
-        # the root cause is a rank that ended cleanly with an error status (and printed its
-        # one-line message); the others then lost their peer in a collective
-        codes = [code for kind, _, code in reports if kind == "exit" and code]
-        if codes:
-            raise SystemExit(codes[0]) from None
-        if isinstance(error, mp.ProcessExitedException):
-            eprint(f"error: process {error.error_index} of {args.nproc} was killed "
-                   f"(exit {error.exit_code}); continue with --resume RUN_DIR")
-            raise SystemExit(1) from None
-        raise
-    metrics = [payload for kind, rank, payload in (results.get() for _ in range(args.nproc))
-               if kind == "done" and rank == 0]
-    return metrics[0] if metrics else {}
-
-
-def _rank_entry(rank: int, argv: list, world: int, port: int, results) -> None:
-    """One spawned rank; reports ("done", rank, metrics) or ("exit", rank, status) to the parent."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    try:
-        metrics = main(argv)
-    except SystemExit as stop:
-        results.put(("exit", rank, stop.code))
-        raise
-    results.put(("done", rank, metrics))
-
-
-def _join_group(args) -> tuple[int, int]:
-    """(rank, world): (0, 1) in one process; under torchrun or --nproc, join the process group
-    (NCCL when the command line asks for CUDA, gloo otherwise)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-    if args.eval_only:
-        raise UserError("--eval-only runs in one process (not under torchrun or --nproc)")
-    if not dist.is_initialized():
-        backend = "nccl" if resolve_device(args.device).type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method="env://", rank=int(os.environ["RANK"]),
-                                world_size=world)
-    return dist.get_rank(), world
 
 
 def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:

@@ -12,7 +12,6 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from s1c1 import FrontEnd
 from spiking import times as st
 
 from .layers import Prediction

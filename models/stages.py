@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Callable, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
 from spiking import parallel

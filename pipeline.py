@@ -1,0 +1,80 @@
+"""The data pipeline of a run: raw images -> front-end spike times (through the on-disk
+encoding cache) -> the train / validation / test splits the trainer reads.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import data
+from network_trainer import Split
+from s1c1 import EncodingCache, encode
+from utils import UserError, derived_seed, resolve_device
+
+
+def prepare_splits(args, dataset, frontend, log, test_only: bool = False) -> tuple[dict, dict]:
+    """Encode (through the on-disk cache) and split: train (after --ratio, minus validation,
+    plus augmentation), val, test. Returns the splits and a summary for config.json.
+    `test_only` (evaluation): the train and validation splits keep their labels and sizes but
+    not their spike times, which are then neither encoded nor read."""
+    cache = EncodingCache(args.cache_dir)
+    encoded = {}
+    for split in ("test",) if test_only else ("train", "test"):
+        images = dataset.train_images if split == "train" else dataset.test_images
+        source = dataset.source_id(split)
+        with cache.lock(f"{dataset.name}-{split}", frontend):
+            array = cache.load(f"{dataset.name}-{split}", frontend, source, len(images), warn=log)
+            if array is None:
+                began = time.time()
+                array = _encode(images, frontend, args, f"encode {dataset.name} {split}")
+                array = _save_cache(cache, f"{dataset.name}-{split}", frontend, source, array, log)
+                log(f"encoded {dataset.name} {split}: {len(images)} images in {time.time() - began:.1f}s")
+        encoded[split] = array
+    labels = dataset.train_labels
+    pool = np.arange(len(labels))
+    if args.ratio < 1:
+        pool = data.stratified_split(labels, args.ratio, derived_seed(args.seed, "ratio"))[0]
+    val_size = args.val_size if args.val_size < 1 else int(args.val_size)
+    val_local, train_local = data.stratified_split(labels[pool], val_size, derived_seed(args.seed, "val"))
+    train_idx, val_idx = pool[train_local], pool[val_local]
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise UserError(f"--ratio {args.ratio} and --val-size {args.val_size} leave {len(train_idx)} "
+                        f"training and {len(val_idx)} validation images; both must be >= 1")
+    if test_only:
+        splits = {"train": Split(None, labels[train_idx]), "val": Split(None, labels[val_idx]),
+                  "test": Split(encoded["test"], dataset.test_labels)}
+        return splits, {"name": dataset.name, "classes": dataset.classes,
+                        "sizes": {k: len(v) for k, v in splits.items()}, "augmented": False}
+    train_times = np.asarray(encoded["train"][train_idx])
+    train_labels = labels[train_idx]
+    if args.augment:
+        moved = data.augment_images(dataset.train_images[train_idx], derived_seed(args.seed, "augment"))
+        train_times = np.concatenate([train_times, _encode(moved, frontend, args, "encode augmented")])
+        train_labels = np.concatenate([train_labels, train_labels])
+    splits = {"train": Split(train_times, train_labels),
+              "val": Split(np.asarray(encoded["train"][val_idx]), labels[val_idx]),
+              "test": Split(encoded["test"], dataset.test_labels)}
+    summary = {"name": dataset.name, "classes": dataset.classes,
+               "sizes": {k: len(v) for k, v in splits.items()}, "augmented": bool(args.augment)}
+    return splits, summary
+
+
+def _encode(images, frontend, args, description):
+    from tqdm import tqdm
+    with tqdm(total=len(images), desc=description, unit="img", unit_scale=True, leave=False,
+              disable=None if args.progress is None else not args.progress) as bar:
+        try:
+            return encode(images, frontend, batch_size=500, device=resolve_device(args.device),
+                          progress=bar.update)
+        except ValueError as error:
+            raise UserError(f"cannot encode the images: {error}") from error
+
+
+def _save_cache(cache, name, frontend, source, array, log):
+    try:
+        return cache.save(name, frontend, source, array)
+    except OSError as error:
+        log(f"warning: cannot write the encoding cache in {cache.root} ({error.strerror}); "
+            f"continuing without it")
+        return array
