@@ -27,8 +27,6 @@ state is broadcast at the start (fresh or resumed) and after the best epoch is r
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,13 +35,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import plots
 from metrics import classification_metrics, confusion_matrix
+from run_outputs import NoOutputs, RunOutputs
 from spiking import parallel
 from spiking import times as st
-from spiking.visualization import project_through_filters, reconstruct_features
-from utils import (CHECKPOINT_FORMAT, UserError, atomic_write_json, atomic_write_text,
-                   derived_seed, fault_point, load_checkpoint, save_checkpoint, save_figure)
+from utils import CHECKPOINT_FORMAT, UserError, derived_seed, fault_point, load_checkpoint
 
 
 @dataclass
@@ -94,15 +90,14 @@ class NetworkTrainer:
                  device=torch.device("cpu"), log=print):
         self.model = model.to(device)
         self.splits = splits
-        self.run = run
         self.config = config
         self.meta = meta            # model name, overrides, dataset, classes (saved in checkpoints)
         self.device = device
         self.log = log
         self.state = TrainerState()
         self._nodes = {}            # (split, node, kind) -> uint8 array
-        self.writer = None
-        self.writes = config.rank == 0      # data-parallel: only rank 0 touches the run folder
+        # data-parallel: only rank 0 touches the run folder (run_outputs)
+        self.outputs = RunOutputs(run, config.tensorboard) if config.rank == 0 else NoOutputs()
         stages = model.stages
         if len(config.epochs) != len(stages):
             names = ", ".join(s.name for s in stages)
@@ -121,9 +116,8 @@ class NetworkTrainer:
         return payload
 
     def save(self, name: str, **extra) -> None:
-        if not self.writes:
-            return
-        save_checkpoint(self.run.file("checkpoints", name), self._payload(extra))
+        if self.outputs.writes:
+            self.outputs.save_checkpoint(name, self._payload(extra))
 
     def resume(self, path: str) -> None:
         """Continue from a checkpoint of this run (weights, rates, counters, trainer position)."""
@@ -131,7 +125,7 @@ class NetworkTrainer:
         check_compatible(payload, self.model, self.meta["model"])
         self.model.load_state_dict(payload["state_dict"])
         self.state = TrainerState(**payload["trainer"])
-        self.log(f"resuming {self.run.path} at stage {self.state.stage + 1}/{len(self.model.stages)}, "
+        self.log(f"resuming {self.outputs.path} at stage {self.state.stage + 1}/{len(self.model.stages)}, "
                  f"epoch {self.state.epoch}")
 
     def sync_from_rank0(self) -> None:
@@ -193,18 +187,15 @@ class NetworkTrainer:
     # ------------------------------------------------------------------ training
     def fit(self) -> dict:
         stages = self.model.stages
-        if self.config.tensorboard and self.writer is None and self.writes:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(self.run.folder("tensorboard"))
+        self.outputs.open()
         self.sync_from_rank0()
         try:
             with parallel.summed_across_ranks() if self.config.world > 1 else contextlib.nullcontext():
                 while self.state.stage < len(stages):
                     self._train_stage(self.state.stage, stages[self.state.stage])
-            return self._finish() if self.writes else {}
+            return self._finish() if self.outputs.writes else {}
         finally:
-            if self.writer is not None:
-                self.writer.close()
+            self.outputs.close()
 
     def _train_stage(self, index: int, stage) -> None:
         epochs = stage.epochs(1 if self.config.dry_run else self.config.epochs[index])
@@ -229,15 +220,14 @@ class NetworkTrainer:
             self.state.history.append(row)
             self.state.epoch = epoch + 1
             self.save("last.ckpt")
-            self._write_history()
-            self._log_scalars(row, len(self.state.history))
+            self.outputs.epoch(self.state.history)
             self.log(_row_summary(row))
             if stop:
                 self.log(f"{stage.name}: the median validation accuracy of {self.config.smoothing} epochs "
                          f"has not risen for {self.config.patience} epochs; stopping")
         if stage.supervised and self.state.best_epoch >= 0:
-            if self.writes:
-                best = load_checkpoint(self.run.file("checkpoints", "best.ckpt"))
+            if self.outputs.writes:
+                best = self.outputs.load_checkpoint("best.ckpt")
                 if best.get("best_epoch") != self.state.best_epoch:
                     raise UserError(f"best.ckpt holds epoch {best.get('best_epoch')}, the run's state "
                                     f"says {self.state.best_epoch}: the run folder is inconsistent")
@@ -373,17 +363,12 @@ class NetworkTrainer:
                        selected_epochs=dict(self.state.selected),
                        train_samples=len(self.splits["train"]), val_samples=len(self.splits["val"]),
                        spike_rates=self._test_spike_rates())
-        matrix = confusion_matrix(labels, predictions, self.model.num_classes)
-        self._write_confusion(matrix, classes)
         if self.config.feature_images:
-            self._write_features()
+            self.outputs.features(self.model.feature_images())
         if self.config.activation_maps:
-            self._write_activation_maps(self.config.activation_maps)
-        atomic_write_json(self.run.file("metrics.json"), metrics)
-        if self.writer is not None:
-            self.writer.add_figure("test/confusion_matrix", plots.confusion_figure(matrix, classes))
-            for key in ("accuracy", "silence_rate", "macro_f1"):
-                self.writer.add_scalar(f"test/{key}", metrics[key])
+            self._activation_maps(self.config.activation_maps)
+        # metrics.json last: its presence says the run is complete
+        self.outputs.test(metrics, confusion_matrix(labels, predictions, self.model.num_classes), classes)
         return metrics
 
     @torch.no_grad()
@@ -398,76 +383,14 @@ class NetworkTrainer:
         return rates
 
     # ------------------------------------------------------------------ artifacts
-    def _write_history(self) -> None:
-        if not self.writes:
-            return
-        rows = self.state.history
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.run.file("history.csv"), buffer.getvalue())
-        save_figure(plots.history_figure(rows), self.run.file("history.png"))
-
-    def _write_confusion(self, matrix, classes) -> None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["true \\ predicted"] + list(classes) + ["silent"])
-        for name, row in zip(classes, matrix):
-            writer.writerow([name] + [int(v) for v in row])
-        atomic_write_text(self.run.file("confusion_matrix.csv"), buffer.getvalue())
-        save_figure(plots.confusion_figure(matrix, classes), self.run.file("confusion_matrix.png"))
-
-    def _write_features(self) -> None:
-        """Learned features as images: the model's own, or every STDP conv layer projected back
-        to pixel space through the conv/pool chain in front of it and the front end's filters
-        (parallel branches end the chain)."""
-        images = self.model.feature_images()
-        filters = getattr(self.model.frontend.build(), "filter", None)
-        if not images and filters is not None:
-            stack = []
-            for block in self.model.blocks:
-                layers = block.stdp_layers()
-                for layer in layers:
-                    chain = stack + [("conv", layer.conv.weight)]
-                    images[layer.name] = project_through_filters(reconstruct_features(chain)[:100],
-                                                                 filters.kernels).numpy()
-                if layers != [block]:
-                    break
-                stack += [("conv", block.conv.weight)]
-                if block.spec.pool > 1:
-                    stack.append(("pool", block.spec.pool, block.spec.pool_stride or block.spec.pool))
-        for name, features in images.items():
-            features = features[:100]
-            save_figure(plots.image_grid_figure(features, f"{name}: learned features (first {len(features)})"),
-                        self.run.file("features", f"{name}.png"))
-
     @torch.no_grad()
-    def _write_activation_maps(self, count: int) -> None:
-        """Per-layer activity of `count` test samples: spike-time maps, or neuron x time heat maps
-        and single-neuron traces for recurrent-in-time models."""
+    def _activation_maps(self, count: int) -> None:
+        """Per-layer activity of `count` test samples (`model.activation_traces`)."""
         inputs = self.node("test", 0, "times")
-        steps = self.model.time_steps
         self.model.start_evaluation("test")
         for sample in range(min(count, len(inputs))):
-            x = _tensor(inputs[sample:sample + 1]).to(self.device)
-            for name, trace in self.model.activation_traces(x).items():
-                title = f"test {sample} {name}"
-                if trace.ndim == 3:
-                    figure = plots.spike_time_figure(trace, steps, title)
-                elif name.endswith("trace"):
-                    figure = plots.trace_figure(trace, title)
-                else:
-                    figure = plots.heatmap_figure(trace, title)
-                save_figure(figure, self.run.file("activation_maps", f"sample{sample}-{name}.png"))
-
-    def _log_scalars(self, row: dict, step: int) -> None:
-        if self.writer is None:
-            return
-        for key, value in row.items():
-            if isinstance(value, (int, float)) and key != "epoch":
-                self.writer.add_scalar(f"{row['stage']}/{key}", value, step)
+            traces = self.model.activation_traces(_tensor(inputs[sample:sample + 1]).to(self.device))
+            self.outputs.activation_maps(sample, traces, self.model.time_steps)
 
     def _bar(self, total: int, description: str):
         return tqdm(total=total, desc=description, unit="img", unit_scale=True, leave=False,

@@ -89,8 +89,7 @@ class NetworkModel(nn.Module):
         return {}
 
     def feature_images(self) -> dict:
-        """Learned features as images per layer ([N, h, w]), or {} (then the trainer projects
-        the conv layers of `stdp_layers` through the front end's filters)."""
+        """Learned features as images per layer ([N, h, w]), or {}."""
         return {}
 
     def parameter_count(self) -> int:
@@ -122,6 +121,28 @@ class SpikingModel(NetworkModel):
         """Decisions from node `start` (spike times, or a final map when `final`)."""
         x = inputs.float() if final else st.final_map(inputs, self.time_steps)
         return self.head.predict(self.forward_final(x, start))
+
+    def feature_images(self) -> dict:
+        """Every STDP conv layer's first 100 features projected back to pixel space through the
+        conv/pool chain in front of it and the front end's filters (parallel branches end the
+        chain): {layer name: [N, h, w]}; {} without a filter front end."""
+        from spiking.visualization import project_through_filters, reconstruct_features
+        filters = getattr(self.frontend.build(), "filter", None)
+        if filters is None:
+            return {}
+        images, stack = {}, []
+        for block in self.blocks:
+            layers = block.stdp_layers()
+            for layer in layers:
+                chain = stack + [("conv", layer.conv.weight)]
+                images[layer.name] = project_through_filters(reconstruct_features(chain)[:100],
+                                                             filters.kernels).numpy()
+            if layers != [block]:
+                break
+            stack += [("conv", block.conv.weight)]
+            if block.spec.pool > 1:
+                stack.append(("pool", block.spec.pool, block.spec.pool_stride or block.spec.pool))
+        return images
 
     def activation_traces(self, inputs: torch.Tensor) -> dict:
         """First-spike times [C, H, W] of the input and of every block before the head."""
