@@ -23,8 +23,12 @@ from utils import (RunDirectory, UserError, atomic_write_json, default_run_name,
                    eprint, git_commit, load_checkpoint, package_versions, resolve_device,
                    seed_everything, set_threads)
 
-RESUMABLE_OVERRIDES = {"--threads", "--device", "--progress", "--no-progress", "--resume",
-                       "--cache-dir", "--data-root", "--nproc"}
+# where and how a run executes, not what it computes: the only flags a resumed run may take
+# again (flag -> argument name); everything else comes from the run's config.json
+RUNTIME_FLAGS = {"--threads": "threads", "--device": "device", "--progress": "progress",
+                 "--no-progress": "progress", "--cache-dir": "cache_dir", "--data-root": "data_root",
+                 "--nproc": "nproc"}
+RESUMABLE_OVERRIDES = set(RUNTIME_FLAGS) | {"--resume"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -315,9 +319,8 @@ def _resume_args(parser, argv, args):
         run.release()
         raise UserError(f"{args.resume} has no readable config.json: not a run folder") from error
     resumed = argparse.Namespace(**{**vars(parser.parse_args([])), **saved})
-    for key in ("threads", "device", "progress", "cache_dir", "data_root", "nproc"):
-        flag = "--" + key.replace("_", "-")
-        if flag in argv or f"--no-{key}" in argv or any(a.startswith(flag + "=") for a in argv):
+    for flag, key in RUNTIME_FLAGS.items():
+        if flag in argv or any(a.startswith(flag + "=") for a in argv):
             setattr(resumed, key, getattr(args, key))
     resumed.resume = args.resume
     return resumed, run
