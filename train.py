@@ -287,7 +287,7 @@ def readout_choice(kind, C):
 def build_model(name: str, num_classes: int, settings: dict, choice):
     """`models.create_model` with a bad setting or readout reported in one line."""
     try:
-        return models.create_model(name, num_classes=num_classes, readout_choice=choice, **settings)
+        return models.create_model(name, num_classes=num_classes, readout_choice=choice, settings=settings)
     except (ValueError, TypeError) as error:
         raise UserError(f"{name}: {error}") from None
 

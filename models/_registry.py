@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable
 
 import torch
@@ -21,41 +22,44 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, num_classes: int = 10, *, readout_choice=None, **settings):
+def create_model(name: str, num_classes: int = 10, *, readout_choice=None, settings: dict | None = None,
+                 **more_settings):
     """Build a registered model; `None` settings are dropped so model defaults stay in force.
 
-    `settings` set fields of the model's config dataclass; a dotted key reaches into a nested
-    one (`**{"conv1.threshold": 20}`, `**{"frontend.time_steps": 30}`). Values are checked
-    against the defaults' types (an int is accepted for a float, a list for a tuple) and against
-    each field's accepted range (`spiking.settings`): a bad value raises ValueError or TypeError.
+    `settings` (and keyword `more_settings`) set fields of the model's config dataclass; a dotted
+    key reaches into a nested one (`{"conv1.threshold": 20}`, `{"frontend.time_steps": 30}`).
+    Values are checked against the defaults' types (an int is accepted for a float, a list for a
+    tuple) and against each field's accepted range (`spiking.settings`): a bad value raises
+    ValueError or TypeError.
 
     `readout_choice` (`models.readout.ReadoutChoice`, the CLI's `--readout` / `--readout-c`) sets
-    the decision: the model's R-STDP layer ("rstdp") or a linear readout ("svm", "logistic") of
-    the same features, with its C (None: chosen on the validation split). Models whose config
-    names its readout (lagacherie2024's `readout`, `readout_C`) take it as those settings;
-    models whose own decision is a readout (kheradpisheh2018) keep it unless told otherwise."""
-    from .readout import attach_readout
+    the decision when the model is built: the model's R-STDP layer ("rstdp") or a linear readout
+    ("svm", "logistic") of the same features, with its C (None: chosen on the validation split).
+    Factories that take a `readout` argument (the conv family) build it; models whose config
+    names its readout (lagacherie2024's `readout`, `readout_C`) take it as those settings; the
+    others have no decision to replace."""
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
-    settings = {k: v for k, v in settings.items() if v is not None}
+    factory = _MODELS[name]
+    settings = {k: v for k, v in {**(settings or {}), **more_settings}.items() if v is not None}
+    extra = {}
     if settings or readout_choice is not None:
         # the defaults come from a probe built without consuming the caller's seeded RNG, so
         # the real model's weights are the ones a seeded run without settings would draw
         with torch.random.fork_rng(devices=[]):
-            defaults = _MODELS[name](num_classes=num_classes).config
+            defaults = factory(num_classes=num_classes).config
         names = {f.name for f in dataclasses.fields(defaults)}
         if readout_choice is not None and "readout" in names:
             if readout_choice.kind == "rstdp":
                 raise ValueError("this model has no R-STDP decision layer; use --readout svm or logistic")
             settings = {**settings, **({"readout": readout_choice.kind} if readout_choice.kind else {}),
                         **({"readout_C": readout_choice.C} if readout_choice.C is not None else {})}
-            readout_choice = None
+        elif readout_choice is not None:
+            if "readout" not in inspect.signature(factory).parameters:
+                raise ValueError("this model has no decision stage to replace")
+            extra = {"readout": readout_choice}
         settings = resolve_overrides(defaults, settings)
-    model = _MODELS[name](num_classes=num_classes, **settings)
-    if readout_choice is not None:
-        current = (model.readout or {}).get("readout", "rstdp")
-        model = attach_readout(model, readout_choice.kind or current, readout_choice.C)
-    return model
+    return factory(num_classes=num_classes, **extra, **settings)
 
 
 def resolve_overrides(config, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ class NetworkModel(nn.Module):
         self.num_classes = num_classes
         self.time_steps = frontend.time_steps
         self.blocks = nn.ModuleList()
-        self.readout = None         # set by attach_readout: {"readout": kind, "readout_C": C}
+        self.readout = None         # a linear readout decides: {"readout": kind, "readout_C": C}
         self._stages = None
         # stochastic models (random masks, Bernoulli rates) draw from generators derived
         # from this seed, so that --seed and --resume reproduce them

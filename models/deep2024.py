@@ -34,6 +34,6 @@ class Deep2024Config(FamilyConfig):
 
 
 @register_model
-def deep2024(num_classes: int = 10, **overrides) -> ConvFamily:
+def deep2024(num_classes: int = 10, readout=None, **overrides) -> ConvFamily:
     """Three STDP layers (30, 150, 250 maps) + R-STDP decision (20 per class)."""
-    return ConvFamily(dataclasses.replace(Deep2024Config(), **overrides), num_classes)
+    return ConvFamily(dataclasses.replace(Deep2024Config(), **overrides), num_classes, readout)

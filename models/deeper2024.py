@@ -36,6 +36,6 @@ class Deeper2024Config(FamilyConfig):
 
 
 @register_model
-def deeper2024(num_classes: int = 10, **overrides) -> ConvFamily:
+def deeper2024(num_classes: int = 10, readout=None, **overrides) -> ConvFamily:
     """Four STDP layers (30, 150, 250, 200 maps) + R-STDP decision (10 per class)."""
-    return ConvFamily(dataclasses.replace(Deeper2024Config(), **overrides), num_classes)
+    return ConvFamily(dataclasses.replace(Deeper2024Config(), **overrides), num_classes, readout)

@@ -55,12 +55,12 @@ class DeepR2024(ConvFamily):
 
 
 @register_model
-def deepr2024(num_classes: int = 10, **overrides) -> DeepR2024:
+def deepr2024(num_classes: int = 10, readout=None, **overrides) -> DeepR2024:
     """deep2024 with conv3 trained by R-STDP jointly with the decision layer."""
-    return DeepR2024(dataclasses.replace(DeepR2024Config(), **overrides), num_classes)
+    return DeepR2024(dataclasses.replace(DeepR2024Config(), **overrides), num_classes, readout)
 
 
 @register_model
-def deepr2024_greedy(num_classes: int = 10, **overrides) -> DeepR2024:
+def deepr2024_greedy(num_classes: int = 10, readout=None, **overrides) -> DeepR2024:
     """deepr2024 with conv3 and the decision layer taking turns, one rate window each."""
-    return DeepR2024(dataclasses.replace(DeepR2024Config(schedule="greedy"), **overrides), num_classes)
+    return DeepR2024(dataclasses.replace(DeepR2024Config(schedule="greedy"), **overrides), num_classes, readout)

@@ -20,6 +20,7 @@ from spiking.settings import setting, settings
 
 from .base import SpikingModel
 from .layers import ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
+from .readout import READOUTS, LinearReadout, ReadoutStage
 from .stages import RSTDPStage, STDPStage
 
 # ---- shared layer tables (Mozafari et al. 2018/2019; the seed's DeepSNN), one place for all
@@ -49,14 +50,38 @@ class FamilyConfig:
 
 class ConvFamily(SpikingModel):
     """Hidden conv layers (`config.LAYERS`) + a decision block (`add_head`); see the module
-    docstring. Subclasses override `add_head` and `head_stage` only."""
+    docstring. Subclasses override `add_head` (and `head_stage`) only.
+
+    `readout` (a `models.readout.ReadoutChoice`, the CLI's `--readout` / `--readout-c`) is the
+    decision chosen when the model is built: the head's own ("rstdp", or the model's own
+    readout) or a linear readout ("svm", "logistic") of the head's input features (through the
+    head's hidden layer, if it has one); C None: chosen on the validation split."""
     head_name = "decision"
 
-    def __init__(self, config, num_classes: int = 10):
+    def __init__(self, config, num_classes: int = 10, readout=None):
         super().__init__(config, config.frontend, num_classes)
         for name in config.LAYERS:
             self.add_block(HiddenLayer(getattr(config, name), self.time_steps, name))
         self.add_head(config, num_classes)
+        if readout is not None:
+            self._choose_readout(readout.kind, readout.C)
+
+    def _choose_readout(self, kind, C) -> None:
+        head = self.head
+        own = isinstance(head, LinearReadout)
+        kind = kind or (head.kind if own else "rstdp")
+        if kind not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {kind!r}")
+        if kind == "rstdp":
+            if own:
+                raise ValueError("this model has no R-STDP decision layer; use --readout svm or logistic")
+            if C is not None:
+                raise ValueError("a readout C needs --readout svm or logistic")
+            return
+        # the head was built first (so the seeded weights drawn after it are the usual ones)
+        prefix = head.prefix if own else getattr(head, "hidden", None)
+        self.blocks[-1] = LinearReadout(kind, self.num_classes, prefix, C)
+        self.readout = {"readout": kind, "readout_C": C}
 
     def add_head(self, config, num_classes: int) -> None:
         """The blocks after the plain hidden layers (default: one R-STDP decision layer)."""
@@ -68,6 +93,8 @@ class ConvFamily(SpikingModel):
         return tuple(stages) + (self.head_stage(len(self.blocks) - 1),)
 
     def head_stage(self, input_node: int):
-        """R-STDP of the head with the config's adaptive rates."""
+        """R-STDP of the head with the config's adaptive rates, or fitting its linear readout."""
+        if isinstance(self.head, LinearReadout):
+            return ReadoutStage(f"readout_{self.head.kind}", self.head, input_node=input_node)
         return RSTDPStage(self.head_name, self.head, input_node=input_node, window=self.config.adaptive_window,
                           adaptive_min=self.config.adaptive_min, adaptive_int=self.config.adaptive_int)

@@ -57,6 +57,6 @@ class Inception2024(ConvFamily):
 
 
 @register_model
-def inception2024(num_classes: int = 10, **overrides) -> Inception2024:
+def inception2024(num_classes: int = 10, readout=None, **overrides) -> Inception2024:
     """Three parallel STDP branches (k3/k5/k7, 100 maps each) after conv2 + R-STDP decision."""
-    return Inception2024(dataclasses.replace(Inception2024Config(), **overrides), num_classes)
+    return Inception2024(dataclasses.replace(Inception2024Config(), **overrides), num_classes, readout)

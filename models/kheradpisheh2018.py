@@ -22,7 +22,7 @@ from spiking.settings import setting, settings
 from ._registry import register_model
 from .family import ConvFamily
 from .layers import HiddenSpec
-from .readout import LinearReadout, ReadoutStage
+from .readout import LinearReadout
 
 FRONTEND = FrontEnd(kernels=((7, 1.0, 2.0), (7, 2.0, 1.0)), padding=3, threshold=50.0,
                     normalization_radius=8, time_steps=15)
@@ -48,11 +48,8 @@ class Kheradpisheh2018(ConvFamily):
         self.add_block(LinearReadout("svm", num_classes, None, config.readout_C))
         self.readout = {"readout": "svm", "readout_C": config.readout_C}
 
-    def head_stage(self, input_node: int):
-        return ReadoutStage("readout_svm", self.head, input_node=input_node)
-
 
 @register_model
-def kheradpisheh2018(num_classes: int = 10, **overrides) -> Kheradpisheh2018:
+def kheradpisheh2018(num_classes: int = 10, readout=None, **overrides) -> Kheradpisheh2018:
     """Kheradpisheh et al. 2018: STDP conv1 (32) + STDP conv2 (150) + linear SVM readout."""
-    return Kheradpisheh2018(dataclasses.replace(Kheradpisheh2018Config(), **overrides), num_classes)
+    return Kheradpisheh2018(dataclasses.replace(Kheradpisheh2018Config(), **overrides), num_classes, readout)

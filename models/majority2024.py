@@ -46,6 +46,6 @@ class Majority2024(ConvFamily):
 
 
 @register_model
-def majority2024(num_classes: int = 10, **overrides) -> Majority2024:
+def majority2024(num_classes: int = 10, readout=None, **overrides) -> Majority2024:
     """mozafari2018's conv1/conv2 + three R-STDP decision heads (k3/k5/k7) voting."""
-    return Majority2024(dataclasses.replace(Majority2024Config(), **overrides), num_classes)
+    return Majority2024(dataclasses.replace(Majority2024Config(), **overrides), num_classes, readout)

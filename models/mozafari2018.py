@@ -37,6 +37,6 @@ class Mozafari2018Config(FamilyConfig):
 
 
 @register_model
-def mozafari2018(num_classes: int = 10, **overrides) -> ConvFamily:
+def mozafari2018(num_classes: int = 10, readout=None, **overrides) -> ConvFamily:
     """Mozafari et al. 2018: STDP conv1 (30) + STDP conv2 (250) + R-STDP decision (20 per class)."""
-    return ConvFamily(dataclasses.replace(Mozafari2018Config(), **overrides), num_classes)
+    return ConvFamily(dataclasses.replace(Mozafari2018Config(), **overrides), num_classes, readout)

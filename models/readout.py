@@ -224,31 +224,3 @@ class ReadoutStage(StageBase):
         train_labels = np.concatenate(self._labels)
         self._features, self._labels = [], []
         return self.head.fit(train, train_labels, features, np.asarray(labels), seed=self.seed)
-
-
-def attach_readout(model, kind: str, C=None):
-    """Set a model's decision: its R-STDP head ("rstdp") or a linear readout of the same
-    features ("svm" / "logistic", C chosen on the validation split when None)."""
-    if kind not in READOUTS:
-        raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {kind!r}")
-    if not len(model.blocks) or not model.stages:
-        raise ValueError("this model has no decision stage to replace")
-    index = len(model.blocks) - 1
-    head, stage = model.blocks[index], model.stages[-1]
-    if isinstance(head, LinearReadout):
-        if kind == "rstdp":
-            raise ValueError("this model has no R-STDP decision layer; use --readout svm or logistic")
-        prefix = head.prefix
-    elif stage.kind == "rstdp" and stage.input_node == index:
-        if kind == "rstdp":
-            if C is not None:
-                raise ValueError("a readout C needs --readout svm or logistic")
-            return model
-        prefix = getattr(head, "hidden", None)
-    else:
-        raise ValueError("this model has no decision stage to replace")
-    readout = LinearReadout(kind, model.num_classes, prefix, C)
-    model.blocks[index] = readout
-    model._stages = model.stages[:-1] + (ReadoutStage(f"readout_{kind}", readout, index),)
-    model.readout = {"readout": kind, "readout_C": C}
-    return model

@@ -46,6 +46,6 @@ class ResNet2024(ConvFamily):
 
 
 @register_model
-def resnet2024(num_classes: int = 10, **overrides) -> ResNet2024:
+def resnet2024(num_classes: int = 10, readout=None, **overrides) -> ResNet2024:
     """deep2024 with an OR-merged 1x1 skip path around conv3 + R-STDP decision (k4)."""
-    return ResNet2024(dataclasses.replace(ResNet2024Config(), **overrides), num_classes)
+    return ResNet2024(dataclasses.replace(ResNet2024Config(), **overrides), num_classes, readout)

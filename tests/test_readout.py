@@ -5,7 +5,7 @@ import torch
 
 import models
 import train
-from models.readout import LinearReadout, attach_readout
+from models.readout import LinearReadout
 from models.layers import HiddenLayer, HiddenSpec
 from spiking import times as st
 from tests.conftest import random_times
@@ -53,16 +53,29 @@ def test_readout_state_round_trips_whatever_the_feature_size():
     assert torch.equal(fresh.coef, readout.coef) and fresh.coef.shape == (3, 12)
 
 
-def test_attach_readout_replaces_the_rstdp_stage_and_keeps_prefixes():
-    model = attach_readout(models.create_model("mozafari2018"), "svm")
+def test_a_readout_chosen_at_build_replaces_the_rstdp_stage_and_keeps_prefixes():
+    model = models.create_model("mozafari2018", readout_choice=models.ReadoutChoice("svm"))
     assert [s.kind for s in model.stages] == ["stdp", "stdp", "readout"] and model.stages[-1].input_node == 2
     assert model.hyperparameters()["readout"] == "svm"
+    torch.manual_seed(5)
+    plain = models.create_model("mozafari2018")
+    torch.manual_seed(5)
+    chosen = models.create_model("mozafari2018", readout_choice=models.ReadoutChoice("logistic", 0.5))
+    assert torch.equal(plain.blocks[1].conv.weight, chosen.blocks[1].conv.weight)    # same seeded draws
+    assert chosen.head.C == 0.5 and chosen.stages[-1].name == "readout_logistic"
     deepr = models.create_model("deepr2024", readout_choice=models.ReadoutChoice("logistic"))
-    assert deepr.head.prefix is not None and [s.name for s in deepr.stages][-1] == "readout_logistic"
+    assert deepr.head.prefix is not None and [s.name for s in deepr.stages] == ["conv1", "conv2", "conv3",
+                                                                                "readout_logistic"]
+    own = models.create_model("kheradpisheh2018", readout_choice=models.ReadoutChoice(C=1.5))
+    assert (own.head.kind, own.head.C) == ("svm", 1.5)
     with pytest.raises(ValueError, match="no R-STDP decision layer"):
         models.create_model("kheradpisheh2018", readout_choice=models.ReadoutChoice("rstdp"))
     with pytest.raises(ValueError, match="needs --readout svm or logistic"):
         models.create_model("mozafari2018", readout_choice=models.ReadoutChoice(C=1.0))
+    with pytest.raises(ValueError, match="no decision stage to replace"):
+        models.create_model("chevalier2019", readout_choice=models.ReadoutChoice("svm"))
+    with pytest.raises(ValueError, match="unknown setting 'readout_choice'"):    # a setting, not the choice
+        models.create_model("mozafari2018", settings={"readout_choice": "svm"})
 
 
 @pytest.mark.cli
