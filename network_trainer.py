@@ -186,6 +186,7 @@ class NetworkTrainer:
 
     # ------------------------------------------------------------------ training
     def fit(self) -> dict:
+        """Train every remaining stage, then `test`; returns the test metrics ({} on ranks > 0)."""
         stages = self.model.stages
         self.outputs.open()
         self.sync_from_rank0()
@@ -193,7 +194,7 @@ class NetworkTrainer:
             with parallel.summed_across_ranks() if self.config.world > 1 else contextlib.nullcontext():
                 while self.state.stage < len(stages):
                     self._train_stage(self.state.stage, stages[self.state.stage])
-            return self._finish() if self.outputs.writes else {}
+            return self.test() if self.outputs.writes else {}
         finally:
             self.outputs.close()
 
@@ -351,7 +352,10 @@ class NetworkTrainer:
             scores = np.concatenate([s for _, s in parts if len(s)] or [scores])
         return self.splits[split].labels, predictions, scores
 
-    def _finish(self) -> dict:
+    def test(self) -> dict:
+        """Evaluate the model as it is on the test split (once per reported number), write the
+        run's final outputs and return the metrics (what `--eval-only` runs on a checkpoint)."""
+        self.outputs.open()
         began = time.time()
         labels, predictions, scores = self.evaluate("test", 0, self.model.predict_needs)
         classes = self.meta.get("classes") or [str(c) for c in range(self.model.num_classes)]

@@ -357,10 +357,10 @@ def _evaluate_only(args, device, log) -> dict:
     trainer = NetworkTrainer(model, splits, run, config,
                              {"model": name, "dataset": dataset.name, "classes": dataset.classes},
                              device=device, log=log)
-    trainer.state.stage = len(model.stages)
     try:
-        metrics = trainer.fit()
+        metrics = trainer.test()
     finally:
+        trainer.outputs.close()
         run.release()
     log(f"test accuracy {metrics['accuracy']:.4f} (silence {metrics['silence_rate']:.4f}) -> {run.path}")
     metrics["run_dir"] = run.path
