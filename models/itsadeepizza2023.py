@@ -30,6 +30,7 @@ import torch
 
 from s1c1 import ReceptiveFields
 
+from spiking.rules import reward_modulated_pair_stdp
 from spiking.settings import setting, settings
 
 from ._registry import register_model
@@ -70,25 +71,6 @@ def simulate_lif(times: torch.Tensor, weight: torch.Tensor, time_steps: int, alp
         spikes = (potential > threshold).to(weight.dtype)
         out.append(spikes)
     return torch.stack(out, dim=1)
-
-
-def stdp_traces(pre: torch.Tensor, post: torch.Tensor, tau: float):
-    """Pair-based STDP sums from spike trains. pre [B, T, M], post [B, T, N] ->
-    (LTP [B, N, M], LTD [B, N, M]) as in the module docstring.
-
-    The traces are linear in the spike trains, so both sums are matmuls with a [T, T] kernel:
-    LTP = post^T K_< pre with K_<[t, s] = exp(-(t - s) / tau) for s < t, and
-    LTD = (K_<= post)^T pre with K_<=[t, s] = exp(-(t - s) / tau) for s <= t.
-    """
-    steps = pre.shape[1]
-    t = torch.arange(steps, device=pre.device, dtype=pre.dtype)
-    lag = t.view(-1, 1) - t.view(1, -1)                          # [T, T]: t - s
-    kernel = torch.exp(-lag.clamp(min=0) / tau)
-    strictly = torch.where(lag > 0, kernel, torch.zeros_like(kernel))
-    inclusive = torch.where(lag >= 0, kernel, torch.zeros_like(kernel))
-    ltp = post.transpose(1, 2) @ (strictly @ pre)                # [B, N, M]
-    ltd = (inclusive @ post).transpose(1, 2) @ pre
-    return ltp, ltd
 
 
 def reward_vector(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -134,10 +116,8 @@ class ItsADeepizza2023(NetworkModel):
         pre = pre.to(post.dtype)                                            # [B, T, M]
         if c.post == "pooled":
             post = post.sum(dim=2, keepdim=True).expand_as(post)
-        ltp, ltd = stdp_traces(pre, post, c.tau)
-        bound = self.weight * (1 - self.weight)
-        delta = c.learning_rate * reward.unsqueeze(2) * bound * (c.a_plus * ltp - c.a_minus * ltd)
-        self.weight += delta.mean(dim=0)
+        self.weight += reward_modulated_pair_stdp(self.weight, pre, post, reward, c.learning_rate,
+                                                  c.a_plus, c.a_minus, c.tau)
         return torch.where(counts.amax(dim=1) > 0, predicted, -1)
 
     def rates(self) -> dict:

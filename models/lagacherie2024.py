@@ -31,6 +31,7 @@ import torch
 from s1c1 import PixelInput
 from utils import derived_seed
 
+from spiking.rules import centred_hebbian_sum, normalized_hebbian_weights, sign_hebbian_delta
 from spiking.settings import MAX_COUNT, setting, settings
 
 from ._registry import register_model
@@ -93,8 +94,7 @@ class HebbianLayer(torch.nn.Module):
         spikes = (state >= self.config.threshold).to(x.dtype)
         state = state - state * spikes
         if learn:
-            sign = (x > self.config.threshold).to(x.dtype) * 2 - 1            # [in]
-            self.weight += self.config.step_size * torch.outer(sign, spikes)
+            self.weight += sign_hebbian_delta(x, spikes, self.config.threshold, self.config.step_size)
         return spikes, state
 
     # ---- usable mode
@@ -114,12 +114,11 @@ class HebbianLayer(torch.nn.Module):
             state = state * (1 - post)
             counts += post
             if learn:
-                hebbian += (pre - self.mean_input).t() @ post
+                hebbian += centred_hebbian_sum(pre, post, self.mean_input)
                 self.mean_input.mul_(0.999).add_(0.001 * pre.mean(dim=0))
         if learn:
-            self.weight += config.learning_rate * hebbian / batch
-            self.weight.clamp_(0, 1)
-            self.weight *= config.weight_norm / self.weight.sum(dim=0, keepdim=True).clamp(min=1e-12)
+            self.weight.copy_(normalized_hebbian_weights(self.weight, hebbian, batch, config.learning_rate,
+                                                         config.weight_norm))
             target = config.time_steps * config.kwta / config.neurons
             self.thresholds += config.threshold_rate * (counts.mean(dim=0) - target)
             self.samples_seen += batch

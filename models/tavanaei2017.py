@@ -35,6 +35,7 @@ import torch
 from s1c1 import PixelInput, ReceptiveFields
 from utils import derived_seed
 
+from spiking.rules import bp_stdp_deltas
 from spiking.settings import MAX_COUNT, setting, settings
 
 from ._registry import register_model
@@ -141,12 +142,11 @@ class Tavanaei2017(NetworkModel):
         counts_in = torch.stack(windows["in"]).sum(dim=0)                    # [B, M]
         counts_hidden = torch.stack(windows["hidden"]).sum(dim=0)            # [B, H]
         fired = torch.stack(windows["out"]).amax(dim=0)                      # [B, N]
-        error = target - fired                                               # xi: +1, -1 or 0
-        gate = counts_hidden if c.hidden_gate == "count" else (counts_hidden > 0).float()
-        delta = gate * (error @ self.output_weight)                          # [B, H]
-        scale = c.learning_rate / (len(error) if c.batch_update == "mean" else 1)
-        self.output_weight += scale * torch.einsum("bn,bh->nh", error, counts_hidden)
-        self.hidden_weight += scale * torch.einsum("bh,bm->hm", delta, counts_in)
+        d_output, d_hidden = bp_stdp_deltas(target, counts_in, counts_hidden, fired, self.output_weight,
+                                            c.hidden_gate)
+        scale = c.learning_rate / (len(target) if c.batch_update == "mean" else 1)
+        self.output_weight += scale * d_output
+        self.hidden_weight += scale * d_hidden
 
     # ---- the online BP-STDP learner
     def start_epoch(self, epoch: int) -> None:

@@ -7,7 +7,8 @@ import torch
 
 import models
 from models.chevalier2019 import Chevalier2019Config, LeakyReLULayer
-from models.itsadeepizza2023 import reward_vector, simulate_lif, stdp_traces
+from models.itsadeepizza2023 import reward_vector, simulate_lif
+from spiking.rules import pair_stdp_sums
 from s1c1 import ReceptiveFields, gaussian_field_times
 
 
@@ -180,7 +181,7 @@ def test_trace_stdp_equals_the_pair_loop_including_simultaneous_spikes():
     pre = (torch.rand(1, 30, 5, generator=gen) < 0.1).float()
     post = (torch.rand(1, 30, 3, generator=gen) < 0.2).float()
     post[0, 7, 1] = pre[0, 7, 2] = 1.0                        # a same-step pair: LTD
-    ltp, ltd = stdp_traces(pre, post, 10.0)
+    ltp, ltd = pair_stdp_sums(pre, post, 10.0)
     to_times = lambda trains: [list(np.flatnonzero(trains[0, :, n].numpy())) for n in range(trains.shape[2])]
     expected_ltp, expected_ltd = slow_stdp(to_times(pre), to_times(post), 10.0)
     assert np.allclose(ltp[0].numpy(), expected_ltp) and np.allclose(ltd[0].numpy(), expected_ltd)
