@@ -9,7 +9,8 @@ import numpy as np
 
 import data
 from network_trainer import Split
-from s1c1 import EncodingCache, encode
+from encoding_cache import EncodingCache
+from s1c1 import encode
 from utils import UserError, derived_seed, resolve_device
 
 

@@ -37,7 +37,8 @@ def _mnist(args, count):
 def _encoded(args, count, model):
     """Front-end spike times of the first `count` MNIST training images (through the cache)."""
     import numpy as np
-    from s1c1 import EncodingCache, encode
+    from encoding_cache import EncodingCache
+    from s1c1 import encode
     import data
     dataset = data.load_dataset("mnist", args.data_root, download=False)
     cache = EncodingCache(os.path.join(ROOT, "cache"))

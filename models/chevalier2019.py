@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from s1c1 import PixelInput
+from frontends import PixelInput
 from utils import derived_seed
 
 from spiking.settings import MAX_COUNT, require, setting, settings

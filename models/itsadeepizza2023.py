@@ -1,7 +1,7 @@
 """itsadeepizza (2023): single-layer R-STDP on Iris with Gaussian receptive-field latency coding.
 
 - Input: each of the 4 features drives 25 Gaussian fields (sigma 0.5), each firing once at
-  round((1 - g) * 100) when g >= 0.01 (`s1c1.ReceptiveFields`): 100 inputs, T = 100.
+  round((1 - g) * 100) when g >= 0.01 (`frontends.ReceptiveFields`): 100 inputs, T = 100.
 - Neurons (3, current-based leaky integrate-and-fire, alpha = beta = 0.5, theta = 1), per step:
   U <- beta (U + I - S_prev);  I <- alpha I + W in_t;  S = 1[U > theta]
   (the input reaches U one step later). W [3, 100] ~ U(0, 1). State reset per sample.
@@ -28,7 +28,7 @@ import dataclasses
 
 import torch
 
-from s1c1 import ReceptiveFields
+from frontends import ReceptiveFields
 
 from spiking.rules import reward_modulated_pair_stdp
 from spiking.settings import setting, settings

@@ -28,7 +28,7 @@ import dataclasses
 
 import torch
 
-from s1c1 import PixelInput
+from frontends import PixelInput
 from utils import derived_seed
 
 from spiking.rules import centred_hebbian_sum, normalized_hebbian_weights, sign_hebbian_delta

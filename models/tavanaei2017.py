@@ -32,7 +32,7 @@ import dataclasses
 
 import torch
 
-from s1c1 import PixelInput, ReceptiveFields
+from frontends import PixelInput, ReceptiveFields
 from utils import derived_seed
 
 from spiking.rules import bp_stdp_deltas

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import data
-from s1c1 import FrontEnd, EncodingCache, S1C1, encode
+from encoding_cache import EncodingCache
+from s1c1 import FrontEnd, S1C1, encode
 from spiking import encoding, functional as sf
 from spiking.filters import DoGKernel, Filter
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import models
-from s1c1 import PixelInput, ReceptiveFields
+from frontends import PixelInput, ReceptiveFields
 from models.layers import HiddenLayer, HiddenSpec, reward_signal
 from models.stages import RSTDPStage
 from spiking import functional as sf

@@ -9,7 +9,7 @@ import models
 from models.chevalier2019 import Chevalier2019Config, LeakyReLULayer
 from models.itsadeepizza2023 import reward_vector, simulate_lif
 from spiking.rules import pair_stdp_sums
-from s1c1 import ReceptiveFields, gaussian_field_times
+from frontends import ReceptiveFields, gaussian_field_times
 
 
 # ---------------------------------------------------------------- chevalier2019

@@ -1,0 +1,94 @@
+"""The front ends other than S1C1: raw grey levels (`PixelInput`, for models that encode per time
+step themselves) and Gaussian receptive fields with latency coding (`ReceptiveFields`, for tabular
+features such as Iris).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from s1c1 import FORMAT_VERSION
+from spiking.settings import MAX_COUNT, MAX_TIME_STEPS, require, setting, settings
+
+
+@settings
+class PixelInput:
+    """No spike coding at the front end: the image's grey levels (0..255) as uint8, flattened.
+    Models that encode per time step (a random mask, Bernoulli rates) start from these."""
+    name: str = setting("pixels", choices=("pixels",))
+    time_steps: int = setting(0, choices=(0,))
+
+    def key(self) -> str:
+        return hashlib.sha256(f"v{FORMAT_VERSION}:pixels".encode()).hexdigest()[:16]
+
+    def output_shape(self, input_shape) -> tuple[int]:
+        return (int(np.prod(input_shape)),)
+
+    def build(self) -> nn.Module:
+        return _Pixels()
+
+
+class _Pixels(nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.flatten(1).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@settings
+class ReceptiveFields:
+    """Gaussian receptive fields with latency coding, for tabular features (itsadeepizza2023).
+
+    Each feature drives `fields` neurons with centres evenly spaced over its `ranges` entry
+    and response `g = exp(-(x - centre)^2 / (2 sigma^2))`; a neuron with `g >= threshold` fires
+    once at `round((1 - g) * T)` (the best match first), the others never (T).
+    """
+    fields: int = setting(25, low=1, high=MAX_COUNT)
+    sigma: float = setting(0.5, low=1e-6)
+    ranges: tuple = ((4.0, 8.0), (2.0, 4.5), (1.0, 7.0), (0.0, 2.5))    # Iris, as the original
+    threshold: float = setting(0.01, low=0, high=1)
+    time_steps: int = setting(100, low=1, high=MAX_TIME_STEPS)
+
+    def check(self) -> None:
+        require(len(self.ranges) >= 1 and all(isinstance(r, tuple) and len(r) == 2 and r[0] <= r[1]
+                                               for r in self.ranges),
+                f"ranges must be (low, high) pairs, one per input feature, got {self.ranges!r}")
+
+    def key(self) -> str:
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(f"v{FORMAT_VERSION}:fields:{text}".encode()).hexdigest()[:16]
+
+    def output_shape(self, input_shape) -> tuple[int]:
+        if len(input_shape) != 1 or input_shape[0] != len(self.ranges):
+            raise ValueError(f"receptive fields are set up for {len(self.ranges)} features, got input {input_shape}")
+        return (len(self.ranges) * self.fields,)
+
+    def build(self) -> nn.Module:
+        return _Fields(self)
+
+
+class _Fields(nn.Module):
+    def __init__(self, config: ReceptiveFields):
+        super().__init__()
+        self.config = config
+        centres = torch.stack([torch.linspace(lo, hi, config.fields, dtype=torch.float64)
+                               for lo, hi in config.ranges])
+        self.register_buffer("centres", centres)                           # [F, fields]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return gaussian_field_times(features, self.centres, self.config.sigma, self.config.threshold,
+                                    self.config.time_steps)
+
+
+def gaussian_field_times(features: torch.Tensor, centres: torch.Tensor, sigma: float,
+                         threshold: float, time_steps: int) -> torch.Tensor:
+    """Spike times of Gaussian receptive fields. Shape: [B, F], centres [F, N] -> uint8 [B, F * N]."""
+    if features.dim() != 2 or features.shape[1] != centres.shape[0]:
+        raise ValueError(f"features must be [B, {centres.shape[0]}], got {tuple(features.shape)}")
+    response = torch.exp(-(features.double().unsqueeze(2) - centres) ** 2 / (2 * sigma ** 2))
+    times = torch.round((1 - response) * time_steps)
+    times = torch.where(response >= threshold, times, float(time_steps))
+    return times.flatten(1).to(torch.uint8)
