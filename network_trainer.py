@@ -39,7 +39,8 @@ from metrics import classification_metrics, confusion_matrix
 from run_outputs import NoOutputs, RunOutputs
 from spiking import parallel
 from spiking import times as st
-from utils import CHECKPOINT_FORMAT, UserError, derived_seed, fault_point, load_checkpoint
+from checkpoints import CHECKPOINT_FORMAT, load_checkpoint
+from utils import UserError, derived_seed, fault_point
 
 
 @dataclass

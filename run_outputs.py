@@ -12,11 +12,12 @@ import csv
 import io
 
 import plots
-from utils import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint, save_figure
+from checkpoints import load_checkpoint, save_checkpoint
+from utils import atomic_write_json, atomic_write_text, save_figure
 
 
 class RunOutputs:
-    """The run folder `run` (a `utils.RunDirectory`) of the process that writes."""
+    """The run folder `run` (a `run_folder.RunDirectory`) of the process that writes."""
     writes = True
 
     def __init__(self, run, tensorboard: bool = False):

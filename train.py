@@ -19,8 +19,9 @@ import launcher
 import models
 from network_trainer import NetworkTrainer, TrainConfig, check_compatible
 from pipeline import prepare_splits
-from utils import (RunDirectory, UserError, atomic_write_json, default_run_name,
-                   eprint, git_commit, load_checkpoint, package_versions, resolve_device,
+from checkpoints import load_checkpoint
+from run_folder import RunDirectory, default_run_name
+from utils import (UserError, atomic_write_json, eprint, git_commit, package_versions, resolve_device,
                    seed_everything, set_threads)
 
 # where and how a run executes, not what it computes: the only flags a resumed run may take

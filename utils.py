@@ -1,9 +1,7 @@
-"""Small helpers: errors, seeding, devices, atomic files, checkpoints and run directories."""
+"""Small helpers: the one-line error type, fault injection, seeding, devices and versions,
+atomic file writes and figures. Checkpoints are in `checkpoints.py`, run folders in `run_folder.py`."""
 from __future__ import annotations
 
-import datetime
-import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -17,8 +15,6 @@ import numpy as np
 import torch
 
 PROJECT_ROOT = os.path.dirname(os.path.abspath(__file__))
-CHECKPOINT_MAGIC = b"SNNCKPT1"          # 8 bytes, then the payload's sha256, then the payload
-CHECKPOINT_FORMAT = 1
 
 
 class UserError(Exception):
@@ -162,120 +158,6 @@ def save_figure(figure, path: str) -> None:
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: str, payload: dict) -> None:
-    """Checkpoint = magic + sha256 + `torch.save` bytes of tensors and plain data, written atomically."""
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    atomic_write_bytes(path, CHECKPOINT_MAGIC + hashlib.sha256(data).digest() + data)
-
-
-def load_checkpoint(path: str) -> dict:
-    """Verify and load a checkpoint as data (`weights_only`: no pickled code is ever executed)."""
-    try:
-        with open(path, "rb") as handle:
-            blob = handle.read()
-    except OSError as error:
-        raise UserError(f"cannot read checkpoint {path}: {error.strerror or error}") from error
-    if len(blob) < 40 or blob[:8] != CHECKPOINT_MAGIC:
-        raise UserError(f"{path} is not a checkpoint of this tool (bad header)")
-    if hashlib.sha256(blob[40:]).digest() != blob[8:40]:
-        raise UserError(f"checkpoint {path} is corrupted or truncated (checksum mismatch)")
-    try:
-        payload = torch.load(io.BytesIO(blob[40:]), map_location="cpu", weights_only=True)
-    except Exception as error:   # noqa: BLE001 - any unpickling failure means "not our data"
-        raise UserError(f"checkpoint {path} cannot be loaded as data: {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"checkpoint {path} has an unsupported format "
-                        f"({payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
-    return payload
-
-
-# ---------------------------------------------------------------- run directories
-
-class RunDirectory:
-    """A run's own folder, created exclusively and locked while a process uses it.
-
-    `create` refuses an existing name (runs never overwrite each other); `open` reattaches to an
-    existing run (resume). The lock (`flock` on `.lock`) makes a second process using the same
-    run fail at once with a clear message.
-    """
-
-    def __init__(self, path: str):
-        self.path = os.path.abspath(path)
-        self._lock = None
-
-    @classmethod
-    def create(cls, out_dir: str, name: str) -> "RunDirectory":
-        try:
-            os.makedirs(out_dir, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"cannot create output folder {out_dir}: {error.strerror}") from error
-        if not os.access(out_dir, os.W_OK | os.X_OK):
-            raise UserError(f"output folder {out_dir} is not writable")
-        run = cls(os.path.join(out_dir, name))
-        try:
-            os.mkdir(run.path)
-        except FileExistsError as error:
-            raise UserError(f"run {run.path} already exists: pick another --run-name, or continue it "
-                            f"with --resume {run.path}") from error
-        except OSError as error:
-            raise UserError(f"cannot create run folder {run.path}: {error.strerror}") from error
-        run.lock()
-        return run
-
-    @classmethod
-    def open(cls, path: str) -> "RunDirectory":
-        """Reattach to a run (resume); temporary files left by a killed writer are removed."""
-        if not os.path.isdir(path):
-            raise UserError(f"no run folder at {path}")
-        run = cls(path)
-        run.lock()
-        for folder, _, names in os.walk(run.path):
-            for name in names:
-                if ".tmp" in name:
-                    os.remove(os.path.join(folder, name))
-        return run
-
-    def lock(self) -> None:
-        handle = open(os.path.join(self.path, ".lock"), "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            handle.close()
-            if error.errno in (errno.EAGAIN, errno.EACCES):
-                raise UserError(f"run {self.path} is in use by another process") from error
-            raise
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._lock = handle
-
-    def release(self) -> None:
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
-
-    def folder(self, *parts: str) -> str:
-        path = os.path.join(self.path, *parts)
-        os.makedirs(path, exist_ok=True)
-        return path
-
-    def file(self, *parts: str) -> str:
-        path = os.path.join(self.path, *parts)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return path
-
-
-def default_run_name(model: str, dataset: str) -> str:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{model}-{dataset}-{stamp}-{os.getpid()}"
 
 
 def eprint(*args) -> None:

@@ -85,7 +85,7 @@ def fingerprint(name: str, data_root: str, cache: str, out: str) -> dict:
     with open(os.path.join(folder, "metrics.json")) as handle:
         metrics = {k: v for k, v in json.load(handle).items() if k not in TIMING_KEYS}
     sys.path.insert(0, ROOT)
-    from utils import load_checkpoint
+    from checkpoints import load_checkpoint
     payload = load_checkpoint(os.path.join(folder, "checkpoints", "last.ckpt"))
     weights = {key: hashlib.sha256(value.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
                for key, value in payload["state_dict"].items() if isinstance(value, torch.Tensor)}

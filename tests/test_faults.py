@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import train
-from utils import load_checkpoint, save_checkpoint
+from checkpoints import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.cli       # end-to-end runs of the CLI (deselect: -m 'not cli')
 
@@ -109,7 +109,7 @@ def test_corrupted_and_foreign_checkpoints_are_refused(tmp_path, capsys):
 def test_pickled_code_in_a_checkpoint_is_never_executed(tmp_path, capsys):
     import hashlib
     import io
-    from utils import CHECKPOINT_MAGIC
+    from checkpoints import CHECKPOINT_MAGIC
 
     class Exploit:
         def __reduce__(self):

@@ -13,7 +13,7 @@ import compare
 import sweep
 import train
 from network_trainer import shard
-from utils import load_checkpoint
+from checkpoints import load_checkpoint
 
 
 @pytest.mark.parametrize("size,world", [(32, 2), (17, 3), (2, 4), (1, 2), (0, 2)])

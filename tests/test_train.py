@@ -8,7 +8,7 @@ import torch
 
 import train
 from network_trainer import NetworkTrainer
-from utils import load_checkpoint, save_checkpoint
+from checkpoints import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.cli       # end-to-end runs of the CLI (deselect: -m 'not cli')
 

@@ -1,0 +1,44 @@
+"""Checkpoints: magic + sha256 + `torch.save` bytes of tensors and plain data, written atomically
+and loaded as data only (`weights_only`), so a damaged or foreign file is a one-line error and no
+pickled code ever runs."""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import torch
+
+import utils            # utils.atomic_write_bytes at call time (fault tests replace it)
+from utils import UserError
+
+CHECKPOINT_MAGIC = b"SNNCKPT1"          # 8 bytes, then the payload's sha256, then the payload
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: str, payload: dict) -> None:
+    """Checkpoint = magic + sha256 + `torch.save` bytes of tensors and plain data, written atomically."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    utils.atomic_write_bytes(path, CHECKPOINT_MAGIC + hashlib.sha256(data).digest() + data)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Verify and load a checkpoint as data (`weights_only`: no pickled code is ever executed)."""
+    try:
+        with open(path, "rb") as handle:
+            blob = handle.read()
+    except OSError as error:
+        raise UserError(f"cannot read checkpoint {path}: {error.strerror or error}") from error
+    if len(blob) < 40 or blob[:8] != CHECKPOINT_MAGIC:
+        raise UserError(f"{path} is not a checkpoint of this tool (bad header)")
+    if hashlib.sha256(blob[40:]).digest() != blob[8:40]:
+        raise UserError(f"checkpoint {path} is corrupted or truncated (checksum mismatch)")
+    try:
+        payload = torch.load(io.BytesIO(blob[40:]), map_location="cpu", weights_only=True)
+    except Exception as error:   # noqa: BLE001 - any unpickling failure means "not our data"
+        raise UserError(f"checkpoint {path} cannot be loaded as data: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"checkpoint {path} has an unsupported format "
+                        f"({payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
+    return payload
