@@ -224,6 +224,8 @@ class NetworkTrainer:
             self.save("last.ckpt")
             self.outputs.epoch(self.state.history)
             self.log(_row_summary(row))
+            for warning in diagnose(stage.name, row, self.model.num_classes):
+                self.log(f"warning: {warning}")
             if stop:
                 self.log(f"{stage.name}: the median validation accuracy of {self.config.smoothing} epochs "
                          f"has not risen for {self.config.patience} epochs; stopping")
@@ -421,6 +423,27 @@ def check_compatible(payload: dict, model, model_name: str) -> None:
     if set(theirs) != set(state) or any(theirs[k].shape != state[k].shape and state[k].numel()
                                         for k in state):
         raise UserError("checkpoint weights do not match the model's layers")
+
+
+SATURATED, SILENT = 0.95, 0.01      # output spike rates flagged while training
+COLLAPSED = 0.5                     # share of the training decisions taken by one class
+
+
+def diagnose(stage: str, row: dict, num_classes: int) -> list[str]:
+    """One-line warnings about an epoch's history row: a layer whose output nearly always or
+    nearly never spikes (the next layer then sees little information), and a decision layer
+    whose training decisions collapse onto one class."""
+    warnings = []
+    rate = row.get("spike_rate")
+    if rate is not None and rate >= SATURATED:
+        warnings.append(f"{stage} is saturated: {rate:.0%} of its output neurons spike on validation images")
+    elif rate is not None and rate <= SILENT:
+        warnings.append(f"{stage} is nearly silent: {rate:.1%} of its output neurons spike on validation images")
+    share = row.get("top_class_share")
+    if share is not None and num_classes > 2 and share >= COLLAPSED:
+        warnings.append(f"{stage} is collapsing: one class took {share:.0%} of this epoch's training "
+                        f"decisions ({num_classes} classes)")
+    return warnings
 
 
 def shard(batch: np.ndarray, rank: int, world: int) -> np.ndarray:

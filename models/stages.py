@@ -126,7 +126,8 @@ class STDPStage(StageBase):
 
 
 class RSTDPStage(StageBase):
-    """Supervised R-STDP of a decision head.
+    """Supervised R-STDP of a decision head (`needs`, `num_classes`, `reinforce(inputs, labels,
+    phase, exact) -> decisions`, `adapt(hit, miss, adaptive_min, adaptive_int)`, `rates()`).
 
     The head's rates adapt after each window of about `window` training samples (silent ones
     included): reward rates = base * (miss * adaptive_int + adaptive_min), punish rates =
@@ -146,9 +147,11 @@ class RSTDPStage(StageBase):
         self.needs = head.needs
         self.window, self.adaptive_min, self.adaptive_int = window, adaptive_min, adaptive_int
         self._counts, self._phase, self._sizes = [0, 0, 0], 0, [window]
+        self._decided = [0] * head.num_classes
 
     def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
         self._counts, self._phase = [0, 0, 0], 0      # correct, wrong, silent in this window
+        self._decided = [0] * self.head.num_classes    # decisions per class in this epoch
         count = max(1, round(size / self.window)) if size else 1
         self._sizes = [size // count + (1 if i < size % count else 0) for i in range(count)] if size \
             else [self.window]
@@ -162,6 +165,8 @@ class RSTDPStage(StageBase):
     def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
         decisions = self.head.reinforce(inputs, labels, phase=self._phase, exact=self.exact)
         local = decision_counts(decisions, labels)
+        classes = torch.bincount(decisions[decisions >= 0].cpu(), minlength=len(self._decided)).tolist()
+        self._decided = [a + b for a, b in zip(self._decided, classes)]
         # data-parallel: the whole global batch's counts, so every rank adapts its rates alike
         counts = parallel.total(local["correct"], local["wrong"], local["silent"])
         self._counts = [a + b for a, b in zip(self._counts, counts)]
@@ -178,8 +183,12 @@ class RSTDPStage(StageBase):
         self._counts = [0, 0, 0]
 
     def end_epoch(self, validation: Validation | None = None) -> dict:
+        """Adapts the rates for the last window; returns the largest share of the epoch's
+        (non-silent) training decisions that went to one class (`top_class_share`: 1 / classes
+        when balanced; near 1 when the decision layer has collapsed onto a few neurons)."""
         self._adapt()
-        return {}
+        decided = parallel.total(*self._decided) if len(self._decided) > 1 else [parallel.total(*self._decided)]
+        return {"top_class_share": max(decided) / sum(decided)} if sum(decided) else {}
 
     def rates(self) -> dict:
         return self.head.rates()

@@ -151,6 +151,8 @@ def test_sequential_training_equals_the_wave_reference_loop(gen):
 
 
 class FakeHead:
+    num_classes = 2
+
     def __init__(self, decisions):
         self.decisions, self.adapted = decisions, []
 

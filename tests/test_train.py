@@ -196,3 +196,39 @@ def test_set_overrides_reach_nested_settings_and_keep_seeded_weights(tmp_path, c
     base = ["--dataset", "synthetic", "--out-dir", str(tmp_path), "--cache-dir", cache_dir, "--no-progress"]
     expect_error(capsys, base + ["--set", "conv1.threshold"], "expected KEY=VALUE")
     expect_error(capsys, base + ["--set", "bogus=1"], "unknown setting 'bogus'")
+
+
+def test_saturated_silent_and_collapsing_layers_are_flagged_in_one_line(tmp_path, cache_dir, capsys):
+    from network_trainer import diagnose
+    assert diagnose("conv2", {"spike_rate": 0.97}, 10) == [
+        "conv2 is saturated: 97% of its output neurons spike on validation images"]
+    assert "nearly silent" in diagnose("conv1", {"spike_rate": 0.004}, 10)[0]
+    assert diagnose("conv1", {"spike_rate": 0.3}, 10) == []
+    assert "collapsing: one class took 62%" in diagnose("decision", {"top_class_share": 0.62}, 10)[0]
+    assert diagnose("decision", {"top_class_share": 0.3}, 10) == []
+    # the synthetic bars saturate conv2 after one short epoch: the run says so, once per epoch
+    run_main(tmp_path, cache_dir, "--dry-run")
+    out = capsys.readouterr().out
+    assert out.count("warning: conv2 is saturated") == 1
+
+
+def test_rstdp_stage_reports_the_largest_class_share_of_its_decisions():
+    from models.stages import RSTDPStage
+
+    class Head:
+        num_classes, needs = 4, "final"
+
+        def __init__(self):
+            self.calls = iter([torch.tensor([0, 0, -1, 2]), torch.tensor([0, 1, 0, 0])])
+
+        def reinforce(self, inputs, labels, phase=0, exact=True):
+            return next(self.calls)
+
+        def adapt(self, *args):
+            pass
+
+    stage = RSTDPStage("decision", Head(), input_node=0)
+    stage.start_epoch(8)
+    for _ in range(2):
+        stage.step(torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))
+    assert stage.end_epoch() == {"top_class_share": 5 / 7}          # class 0: 5 of 7 non-silent
