@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 
 import torch
 
@@ -42,3 +43,24 @@ def load_checkpoint(path: str) -> dict:
         raise UserError(f"checkpoint {path} has an unsupported format "
                         f"({payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
     return payload
+
+
+def check_compatible(payload: dict, model, model_name: str) -> None:
+    """Refuse a checkpoint made for another model, other hyperparameters or another front end."""
+    if payload.get("model") != model_name:
+        raise UserError(f"checkpoint is for model {payload.get('model')!r}, not {model_name!r}")
+    if payload.get("num_classes") != model.num_classes:
+        raise UserError(f"checkpoint has {payload.get('num_classes')} classes, the data has {model.num_classes}")
+    if payload.get("frontend_key") != model.frontend.key():
+        raise UserError("checkpoint was made with other front-end parameters")
+    ours = json.loads(json.dumps(model.hyperparameters()))
+    if payload.get("hyperparameters") != ours:
+        keys = sorted(k for k in set(ours) | set(payload.get("hyperparameters") or {})
+                      if ours.get(k) != (payload.get("hyperparameters") or {}).get(k))
+        raise UserError(f"checkpoint was made with other hyperparameters ({', '.join(keys)})")
+    state = model.state_dict()
+    theirs = payload.get("state_dict", {})
+    # an empty tensor is a lazily sized buffer (a linear readout before it is fitted)
+    if set(theirs) != set(state) or any(theirs[k].shape != state[k].shape and state[k].numel()
+                                        for k in state):
+        raise UserError("checkpoint weights do not match the model's layers")

@@ -8,6 +8,7 @@ tests) need no download.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,7 +96,6 @@ def read_idx(path: str) -> np.ndarray:
 def _idx_dataset(name: str, root: str) -> Dataset | None:
     """The dataset from its raw IDX files under `root` (torchvision's layout), or None when
     they are not there."""
-    import os
     folder, train, test = IDX_FILES[name]
     arrays = []
     for pattern in (train, test):

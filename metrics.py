@@ -1,4 +1,5 @@
-"""Classification metrics with silence (-1) counted as an error (pure functions)."""
+"""Classification metrics with silence (-1) counted as an error, and the training diagnostics
+of an epoch's history row (pure functions)."""
 from __future__ import annotations
 
 
@@ -83,3 +84,24 @@ def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     count_neg = positive.size - count_pos
     u = ranks[positive].sum() - count_pos * (count_pos + 1) / 2.0
     return float(u / (count_pos * count_neg))
+
+
+SATURATED, SILENT = 0.95, 0.01      # output spike rates flagged while training
+COLLAPSED = 0.5                     # share of the training decisions taken by one class
+
+
+def diagnose(stage: str, row: dict, num_classes: int) -> list[str]:
+    """One-line warnings about an epoch's history row: a layer whose output nearly always or
+    nearly never spikes (the next layer then sees little information), and a decision layer
+    whose training decisions collapse onto one class."""
+    warnings = []
+    rate = row.get("spike_rate")
+    if rate is not None and rate >= SATURATED:
+        warnings.append(f"{stage} is saturated: {rate:.0%} of its output neurons spike on validation images")
+    elif rate is not None and rate <= SILENT:
+        warnings.append(f"{stage} is nearly silent: {rate:.1%} of its output neurons spike on validation images")
+    share = row.get("top_class_share")
+    if share is not None and num_classes > 2 and share >= COLLAPSED:
+        warnings.append(f"{stage} is collapsing: one class took {share:.0%} of this epoch's training "
+                        f"decisions ({num_classes} classes)")
+    return warnings

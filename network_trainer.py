@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metrics import classification_metrics, confusion_matrix
+from checkpoints import CHECKPOINT_FORMAT, check_compatible, load_checkpoint
+from metrics import classification_metrics, confusion_matrix, diagnose
 from run_outputs import NoOutputs, RunOutputs
 from spiking import parallel
 from spiking import times as st
-from checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 from utils import UserError, derived_seed, fault_point
 
 
@@ -402,48 +402,6 @@ class NetworkTrainer:
     def _bar(self, total: int, description: str):
         return tqdm(total=total, desc=description, unit="img", unit_scale=True, leave=False,
                     disable=None if self.config.progress is None else not self.config.progress)
-
-
-def check_compatible(payload: dict, model, model_name: str) -> None:
-    """Refuse a checkpoint made for another model, other hyperparameters or another front end."""
-    if payload.get("model") != model_name:
-        raise UserError(f"checkpoint is for model {payload.get('model')!r}, not {model_name!r}")
-    if payload.get("num_classes") != model.num_classes:
-        raise UserError(f"checkpoint has {payload.get('num_classes')} classes, the data has {model.num_classes}")
-    if payload.get("frontend_key") != model.frontend.key():
-        raise UserError("checkpoint was made with other front-end parameters")
-    ours = json.loads(json.dumps(model.hyperparameters()))
-    if payload.get("hyperparameters") != ours:
-        keys = sorted(k for k in set(ours) | set(payload.get("hyperparameters") or {})
-                      if ours.get(k) != (payload.get("hyperparameters") or {}).get(k))
-        raise UserError(f"checkpoint was made with other hyperparameters ({', '.join(keys)})")
-    state = model.state_dict()
-    theirs = payload.get("state_dict", {})
-    # an empty tensor is a lazily sized buffer (a linear readout before it is fitted)
-    if set(theirs) != set(state) or any(theirs[k].shape != state[k].shape and state[k].numel()
-                                        for k in state):
-        raise UserError("checkpoint weights do not match the model's layers")
-
-
-SATURATED, SILENT = 0.95, 0.01      # output spike rates flagged while training
-COLLAPSED = 0.5                     # share of the training decisions taken by one class
-
-
-def diagnose(stage: str, row: dict, num_classes: int) -> list[str]:
-    """One-line warnings about an epoch's history row: a layer whose output nearly always or
-    nearly never spikes (the next layer then sees little information), and a decision layer
-    whose training decisions collapse onto one class."""
-    warnings = []
-    rate = row.get("spike_rate")
-    if rate is not None and rate >= SATURATED:
-        warnings.append(f"{stage} is saturated: {rate:.0%} of its output neurons spike on validation images")
-    elif rate is not None and rate <= SILENT:
-        warnings.append(f"{stage} is nearly silent: {rate:.1%} of its output neurons spike on validation images")
-    share = row.get("top_class_share")
-    if share is not None and num_classes > 2 and share >= COLLAPSED:
-        warnings.append(f"{stage} is collapsing: one class took {share:.0%} of this epoch's training "
-                        f"decisions ({num_classes} classes)")
-    return warnings
 
 
 def shard(batch: np.ndarray, rank: int, world: int) -> np.ndarray:

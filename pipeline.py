@@ -42,22 +42,21 @@ def prepare_splits(args, dataset, frontend, log, test_only: bool = False) -> tup
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise UserError(f"--ratio {args.ratio} and --val-size {args.val_size} leave {len(train_idx)} "
                         f"training and {len(val_idx)} validation images; both must be >= 1")
+    augment = bool(args.augment) and not test_only
     if test_only:
-        splits = {"train": Split(None, labels[train_idx]), "val": Split(None, labels[val_idx]),
-                  "test": Split(encoded["test"], dataset.test_labels)}
-        return splits, {"name": dataset.name, "classes": dataset.classes,
-                        "sizes": {k: len(v) for k, v in splits.items()}, "augmented": False}
-    train_times = np.asarray(encoded["train"][train_idx])
-    train_labels = labels[train_idx]
-    if args.augment:
-        moved = data.augment_images(dataset.train_images[train_idx], derived_seed(args.seed, "augment"))
-        train_times = np.concatenate([train_times, _encode(moved, frontend, args, "encode augmented")])
-        train_labels = np.concatenate([train_labels, train_labels])
-    splits = {"train": Split(train_times, train_labels),
-              "val": Split(np.asarray(encoded["train"][val_idx]), labels[val_idx]),
-              "test": Split(encoded["test"], dataset.test_labels)}
+        splits = {"train": Split(None, labels[train_idx]), "val": Split(None, labels[val_idx])}
+    else:
+        train_times = np.asarray(encoded["train"][train_idx])
+        train_labels = labels[train_idx]
+        if augment:
+            moved = data.augment_images(dataset.train_images[train_idx], derived_seed(args.seed, "augment"))
+            train_times = np.concatenate([train_times, _encode(moved, frontend, args, "encode augmented")])
+            train_labels = np.concatenate([train_labels, train_labels])
+        splits = {"train": Split(train_times, train_labels),
+                  "val": Split(np.asarray(encoded["train"][val_idx]), labels[val_idx])}
+    splits["test"] = Split(encoded["test"], dataset.test_labels)
     summary = {"name": dataset.name, "classes": dataset.classes,
-               "sizes": {k: len(v) for k, v in splits.items()}, "augmented": bool(args.augment)}
+               "sizes": {k: len(v) for k, v in splits.items()}, "augmented": augment}
     return splits, summary
 
 

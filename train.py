@@ -17,9 +17,9 @@ import torch
 import data
 import launcher
 import models
-from network_trainer import NetworkTrainer, TrainConfig, check_compatible
+from checkpoints import check_compatible, load_checkpoint
+from network_trainer import NetworkTrainer, TrainConfig
 from pipeline import prepare_splits
-from checkpoints import load_checkpoint
 from run_folder import RunDirectory, default_run_name
 from utils import (UserError, atomic_write_json, eprint, git_commit, package_versions, resolve_device,
                    seed_everything, set_threads)

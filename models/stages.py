@@ -187,7 +187,8 @@ class RSTDPStage(StageBase):
         (non-silent) training decisions that went to one class (`top_class_share`: 1 / classes
         when balanced; near 1 when the decision layer has collapsed onto a few neurons)."""
         self._adapt()
-        decided = parallel.total(*self._decided) if len(self._decided) > 1 else [parallel.total(*self._decided)]
+        decided = parallel.total(*self._decided)
+        decided = decided if isinstance(decided, tuple) else (decided,)      # one class: an int
         return {"top_class_share": max(decided) / sum(decided)} if sum(decided) else {}
 
     def rates(self) -> dict:

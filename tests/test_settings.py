@@ -10,7 +10,7 @@ import torch
 
 import models
 from spiking.settings import check_settings, setting, settings
-from tests.test_models import node0, stage_input
+from tests.test_models import node0, raw_shape, stage_input
 from tests.test_train import cache_dir  # noqa: F401  (the session fixture)
 
 
@@ -74,7 +74,7 @@ def test_every_setting_rejects_bad_values_in_one_line_or_works(name):
             accepted.append((key, value))
             try:
                 # the input size is the run's: check it as the CLI does, then train
-                shape = model.frontend.output_shape(tuple(node0_raw_shape(model)))
+                shape = model.frontend.output_shape(tuple(raw_shape(model)))
                 shapes = model.node_shapes(shape)
             except ValueError:
                 continue
@@ -85,11 +85,6 @@ def test_every_setting_rejects_bad_values_in_one_line_or_works(name):
             except Exception as error:      # noqa: BLE001 - any exception here is the bug
                 raise AssertionError(f"{name} --set {key}={value!r} was accepted but fails: "
                                      f"{type(error).__name__}: {error}") from error
-
-
-def node0_raw_shape(model):
-    from tests.test_models import raw_shape
-    return raw_shape(model)
 
 
 def test_settings_dataclass_checks_ranges_choices_and_its_own_rule():

@@ -199,7 +199,7 @@ def test_set_overrides_reach_nested_settings_and_keep_seeded_weights(tmp_path, c
 
 
 def test_saturated_silent_and_collapsing_layers_are_flagged_in_one_line(tmp_path, cache_dir, capsys):
-    from network_trainer import diagnose
+    from metrics import diagnose
     assert diagnose("conv2", {"spike_rate": 0.97}, 10) == [
         "conv2 is saturated: 97% of its output neurons spike on validation images"]
     assert "nearly silent" in diagnose("conv1", {"spike_rate": 0.004}, 10)[0]
