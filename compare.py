@@ -27,7 +27,7 @@ import sweep
 from utils import UserError, atomic_write_text, eprint, save_figure
 
 COLUMNS = ("run", "model", "readout", "settings", "seed", "parameters", "stages", "epochs", "val_accuracy", "test_accuracy",
-           "silence_rate", "macro_f1", "train_seconds", "inference_img_per_s")
+           "silence_rate", "macro_f1", "probe_accuracies", "train_seconds", "inference_img_per_s")
 
 
 def summarize(run_dir: str) -> dict:
@@ -60,6 +60,9 @@ def summarize(run_dir: str) -> dict:
         "train_seconds": sum(stages.values()) if stages else None,
         "inference_img_per_s": metrics.get("inference_img_per_s"),
         "per_class_f1": {k: v["f1"] for k, v in (metrics.get("per_class") or {}).items()},
+        # each layer's linear probe (validation accuracy), in forward order
+        "probes": {name: values["probe_accuracy"] for name, values in (metrics.get("layers") or {}).items()
+                   if "probe_accuracy" in values},
     }
 
 
@@ -74,6 +77,8 @@ def _format(value) -> str:
 def write_outputs(rows: list[dict], out: str) -> str:
     """comparison.csv, comparison.md and comparison.png in `out`; returns the markdown table."""
     os.makedirs(out, exist_ok=True)
+    for row in rows:
+        row["probe_accuracies"] = " ".join(f"{k} {v:.4f}" for k, v in row.get("probes", {}).items()) or None
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -90,9 +95,10 @@ def write_outputs(rows: list[dict], out: str) -> str:
 def comparison_figure(rows: list[dict]):
     import matplotlib
     matplotlib.use("Agg")
+    import matplotlib.ticker
     import matplotlib.pyplot as plt
     import numpy as np
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(19, 4.5))
     for row in rows:
         if row.get("train_seconds") is not None and row.get("test_accuracy") is not None:
             left.scatter(row["train_seconds"], row["test_accuracy"])
@@ -102,6 +108,21 @@ def comparison_figure(rows: list[dict]):
     left.set_ylabel("test accuracy")
     left.set_title("accuracy vs training time (one point per run)")
     left.grid(alpha=0.3)
+    for row in rows:
+        probes = row.get("probes") or {}
+        if probes:
+            line, = middle.plot(range(len(probes)), list(probes.values()), marker="o", label=row["run"])
+            for i, name in enumerate(probes):
+                middle.annotate(name, (i, probes[name]), fontsize=6, xytext=(2, -8), textcoords="offset points")
+            if row.get("test_accuracy") is not None:
+                middle.scatter([len(probes)], [row["test_accuracy"]], marker="*", s=80, color=line.get_color())
+    middle.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    middle.set_xlabel("layer (forward order); star: the decision's test accuracy")
+    middle.set_ylabel("linear probe accuracy (validation)")
+    middle.set_title("class information reaching each layer")
+    middle.grid(alpha=0.3)
+    if any(row.get("probes") for row in rows):
+        middle.legend(fontsize=7, loc="lower left")
     classes = sorted({c for row in rows for c in row.get("per_class_f1", {})}, key=lambda c: int(c) if c.isdigit() else c)
     width = 0.8 / max(1, len(rows))
     x = np.arange(len(classes))

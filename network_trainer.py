@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from checkpoints import CHECKPOINT_FORMAT, check_compatible, load_checkpoint
+from diagnostics import layer_diagnostics
 from metrics import classification_metrics, confusion_matrix, diagnose
 from run_outputs import NoOutputs, RunOutputs
 from spiking import parallel
@@ -66,6 +67,7 @@ class TrainConfig:
     dry_run: bool = False
     activation_maps: int = 0
     feature_images: bool = True         # draw the learned features (features/*.png) at the end
+    probe_samples: int = 5000           # layer diagnostics' linear probes: training images (0: none)
     tensorboard: bool = False
     progress: bool | None = None        # None: bars only on a terminal
     rank: int = 0                       # data-parallel: this process's rank of `world`
@@ -369,7 +371,7 @@ class NetworkTrainer:
                        inference_img_per_s=len(labels) / seconds, stage_seconds=dict(self.state.elapsed),
                        selected_epochs=dict(self.state.selected),
                        train_samples=len(self.splits["train"]), val_samples=len(self.splits["val"]),
-                       spike_rates=self._test_spike_rates())
+                       spike_rates=self._test_spike_rates(), layers=self._layer_diagnostics())
         if self.config.feature_images:
             self.outputs.features(self.model.feature_images())
         if self.config.activation_maps:
@@ -377,6 +379,23 @@ class NetworkTrainer:
         # metrics.json last: its presence says the run is complete
         self.outputs.test(metrics, confusion_matrix(labels, predictions, self.model.num_classes), classes)
         return metrics
+
+    def _layer_diagnostics(self) -> dict:
+        """Per-layer activity, winners and linear probes on the training and validation splits
+        (`diagnostics.layer_diagnostics`); {} when their spike times are not at hand (eval-only)."""
+        train, val = self.splits["train"], self.splits["val"]
+        if train.times is None or val.times is None:
+            return {}
+        began = time.time()
+        size = 2 * self.config.batch_size if self.config.dry_run else len(train) + len(val)
+        layers = layer_diagnostics(self.model, train.times[:size], train.labels[:size], val.times[:size],
+                                   val.labels[:size], min(self.config.probe_samples, size), self.device, self.config.eval_batch_size,
+                                   self.config.seed)
+        for name, values in layers.items():
+            self.log(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+        if layers:
+            self.log(f"layer diagnostics in {time.time() - began:.1f}s")
+        return layers
 
     @torch.no_grad()
     def _test_spike_rates(self) -> dict:

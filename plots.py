@@ -125,3 +125,32 @@ def trace_figure(values: np.ndarray, title: str, labels=("state", "output")):
     axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def layers_figure(layers: dict, accuracy: float | None = None):
+    """Layer diagnostics (`diagnostics.layer_diagnostics`), one group of bars per layer: linear
+    probe accuracy (validation), fraction of active outputs, features that never fire, and, for
+    STDP layers, features that never win and the evenness of the winners; a line at the test
+    accuracy of the run's own decision."""
+    names = [name for name in layers if name != "decision"]
+    keys = [("probe_accuracy", "probe accuracy (val)"), ("active", "active outputs"),
+            ("silent_features", "features never firing"), ("never_win", "features never winning"),
+            ("winner_evenness", "winner evenness")]
+
+    def value(name, key):
+        found = [v for k, v in layers[name].items() if k == key or k.endswith("." + key)]
+        return float(np.mean(found)) if found else np.nan
+
+    figure, axis = plt.subplots(figsize=(2.0 + 1.4 * max(1, len(names)), 4))
+    width = 0.8 / len(keys)
+    x = np.arange(len(names))
+    for i, (key, label) in enumerate(keys):
+        axis.bar(x + i * width, [value(n, key) for n in names], width, label=label)
+    if accuracy is not None:
+        axis.axhline(accuracy, color="black", linestyle="--", linewidth=1, label="test accuracy (decision)")
+    axis.set_xticks(x + 0.4 - width / 2, names)
+    axis.set_ylim(0, 1.05)
+    axis.set_title("what each layer passes on")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    return figure

@@ -62,7 +62,8 @@ class RunOutputs:
 
     # ---- at the end
     def test(self, metrics: dict, matrix, classes: list[str]) -> None:
-        """metrics.json, the confusion matrix (csv and figure) and the test scalars."""
+        """metrics.json, the confusion matrix (csv and figure), the layer diagnostics' figure
+        (layers.png) and the test and layer scalars."""
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["true \\ predicted"] + list(classes) + ["silent"])
@@ -70,11 +71,17 @@ class RunOutputs:
             writer.writerow([name] + [int(v) for v in row])
         atomic_write_text(self.run.file("confusion_matrix.csv"), buffer.getvalue())
         save_figure(plots.confusion_figure(matrix, classes), self.run.file("confusion_matrix.png"))
+        layers = metrics.get("layers") or {}
+        if layers:
+            save_figure(plots.layers_figure(layers, metrics["accuracy"]), self.run.file("layers.png"))
         atomic_write_json(self.run.file("metrics.json"), metrics)
         if self.writer is not None:
             self.writer.add_figure("test/confusion_matrix", plots.confusion_figure(matrix, classes))
             for key in ("accuracy", "silence_rate", "macro_f1"):
                 self.writer.add_scalar(f"test/{key}", metrics[key])
+            for name, values in layers.items():
+                for key, value in values.items():
+                    self.writer.add_scalar(f"layers/{name}/{key}", value)
 
     def features(self, images: dict) -> None:
         """Learned features as image grids, one figure per layer ({layer: [N, h, w]})."""

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensorboard", action="store_true", help="write TensorBoard events")
     parser.add_argument("--activation-maps", type=int, default=0, metavar="N",
                         help="save per-layer first-spike-time maps of N test images")
+    parser.add_argument("--probe-samples", type=int, default=5000, metavar="N",
+                        help="layer diagnostics: fit each layer's linear probe on N training images "
+                             "(0: no probes)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--eval-only", metavar="CHECKPOINT", help="evaluate a checkpoint on the test set")
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches per stage")
@@ -114,6 +117,7 @@ def validate(args) -> None:
               (1 <= args.nproc <= 256, "--nproc must be in [1, 256]"),
               (args.nproc == 1 or not args.eval_only, "--eval-only runs in one process (no --nproc)"),
               (0 <= args.activation_maps <= 100, "--activation-maps must be in [0, 100]"),
+              (args.probe_samples >= 0, "--probe-samples must be >= 0"),
               (args.epochs is None or all(e >= 0 for e in args.epochs), "--epochs counts must be >= 0"),
               (0 <= args.seed < 2 ** 63, "--seed must be a non-negative integer")]
     for ok, message in checks:
@@ -242,6 +246,7 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
     config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, smoothing=smoothing,
                          batch_update=args.batch_update,
                          seed=args.seed, dry_run=args.dry_run, activation_maps=args.activation_maps,
+                         probe_samples=args.probe_samples,
                          tensorboard=args.tensorboard, progress=args.progress, rank=rank, world=world)
     meta = {"model": args.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes,
             "readout_choice": None if choice is None else dataclasses.asdict(choice)}

@@ -232,13 +232,15 @@ class HiddenLayer(nn.Module):
             with parallel.summed_change(self.conv.weight, self.spec.lower_bound, self.spec.upper_bound):
                 won = self._learn_sequential(times)
         else:
-            winners, post, padded = self._winners(times)
+            winners, post, padded = self.learning_winners(times)
             self.stdp.update(self.time_steps - padded.float(), post, winners)
             won = int((winners[..., 0] >= 0).sum())
         self.samples_seen += parallel.total(batch)      # the global batch when data-parallel
         return {"winners": won}
 
-    def _winners(self, times: torch.Tensor):
+    def learning_winners(self, times: torch.Tensor):
+        """What STDP learns from, for input spike times [B, C, H, W]: (winners [B, k, 3] after
+        pointwise inhibition and k-WTA, the winners' spiking steps [B, k], the padded input)."""
         padded = self.padded(times)
         if self.spec.inhibit_input:
             # kheradpisheh2018's STDP stage: at each input position only the earliest map
@@ -264,7 +266,7 @@ class HiddenLayer(nn.Module):
         while start < batch:
             bounded = within_bounds(weight, spec.lower_bound, spec.upper_bound)
             size = min(chunk, batch - start) if bounded and shortcut else 1
-            winners, post, padded = self._winners(times[start:start + size])
+            winners, post, padded = self.learning_winners(times[start:start + size])
             if bounded and shortcut:
                 applied, clean = self.stdp.update_sequential(self.time_steps - padded.float(), post, winners)
             else:

@@ -29,7 +29,7 @@ def test_dry_run_writes_every_artifact(tmp_path, cache_dir):
     run = tmp_path / "run"
     assert metrics["run_dir"] == str(run)
     for name in ("config.json", "metrics.json", "history.csv", "history.png", "confusion_matrix.csv",
-                 "confusion_matrix.png", "features/conv1.png", "features/conv2.png",
+                 "confusion_matrix.png", "layers.png", "features/conv1.png", "features/conv2.png",
                  "activation_maps/sample0-input.png", "activation_maps/sample1-conv2.png",
                  "checkpoints/last.ckpt", "checkpoints/best.ckpt", "checkpoints/stage-conv1.ckpt",
                  "checkpoints/stage-conv2.ckpt", "checkpoints/stage-decision.ckpt"):
@@ -43,6 +43,8 @@ def test_dry_run_writes_every_artifact(tmp_path, cache_dir):
                 "stage_seconds", "selected_epochs"):
         assert key in saved
     assert saved["accuracy"] + saved["error_rate"] + saved["silence_rate"] == pytest.approx(1.0)
+    assert list(saved["layers"]) == ["conv1", "conv2", "decision"]
+    assert {"active", "silent_features", "never_win", "winner_evenness", "probe_accuracy"} <= set(saved["layers"]["conv1"])
     assert set(saved["stage_seconds"]) == {"conv1", "conv2", "decision"}
     header = next(csv.reader(open(run / "confusion_matrix.csv")))
     assert header[0] == "true \\ predicted" and header[-1] == "silent" and len(header) == 12
