@@ -42,6 +42,12 @@ class HiddenSpec:
     STDP with `learning_rate`; every `rate_doubling_every` samples `a_plus` doubles (capped at
     `max_a_plus`) and `a_minus = a_minus_ratio * a_plus` (0 disables the schedule). With
     `inhibit_input`, learning sees the input wave after pointwise inhibition (inference does not).
+
+    Threshold calibration (`target_activity` > 0): after each STDP epoch the layer-wide threshold
+    is set so that that fraction of the layer's (pooled) outputs spike on up to
+    `CALIBRATION_IMAGES` of the epoch's training images; with `adapt_every` N > 0 it is also
+    re-set every N training samples of an epoch, on those N samples (adaptation while STDP
+    learns, so the weights grow towards the new threshold). `threshold` is then the start value.
     """
     in_channels: int = setting(low=1, high=MAX_COUNT)
     out_channels: int = setting(low=1, high=MAX_COUNT)
@@ -63,9 +69,13 @@ class HiddenSpec:
     weight_mean: float = WEIGHT_MEAN
     weight_std: float = setting(WEIGHT_STD, low=0)
     inhibit_input: bool = False      # pointwise inhibition of the input wave while learning only
+    target_activity: float = setting(0.0, low=0, high=1)     # 0: the threshold stays as set
+    adapt_every: int = setting(0, low=0, high=MAX_COUNT)
 
     def check(self) -> None:
         _check_rule(self.learning_rate, "learning_rate", self.lower_bound, self.upper_bound)
+        require(self.adapt_every == 0 or self.target_activity > 0,
+                f"adapt_every ({self.adapt_every}) needs a target_activity > 0")
         require(2 * self.pool_padding <= self.pool,
                 f"pool_padding must be <= pool / 2 ({self.pool}), got {self.pool_padding}")
 
@@ -151,6 +161,9 @@ class HiddenLayer(nn.Module):
                          spec.lower_bound, spec.upper_bound)
         # samples this layer has learned from (drives the rate-doubling schedule; resumable)
         self.register_buffer("samples_seen", torch.zeros((), dtype=torch.long))
+        if spec.target_activity > 0:
+            # the calibrated threshold (checkpointed); absent when the threshold stays as set
+            self.register_buffer("calibrated_threshold", torch.tensor(spec.threshold, dtype=torch.float64))
         self.rstdp = None
 
     def add_reward_rules(self, reward, punish, lower_bound=0.0, upper_bound=1.0) -> None:
@@ -158,13 +171,41 @@ class HiddenLayer(nn.Module):
         self.rstdp = RSTDP(STDP(self.conv, reward, False, lower_bound, upper_bound),
                            STDP(self.conv, punish, False, lower_bound, upper_bound))
 
+    @property
+    def threshold(self) -> float:
+        calibrated = getattr(self, "calibrated_threshold", None)
+        return self.spec.threshold if calibrated is None else float(calibrated)
+
+    @torch.no_grad()
+    def calibrate(self, times: torch.Tensor, batch_size: int = 128) -> float:
+        """Set the threshold so that a fraction `spec.target_activity` of the layer's pooled
+        outputs spike on the input spike times [N, C, H, W]: the largest final potential that
+        leaves round(target * outputs) of them above it (a final potential is the most a
+        neuron reaches, and pooling and thresholding commute). With data parallelism the ranks'
+        thresholds are averaged. Returns the threshold."""
+        pooled = []
+        for begin in range(0, len(times), batch_size):
+            potentials = self.final_potentials(st.final_map(times[begin:begin + batch_size], self.time_steps))
+            if self.spec.pool > 1:
+                potentials = F.max_pool2d(potentials, self.spec.pool, self.spec.pool_stride or self.spec.pool,
+                                          self.spec.pool_padding)
+            pooled.append(potentials.flatten())
+        values = torch.cat(pooled).double()
+        above = int(round(self.spec.target_activity * values.numel()))
+        threshold = values.max() if above <= 0 else values.kthvalue(max(1, values.numel() - above)).values
+        if parallel.active():
+            threshold = parallel.all_sum_(threshold.reshape(1).to(self.calibrated_threshold.device))[0] \
+                / parallel.total(1)
+        self.calibrated_threshold.fill_(float(threshold))
+        return self.threshold
+
     # ---- forward
     def padded(self, times: torch.Tensor) -> torch.Tensor:
         return st.pad_times(times, pad4(self.spec.pad), self.time_steps)
 
     def fire_times(self, times: torch.Tensor) -> torch.Tensor:
         """Un-pooled spike times of every neuron of the conv layer."""
-        return engine.spike_times(self.padded(times), self.conv.weight, self.spec.threshold, self.time_steps)
+        return engine.spike_times(self.padded(times), self.conv.weight, self.threshold, self.time_steps)
 
     def final_potentials(self, final: torch.Tensor) -> torch.Tensor:
         # the convolution's own zero padding: oneDNN skips the padded taps (about 2x faster on
@@ -172,7 +213,7 @@ class HiddenLayer(nn.Module):
         return sf.conv2d(final, self.conv.weight, padding=self.spec.pad)
 
     def fire_final(self, final: torch.Tensor) -> torch.Tensor:
-        return (self.final_potentials(final) > self.spec.threshold).to(final.dtype)
+        return (self.final_potentials(final) > self.threshold).to(final.dtype)
 
     def forward_times(self, times: torch.Tensor) -> torch.Tensor:
         fired = self.fire_times(times)
@@ -187,7 +228,7 @@ class HiddenLayer(nn.Module):
         # conversion then touch a pool^2 times smaller tensor
         pooled = F.max_pool2d(self.final_potentials(final), self.spec.pool,
                               self.spec.pool_stride or self.spec.pool, self.spec.pool_padding)
-        return (pooled > self.spec.threshold).to(final.dtype)
+        return (pooled > self.threshold).to(final.dtype)
 
     # ---- STDP
     def limit(self) -> int:
@@ -211,7 +252,7 @@ class HiddenLayer(nn.Module):
         """Pointwise inhibition and k-WTA from padded input times: (winners [B, k, 3], the
         winners' spiking steps [B, k])."""
         steps = self.time_steps
-        survivors = engine.earliest_spikes(padded, self.conv.weight, self.spec.threshold, steps)
+        survivors = engine.earliest_spikes(padded, self.conv.weight, self.threshold, steps)
         winners = engine.survivor_winners(survivors, self.spec.kwta, self.spec.inhibition_radius)
         _, r, c = winners.clamp(min=0).unbind(-1)
         b = torch.arange(winners.shape[0], device=winners.device).unsqueeze(1)
@@ -260,7 +301,7 @@ class HiddenLayer(nn.Module):
         first update clamps the whole tensor) and thresholds below MIN_SHORTCUT_THRESHOLD
         take one sample at a time."""
         weight, spec = self.conv.weight, self.spec
-        shortcut = spec.threshold >= MIN_SHORTCUT_THRESHOLD
+        shortcut = self.threshold >= MIN_SHORTCUT_THRESHOLD
         batch, start, won = times.shape[0], 0, 0
         chunk, run = getattr(self, "_chunk", (1, 1.0))
         while start < batch:
@@ -428,37 +469,58 @@ class Branches(nn.Module):
 
 
 class Residual(nn.Module):
-    """A hidden layer with a skip path: an untrained 1x1 conv of the block's input firing above
-    `skip_threshold`, merged with the main layer's spikes by OR (the earlier of the two spike
-    times), then max-pooled. OR keeps the wave cumulative (resnet2024's fix)."""
+    """A hidden layer with a skip path, merged, then max-pooled. `merge`:
 
-    def __init__(self, main: HiddenLayer, skip_threshold: float, pool: int, time_steps: int):
+    - "concat": the main layer's spike maps and the block's input maps side by side on channels
+      (the skip carries the input unchanged; resnet2024's default);
+    - "or": an untrained 1x1 conv of the block's input firing above `skip_threshold`, merged with
+      the main layer's spikes by OR (the earlier of the two spike times; the seed's design,
+      with the wave kept cumulative);
+    - "none": the main layer alone (no skip path)."""
+    MERGES = ("concat", "or", "none")
+
+    def __init__(self, main: HiddenLayer, skip_threshold: float, pool: int, time_steps: int, merge: str = "or"):
         super().__init__()
         if main.spec.pool != 1:
             raise ValueError("the main layer of a Residual block pools after the merge (pool=1)")
+        if merge not in self.MERGES:
+            raise ValueError(f"merge must be one of {', '.join(self.MERGES)}, got {merge!r}")
         self.main, self.skip_threshold, self.pool, self.time_steps = main, skip_threshold, pool, time_steps
-        self.skip = Convolution(main.spec.in_channels, main.spec.out_channels, 1,
-                                main.spec.weight_mean, main.spec.weight_std)
+        self.merge = merge
+        if merge == "or":
+            self.skip = Convolution(main.spec.in_channels, main.spec.out_channels, 1,
+                                    main.spec.weight_mean, main.spec.weight_std)
         offset = main.spec.pad - (main.spec.kernel_size - 1) // 2
         if offset != 0:
             raise ValueError("the main layer must preserve the spatial size (pad = (k - 1) / 2)")
 
     def forward_times(self, times):
-        merged = torch.minimum(self.main.fire_times(times),
-                               engine.spike_times(times, self.skip.weight, self.skip_threshold, self.time_steps))
-        return st.pool_times(merged, self.pool)
+        fired = self.main.fire_times(times)
+        if self.merge == "or":
+            fired = torch.minimum(fired, engine.spike_times(times, self.skip.weight, self.skip_threshold,
+                                                            self.time_steps))
+        elif self.merge == "concat":
+            fired = torch.cat([fired, times], dim=1)
+        return st.pool_times(fired, self.pool)
 
     def forward_final(self, final):
-        skip = (sf.conv2d(final, self.skip.weight) > self.skip_threshold).to(final.dtype)
-        return F.max_pool2d(torch.maximum(self.main.fire_final(final), skip), self.pool)
+        fired = self.main.fire_final(final)
+        if self.merge == "or":
+            fired = torch.maximum(fired, (sf.conv2d(final, self.skip.weight) > self.skip_threshold).to(final.dtype))
+        elif self.merge == "concat":
+            fired = torch.cat([fired, final], dim=1)
+        return F.max_pool2d(fired, self.pool)
 
     def stdp_layers(self) -> list:
         return [self.main]
 
     def macs(self, shape) -> int:
         _, height, width = shape
-        return self.main.macs(shape) + self.skip.weight.numel() * height * width
+        skip = self.skip.weight.numel() * height * width if self.merge == "or" else 0
+        return self.main.macs(shape) + skip
 
     def output_shape(self, shape):
         channels, height, width = self.main.output_shape(shape)
+        if self.merge == "concat":
+            channels += shape[0]
         return (channels, height // self.pool, width // self.pool)

@@ -20,6 +20,8 @@ from spiking import parallel
 
 from .layers import ADAPTIVE_WINDOW, HiddenLayer
 
+CALIBRATION_IMAGES = 1024       # training images an after-epoch threshold calibration looks at
+
 Validation = Callable[[], tuple]      # () -> (validation node [N, ...] numpy, labels [N])
 
 
@@ -104,18 +106,49 @@ def decision_counts(decisions: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 class STDPStage(StageBase):
-    """Unsupervised STDP of one hidden layer."""
+    """Unsupervised STDP of one hidden layer, with its threshold calibration when the layer's
+    spec asks for it (`target_activity`: re-set after each epoch on the epoch's first
+    `CALIBRATION_IMAGES` samples; `adapt_every` N: also after every N samples of an epoch, on
+    those samples; steps never straddle such a boundary, so every batch size computes the same)."""
     kind = "stdp"
     data_parallel = True        # its updates are sums over samples (spiking.parallel)
 
     def __init__(self, name: str, layer: HiddenLayer, input_node: int):
         self.name, self.layer, self.input_node = name, layer, input_node
+        self._calibrating = layer.spec.target_activity > 0
+        self.start_epoch()
+
+    def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
+        self._position = 0                      # samples of this epoch (all ranks)
+        self._first, self._window = [], []      # the epoch's first samples; the current window
 
     def limit(self) -> int:
-        return self.layer.limit()
+        every = self.layer.spec.adapt_every
+        if not (self._calibrating and every):
+            return self.layer.limit()
+        return min(self.layer.limit(), every - self._position % every)
 
     def step(self, times: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        return self.layer.learn(times, exact=self.exact)
+        counts = self.layer.learn(times, exact=self.exact)
+        if self._calibrating:
+            kept = sum(len(t) for t in self._first)
+            if kept < CALIBRATION_IMAGES:
+                self._first.append(times[:CALIBRATION_IMAGES - kept])
+            every = self.layer.spec.adapt_every
+            self._position += parallel.total(len(times))
+            if every:
+                self._window.append(times)
+                if self._position % every == 0:
+                    self.layer.calibrate(torch.cat(self._window))
+                    self._window = []
+        return counts
+
+    def end_epoch(self, validation: Validation | None = None) -> dict:
+        if not (self._calibrating and self._first):
+            return {}
+        threshold = self.layer.calibrate(torch.cat(self._first))
+        self.start_epoch()
+        return {"threshold": threshold}
 
     def rates(self) -> dict:
         return self.layer.rates()

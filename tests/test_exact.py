@@ -277,3 +277,45 @@ def test_online_learners_are_the_same_at_every_batch_size(name):
     model.stages[0].exact = False
     drive(model.stages[0], inputs, labels, 32)
     assert any(not torch.allclose(v, results[1][0][k], atol=1e-5) for k, v in model.state_dict().items())
+
+
+def test_threshold_adaptation_is_the_same_at_every_batch_size(gen):
+    spec = HiddenSpec(in_channels=4, out_channels=8, kernel_size=3, threshold=3.0, kwta=2,
+                      inhibition_radius=1, pad=1, pool=2, rate_doubling_every=40,
+                      target_activity=0.25, adapt_every=50)
+    times = random_times(230, 4, 8, 8, 15, never=0.5, generator=gen)
+    thresholds = {}
+    for batch in BATCHES:
+        torch.manual_seed(0)
+        layer = HiddenLayer(spec, 15, "conv")
+        stage = STDPStage("conv", layer, input_node=0)
+        seen = []
+        original = layer.calibrate
+        layer.calibrate = lambda t: seen.append((len(t), original(t))) or seen[-1][1]
+        drive(stage, times, torch.zeros(len(times), dtype=torch.long), batch)
+        thresholds[batch] = (layer, seen)
+    reference, seen = thresholds[1]
+    # four windows of 50 and the after-epoch calibration on the epoch's first 230 samples
+    assert [n for n, _ in seen] == [50, 50, 50, 50, 230]
+    assert len({round(t, 3) for _, t in seen}) > 1 and reference.threshold == seen[-1][1]
+    for batch in BATCHES[1:]:
+        layer, other = thresholds[batch]
+        assert [n for n, _ in other] == [n for n, _ in seen], batch
+        assert [t for _, t in other] == pytest.approx([t for _, t in seen], rel=1e-5), batch
+        assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0), batch
+
+
+def test_calibration_reaches_the_target_activity(gen):
+    spec = HiddenSpec(in_channels=4, out_channels=6, kernel_size=3, threshold=1.0, kwta=1,
+                      inhibition_radius=0, pad=1, pool=2, target_activity=0.3)
+    torch.manual_seed(2)
+    layer = HiddenLayer(spec, 15, "conv")
+    times = random_times(40, 4, 8, 8, 15, never=0.5, generator=gen)
+    threshold = layer.calibrate(times, batch_size=7)
+    final = layer.forward_final(st.final_map(times, 15))
+    # the slow way: every pooled output's final potential, counted above the threshold
+    potentials = F.max_pool2d(F.conv2d(F.pad(st.final_map(times, 15), (1, 1, 1, 1)), layer.conv.weight), 2)
+    assert int((potentials > threshold).sum()) == int(final.sum()) == round(0.3 * potentials.numel())
+    assert layer.state_dict()["calibrated_threshold"] == threshold
+    with pytest.raises(ValueError, match="adapt_every .* needs a target_activity"):
+        models.create_model("mozafari2018", settings={"conv1.adapt_every": 100})

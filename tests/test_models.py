@@ -19,7 +19,7 @@ SHAPES = {   # node shapes on MNIST, spec section 5 and the seed's verified tabl
     "inception2024": [(6, 28, 28), (30, 14, 14), (75, 7, 7), (300, 2, 2), (200, 2, 2)],
     "majority2024": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
     "deeper2024": [(6, 28, 28), (30, 15, 15), (150, 7, 7), (250, 2, 2), (200, 1, 1), (100, 3, 3)],
-    "resnet2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 2, 2), (200, 3, 3)],
+    "resnet2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (400, 2, 2), (200, 3, 3)],
     "kheradpisheh2018": [(2, 28, 28), (32, 15, 15), (150, 9, 9), (10, 1, 1)],
     "chevalier2019": [(784,), (100,), (10,)],
     "chevalier2019_ann": [(784,), (100,), (10,)],
@@ -248,11 +248,21 @@ def test_greedy_stage_trains_only_the_scheduled_layer(gen):
     assert not torch.equal(chain.decision.conv.weight, decision0)
 
 
-def test_residual_merge_is_an_or_of_spike_times(gen):
-    block = models.create_model("resnet2024").blocks[2]
-    times = random_times(2, 150, 7, 7, 15, never=0.5, generator=gen)
-    from spiking import times as st
-    main = block.main.fire_times(times)
+@pytest.mark.parametrize("merge", ["concat", "or", "none"])
+def test_residual_merges(merge, gen):
     from spiking import engine
-    skip = engine.spike_times(times, block.skip.weight, block.skip_threshold, 15)
-    assert torch.equal(block.forward_times(times), st.pool_times(torch.minimum(main, skip), 3))
+    from spiking import times as st
+    channels = 400 if merge == "concat" else 250
+    block = models.create_model("resnet2024", settings={"merge": merge, "decision.in_channels": channels}).blocks[2]
+    times = random_times(2, 150, 7, 7, 15, never=0.5, generator=gen)
+    main = block.main.fire_times(times)
+    if merge == "or":        # the earlier of conv3's and the 1x1 skip's spike times
+        merged = torch.minimum(main, engine.spike_times(times, block.skip.weight, block.skip_threshold, 15))
+    elif merge == "concat":  # conv3's maps, then the block's input maps unchanged
+        merged = torch.cat([main, times], dim=1)
+    else:
+        merged = main
+    assert torch.equal(block.forward_times(times), st.pool_times(merged, 3))
+    final = st.final_map(times, 15)
+    assert torch.equal(block.forward_final(final), st.final_map(block.forward_times(times), 15))
+    assert block.output_shape((150, 7, 7)) == (channels, 2, 2)
