@@ -24,12 +24,12 @@ def prepare_splits(args, dataset, frontend, log, test_only: bool = False) -> tup
     for split in ("test",) if test_only else ("train", "test"):
         images = dataset.train_images if split == "train" else dataset.test_images
         source = dataset.source_id(split)
-        with cache.lock(f"{dataset.name}-{split}", frontend):
-            array = cache.load(f"{dataset.name}-{split}", frontend, source, len(images), warn=log)
+        with cache.lock(f"{dataset.slug}-{split}", frontend):
+            array = cache.load(f"{dataset.slug}-{split}", frontend, source, len(images), warn=log)
             if array is None:
                 began = time.time()
                 array = _encode(images, frontend, args, f"encode {dataset.name} {split}")
-                array = _save_cache(cache, f"{dataset.name}-{split}", frontend, source, array, log)
+                array = _save_cache(cache, f"{dataset.slug}-{split}", frontend, source, array, log)
                 log(f"encoded {dataset.name} {split}: {len(images)} images in {time.time() - began:.1f}s")
         encoded[split] = array
     labels = dataset.train_labels

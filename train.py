@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(STDP layer by layer, R-STDP decision layer).")
     parser.add_argument("--model", default="mozafari2018", help="a registered model (see --list-models)")
     parser.add_argument("--list-models", action="store_true", help="print the models and their stages")
-    parser.add_argument("--dataset", default="mnist", help=f"one of {', '.join(data.DATASETS)}")
+    parser.add_argument("--dataset", default="mnist",
+                        help=f"one of {', '.join(data.DATASETS)}, or folder:PATH (an image tree: "
+                             f"PATH/train/CLASS/*, PATH/test/CLASS/* or PATH/CLASS/*)")
+    parser.add_argument("--image-size", metavar="HxW",
+                        help="folder datasets: resize every image to H x W (or N x N) grey levels")
     parser.add_argument("--data-root", default="data", help="torchvision dataset folder")
     parser.add_argument("--no-download", action="store_true", help="never try to download data")
     parser.add_argument("--epochs", type=int, nargs="+", help="one epoch count per stage "
@@ -104,8 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
 def validate(args) -> None:
     if args.model not in models.list_models():
         raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(models.list_models())}")
-    if args.dataset not in data.DATASETS:
-        raise UserError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+    if args.dataset not in data.DATASETS and not args.dataset.startswith("folder:"):
+        raise UserError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)} "
+                        f"or folder:PATH")
+    if args.image_size is not None:
+        data.parse_image_size(args.image_size)
     checks = [(args.batch_size is None or args.batch_size >= 1, "--batch-size must be >= 1"),
               (0 < args.ratio <= 1, "--ratio must be in (0, 1]"),
               (args.readout_c is None or args.readout_c > 0, "--readout-c must be > 0"),
@@ -225,7 +232,9 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
         return _evaluate_only(args, device, log)
     if world > 1 and not writes:
         torch.distributed.barrier()     # rank 0 downloads, encodes and fills the cache first
-    dataset = data.load_dataset(args.dataset, args.data_root, download=not args.no_download)
+    dataset = data.load_dataset(args.dataset, args.data_root, download=not args.no_download,
+                                image_size=args.image_size and data.parse_image_size(args.image_size),
+                                split_seed=args.seed)
     seed_everything(args.seed)
     overrides = parse_settings(args.settings)
     choice = readout_choice(args.readout, args.readout_c)
@@ -260,7 +269,7 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
     if run is None and writes:
         # the run folder exists (with its configuration) before any long work, so that a run
         # killed even during encoding can be resumed
-        run = RunDirectory.create(args.out_dir, args.run_name or default_run_name(args.model, dataset.name))
+        run = RunDirectory.create(args.out_dir, args.run_name or default_run_name(args.model, dataset.slug))
         atomic_write_json(run.file("config.json"), {**record, "world_size": world})
     try:
         if writes:
@@ -353,7 +362,7 @@ def _evaluate_only(args, device, log) -> dict:
     model.load_state_dict(payload["state_dict"])
     args.model, args.dataset = name, dataset.name
     splits, summary = prepare_splits(args, dataset, model.frontend, log, test_only=True)
-    run = RunDirectory.create(args.out_dir, args.run_name or "eval-" + default_run_name(name, dataset.name))
+    run = RunDirectory.create(args.out_dir, args.run_name or "eval-" + default_run_name(name, dataset.slug))
     atomic_write_json(run.file("config.json"), {"args": vars(args), "checkpoint": os.path.abspath(args.eval_only),
                                                  "model": name, "dataset": summary,
                                                  "versions": package_versions(), "git_commit": git_commit()})
