@@ -26,6 +26,9 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: list = field(default_factory=list)
+    # settings the models need for these inputs (event data: the binning front end, 2 channels);
+    # the user's --set overrides them
+    model_settings: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -33,11 +36,14 @@ class Dataset:
 
     @property
     def slug(self) -> str:
-        """The name as a file-name part ("folder-NAME-HASH" for a folder dataset)."""
+        """The name as a file-name part ("folder-NAME-HASH" for a folder dataset, "tonic-CLASS")."""
         if ":" not in self.name:
             return self.name
-        folder = self.name.split("#")[0].rstrip("/").rsplit("/", 1)[-1]
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in folder)[:40]
+        kind, rest = self.name.split(":", 1)
+        last = rest.split("#")[0].rstrip("/").rsplit("/", 1)[-1]
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in last)[:40]
+        if kind != "folder":
+            return f"{kind}-{safe}"
         return f"folder-{safe}-{hashlib.sha256(self.name.encode()).hexdigest()[:8]}"
 
     def source_id(self, split: str) -> str:
@@ -316,6 +322,74 @@ def _read_images(files: list, size: tuple | None) -> np.ndarray:
     return np.stack(images)
 
 
+# ---------------------------------------------------------------- event cameras (tonic)
+EVENT_SETTINGS = {"frontend.kind": "events", "conv1.in_channels": 2}
+
+
+def first_event_maps(events: np.ndarray, sensor_size: tuple, duration: float | None = None) -> np.ndarray:
+    """One recording's events (a structured array with fields x, y, t, p, as tonic gives them)
+    -> uint8 [2, H, W]: for each pixel and polarity (channel 0: OFF, p <= 0; channel 1: ON) the
+    time of its first event as a level floor(254.999 * (t - t0) / duration) in 0..254, where t0
+    is the recording's first event and `duration` (default: its last event - t0) the span mapped
+    onto the levels; events after t0 + duration are dropped; 255: no event. `sensor_size` is
+    tonic's (width, height, polarities)."""
+    width, height = int(sensor_size[0]), int(sensor_size[1])
+    maps = np.full((2, height, width), 255, dtype=np.uint8)
+    if len(events) == 0:
+        return maps
+    t = events["t"].astype(np.float64)
+    t0 = t.min()
+    span = (t.max() - t0) if duration is None else float(duration)
+    keep = t - t0 <= span
+    levels = np.zeros(len(t), dtype=np.int64) if span <= 0 else \
+        np.floor(254.999 * (t - t0) / span).astype(np.int64)
+    channel = (events["p"].astype(np.int64) > 0).astype(np.int64)
+    x, y = events["x"].astype(np.int64), events["y"].astype(np.int64)
+    if ((x < 0) | (x >= width) | (y < 0) | (y >= height)).any():
+        raise ValueError(f"events outside the {width}x{height} sensor")
+    flat = np.full(2 * height * width, 255, dtype=np.int64)
+    np.minimum.at(flat, ((channel * height + y) * width + x)[keep], levels[keep])
+    return flat.reshape(2, height, width).astype(np.uint8)
+
+
+def events_dataset(name: str, train, test, classes=None) -> Dataset:
+    """A Dataset of first-event maps from two tonic-style datasets (indexable, `len`, items
+    (events, label), a `sensor_size`)."""
+    splits = []
+    for part in (train, test):
+        sensor = getattr(part, "sensor_size", None)
+        if sensor is None:
+            raise UserError(f"dataset {name}: its recordings name no sensor_size")
+        maps, labels = [], []
+        for index in range(len(part)):
+            events, label = part[index]
+            maps.append(first_event_maps(events, sensor))
+            labels.append(int(label))
+        splits += [np.stack(maps) if maps else np.zeros((0, 2, 1, 1), np.uint8), np.array(labels, dtype=np.int64)]
+    labels = np.concatenate([splits[1], splits[3]])
+    classes = [str(c) for c in (classes or range(int(labels.max()) + 1 if len(labels) else 0))]
+    return Dataset(name, *splits, classes=classes, model_settings=dict(EVENT_SETTINGS))
+
+
+def _tonic(name: str, root: str, download: bool) -> Dataset:
+    """`tonic:CLASS` (a dataset class of `tonic.datasets`, e.g. NMNIST) read through tonic, which
+    downloads it into `root` when it is missing and the network allows."""
+    try:
+        import tonic
+    except ImportError:
+        raise UserError("event datasets need tonic: pip install -r requirements-events.txt") from None
+    cls = getattr(tonic.datasets, name.split(":", 1)[1], None)
+    if cls is None:
+        raise UserError(f"tonic has no dataset {name.split(':', 1)[1]!r} (tonic.datasets lists them)")
+    try:
+        train, test = cls(save_to=root, train=True), cls(save_to=root, train=False)
+    except Exception as error:
+        raise UserError(f"{name}: tonic could not read or download it into {root} ({type(error).__name__}: "
+                        f"{str(error)[:200]}); where the network allows, run python -c \"import tonic; "
+                        f"tonic.datasets.{cls.__name__}(save_to='{root}')\" and copy {root} here") from None
+    return events_dataset(name, train, test, getattr(cls, "classes", None))
+
+
 DATASETS = {
     "mnist": lambda root, download: _torchvision("mnist", root, download),
     "emnist": lambda root, download: _torchvision("emnist", root, download, split="digits"),
@@ -323,6 +397,7 @@ DATASETS = {
     "digits": lambda root, download: _digits(),
     "iris": lambda root, download: _iris(),
     "synthetic": lambda root, download: _synthetic(),
+    "nmnist": lambda root, download: _tonic("tonic:NMNIST", root, download),
 }
 
 
@@ -337,6 +412,8 @@ def load_dataset(name: str, root: str = "data", download: bool = True, image_siz
         return _folder(name).check()
     if image_size is not None:
         raise UserError("--image-size applies to folder:PATH datasets only")
+    if name.startswith("tonic:"):
+        return _tonic(name, root, download).check()
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name](root, download).check()

@@ -92,3 +92,22 @@ def gaussian_field_times(features: torch.Tensor, centres: torch.Tensor, sigma: f
     times = torch.round((1 - response) * time_steps)
     times = torch.where(response >= threshold, times, float(time_steps))
     return times.flatten(1).to(torch.uint8)
+
+
+EVENT_NEVER = 255       # the first-event level of a pixel without events (data.first_event_maps)
+
+
+class EventBins(nn.Module):
+    """First-event maps -> first-spike times: a level v in 0..254 (the first event's time as a
+    fraction v / 255 of the recording) spikes at step floor(v * T / 255); 255 (no event) never
+    spikes (T). Shape: [B, C, H, W] in [0, 1] (levels / 255, as `s1c1.encode` passes uint8
+    images) -> uint8 [B, C, H, W] in [0, T]."""
+
+    def __init__(self, time_steps: int):
+        super().__init__()
+        self.time_steps = time_steps
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        levels = (maps * 255).round()
+        steps = torch.div(levels * self.time_steps, 255, rounding_mode="floor")
+        return torch.where(levels >= EVENT_NEVER, self.time_steps, steps).to(torch.uint8)

@@ -37,6 +37,10 @@ class FrontEnd:
     `padding`, responses below `threshold` are zeroed, each channel is divided by its local mean
     over a `(2 * normalization_radius + 1)^2` box, and the result is latency-coded in
     `time_steps` steps.
+
+    `kind="events"` (event-camera data such as `--dataset nmnist`): no filtering; the input's
+    channels are first-event maps (`data.first_event_maps`: OFF, ON) binned into `time_steps`
+    steps (`frontends.EventBins`); the DoG fields are then unused.
     """
     kernels: tuple = MNIST_DOG
     padding: int = setting(6, low=0, high=MAX_WINDOW)
@@ -44,6 +48,7 @@ class FrontEnd:
     normalization_radius: int = setting(8, low=0, high=MAX_WINDOW)
     time_steps: int = setting(15, low=1, high=MAX_TIME_STEPS)
     scale: float = setting(255.0, low=0)
+    kind: str = setting("dog", choices=("dog", "events"))
 
     def check(self) -> None:
         require(len(self.kernels) >= 1 and all(
@@ -54,17 +59,25 @@ class FrontEnd:
 
     def key(self) -> str:
         """A short stable hash of every parameter (names the on-disk cache)."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if fields["kind"] == "dog":     # the keys of caches written before event inputs existed
+            del fields["kind"]
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(f"v{FORMAT_VERSION}:{text}".encode()).hexdigest()[:16]
 
     def output_shape(self, input_shape) -> tuple[int, int, int]:
         """Encoded shape of one image of shape (H, W) or (C, H, W)."""
         channels, height, width = (1, *input_shape) if len(input_shape) == 2 else input_shape
+        if self.kind == "events":
+            return (channels, height, width)
         window = max(k[0] // 2 * 2 + 1 for k in self.kernels)
         return (channels * len(self.kernels), height + 2 * self.padding - window + 1,
                 width + 2 * self.padding - window + 1)
 
-    def build(self) -> "S1C1":
+    def build(self) -> nn.Module:
+        if self.kind == "events":
+            from frontends import EventBins
+            return EventBins(self.time_steps)
         return S1C1(self)
 
 

@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="mozafari2018", help="a registered model (see --list-models)")
     parser.add_argument("--list-models", action="store_true", help="print the models and their stages")
     parser.add_argument("--dataset", default="mnist",
-                        help=f"one of {', '.join(data.DATASETS)}, or folder:PATH (an image tree: "
-                             f"PATH/train/CLASS/*, PATH/test/CLASS/* or PATH/CLASS/*)")
+                        help=f"one of {', '.join(data.DATASETS)}, folder:PATH (an image tree: "
+                             f"PATH/train/CLASS/*, PATH/test/CLASS/* or PATH/CLASS/*) or tonic:CLASS "
+                             f"(an event-camera dataset of tonic, e.g. tonic:NMNIST = nmnist)")
     parser.add_argument("--image-size", metavar="HxW",
                         help="folder datasets: resize every image to H x W (or N x N) grey levels")
     parser.add_argument("--data-root", default="data", help="torchvision dataset folder")
@@ -108,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 def validate(args) -> None:
     if args.model not in models.list_models():
         raise UserError(f"unknown model {args.model!r}; choose one of {', '.join(models.list_models())}")
-    if args.dataset not in data.DATASETS and not args.dataset.startswith("folder:"):
-        raise UserError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)} "
-                        f"or folder:PATH")
+    if args.dataset not in data.DATASETS and not args.dataset.startswith(("folder:", "tonic:")):
+        raise UserError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}, "
+                        f"folder:PATH or tonic:CLASS")
     if args.image_size is not None:
         data.parse_image_size(args.image_size)
     checks = [(args.batch_size is None or args.batch_size >= 1, "--batch-size must be >= 1"),
@@ -236,9 +237,10 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
                                 image_size=args.image_size and data.parse_image_size(args.image_size),
                                 split_seed=args.seed)
     seed_everything(args.seed)
-    overrides = parse_settings(args.settings)
+    # the dataset's own settings (event data: the binning front end, 2 input channels), then --set
+    overrides = {**dataset.model_settings, **parse_settings(args.settings)}
     choice = readout_choice(args.readout, args.readout_c)
-    model = build_model(args.model, dataset.num_classes, overrides, choice)
+    model = build_model(args.model, dataset.num_classes, overrides, choice, dataset)
     check_input_size(model, dataset)
     serial = [s.name for s in model.stages if not s.data_parallel]
     if world > 1 and serial:
@@ -299,11 +301,14 @@ def readout_choice(kind, C):
     return None if kind is None and C is None else models.ReadoutChoice(kind, C)
 
 
-def build_model(name: str, num_classes: int, settings: dict, choice):
+def build_model(name: str, num_classes: int, settings: dict, choice, dataset=None):
     """`models.create_model` with a bad setting or readout reported in one line."""
     try:
         return models.create_model(name, num_classes=num_classes, readout_choice=choice, settings=settings)
     except (ValueError, TypeError) as error:
+        if dataset is not None and dataset.model_settings:
+            needs = ", ".join(f"{k}={v}" for k, v in dataset.model_settings.items())
+            raise UserError(f"{name}: {dataset.name} needs a model that takes {needs} ({error})") from None
         raise UserError(f"{name}: {error}") from None
 
 
