@@ -114,6 +114,8 @@ class NetworkTrainer:
                    "hyperparameters": json.loads(json.dumps(self.model.hyperparameters())),
                    "frontend_key": self.model.frontend.key(), "dataset": self.meta.get("dataset"),
                    "classes": self.meta.get("classes"), "readout_choice": self.meta.get("readout_choice"),
+                   # node 0's shape [C, H, W] (what an exported network takes as its input)
+                   "input_shape": list(self.splits["test"].times.shape[1:]),
                    "state_dict": self.model.state_dict(), "trainer": asdict(self.state)}
         payload.update(extra or {})
         return payload

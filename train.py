@@ -346,6 +346,23 @@ def _resume_args(parser, argv, args):
     return resumed, run
 
 
+def restore_model(payload: dict):
+    """The trained model a checkpoint holds (its model, settings, readout and weights)."""
+    name = payload.get("model")
+    if name not in models.list_models():
+        raise UserError(f"checkpoint names an unknown model {name!r}")
+    overrides = dict(payload.get("overrides") or {})
+    choice = payload.get("readout_choice")
+    if "readout_choice" not in payload:
+        # checkpoints written before readout choices were kept apart from the settings
+        choice = {"kind": overrides.pop("readout", None), "C": overrides.pop("readout_C", None)}
+    choice = readout_choice(**choice) if choice else None
+    model = build_model(name, payload.get("num_classes"), overrides, choice)
+    check_compatible(payload, model, name)
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
 def _evaluate_only(args, device, log) -> dict:
     payload = load_checkpoint(args.eval_only)
     name = payload.get("model")
@@ -356,15 +373,7 @@ def _evaluate_only(args, device, log) -> dict:
     if payload.get("num_classes") != dataset.num_classes:
         raise UserError(f"checkpoint has {payload.get('num_classes')} classes, dataset {dataset.name} "
                         f"has {dataset.num_classes}")
-    overrides = dict(payload.get("overrides") or {})
-    choice = payload.get("readout_choice")
-    if "readout_choice" not in payload:
-        # checkpoints written before readout choices were kept apart from the settings
-        choice = {"kind": overrides.pop("readout", None), "C": overrides.pop("readout_C", None)}
-    choice = readout_choice(**choice) if choice else None
-    model = build_model(name, dataset.num_classes, overrides, choice)
-    check_compatible(payload, model, name)
-    model.load_state_dict(payload["state_dict"])
+    model = restore_model(payload)
     args.model, args.dataset = name, dataset.name
     splits, summary = prepare_splits(args, dataset, model.frontend, log, test_only=True)
     run = RunDirectory.create(args.out_dir, args.run_name or "eval-" + default_run_name(name, dataset.slug))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .layers import Prediction
 from .stages import StageBase
@@ -67,7 +68,7 @@ class LinearReadout(nn.Module):
             if self.coef.shape[1]:
                 raise ValueError(f"the readout was fitted on {self.coef.shape[1]} features, got {features.shape[1]}")
             self.coef = torch.zeros(self.num_classes, features.shape[1], device=features.device)
-        scores = features @ self.coef.t() + self.intercept
+        scores = F.linear(features, self.coef, self.intercept)
         classes = scores.argmax(dim=1)
         classes = torch.where(features.amax(dim=1) > 0, classes, -1)        # no spike: silence
         if self.kind == "logistic":

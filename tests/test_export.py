@@ -1,0 +1,139 @@
+"""NIR export (export.py), checked by software nobody here wrote: `nir` writes and reads the
+file, `nirtorch` builds and runs the graph (its own Conv2d, SumPool2d, Affine and Flatten
+modules; only NIR's Threshold node, which nirtorch does not map, is given here, as H(v - theta)
+with v > theta; Flatten, whose dimensions NIR counts without the batch (as snnTorch's
+exporter writes them) while nirtorch 2.6's default passes them to torch unshifted; and Affine,
+whose bias nirtorch 2.6's default drops (it sets `weight.bias`)). Decisions must equal the
+tool's own on every image."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import export
+import models
+import train
+from spiking import times as st
+from utils import UserError
+
+nir = pytest.importorskip("nir", reason="NIR export is the optional nir extra (requirements-nir.txt)")
+nirtorch = pytest.importorskip("nirtorch", reason="the export tests run graphs through nirtorch (requirements-nir.txt)")
+
+
+class Heaviside(torch.nn.Module):
+    def __init__(self, threshold):
+        super().__init__()
+        self.register_buffer("threshold", torch.as_tensor(threshold))
+
+    def forward(self, x):
+        return (x > self.threshold).to(x.dtype)
+
+
+def affine(node):
+    module = torch.nn.Linear(node.weight.shape[1], node.weight.shape[0])
+    module.weight.data, module.bias.data = torch.from_numpy(node.weight), torch.from_numpy(node.bias)
+    return module
+
+
+def run_graph(path, times, time_steps):
+    """Decisions of the exported file for node-0 spike times [B, C, H, W], step by step."""
+    graph = nir.read(path)
+    module = nirtorch.nir_to_torch(graph, {
+        nir.Threshold: lambda node: Heaviside(node.threshold),
+        nir.Affine: affine,
+        nir.Flatten: lambda node: torch.nn.Flatten(node.start_dim + 1, node.end_dim if node.end_dim < 0 else node.end_dim + 1)})
+    state = None
+    for step in range(time_steps):
+        wave = (times <= step).float()          # the cumulative input wave at this step
+        output, state = module(wave) if state is None else module(wave, state)
+    # a linear readout is silent where its input has no spike (all the tool's inputs here have one)
+    silent = torch.zeros(len(times), dtype=torch.bool)
+    return export.read_out(output, silent, graph), output
+
+
+def export_and_compare(model, times, tmp_path, name):
+    graph = export.to_nir(model, tuple(times.shape[1:]), [str(c) for c in range(model.num_classes)], name)
+    path = str(tmp_path / f"{name}.nir")
+    nir.write(path, graph)
+    got, _ = run_graph(path, times, model.time_steps)
+    expected = model.predict(times).classes
+    return got, expected
+
+
+@pytest.mark.parametrize("name", ["mozafari2018", "deep2024", "deeper2024", "deepr2024", "kheradpisheh2018"])
+def test_exported_graphs_decide_as_the_tool(name, tmp_path):
+    torch.manual_seed(0)
+    layers = models.create_model(name).config.LAYERS + (("conv3",) if name == "deepr2024" else ())
+    # every layer calibrated to 30 % activity (untrained weights fire nearly everywhere), so
+    # the calibrated thresholds are exported too
+    settings = {f"{layer}.target_activity": 0.3 for layer in layers}
+    model = models.create_model(name, num_classes=4, settings={"frontend.time_steps": 8, **settings})
+    model.eval()
+    images = (torch.rand(24, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.9).float()
+    times = model.frontend.build()(images)
+    generator = torch.Generator().manual_seed(2)
+    x = times
+    with torch.no_grad():
+        for block in model.blocks[:-1]:
+            block.conv.weight.uniform_(0, 1, generator=generator)
+            block.calibrate(x)
+            x = block.forward_times(x)
+        head = model.blocks[-1]
+        if hasattr(head, "hidden"):
+            head.hidden.conv.weight.uniform_(0, 1, generator=generator)
+            head.hidden.calibrate(x)
+        decision = getattr(head, "decision", head)
+        if hasattr(decision, "conv"):
+            decision.conv.weight.uniform_(0, 1, generator=generator)
+        if hasattr(head, "coef"):       # kheradpisheh2018: a linear readout, fitted here at random
+            head.coef = torch.randn(4, x.flatten(1).shape[1], generator=generator)
+            head.intercept = torch.randn(4, generator=generator)
+    got, expected = export_and_compare(model, times, tmp_path, name)
+    assert torch.equal(got, expected)
+    assert len(set(expected.tolist())) > 1      # the decisions differ between images
+
+
+@pytest.mark.parametrize("name", ["resnet2024", "inception2024", "majority2024", "tavanaei2017"])
+def test_models_without_an_exact_export_are_refused_in_one_line(name):
+    model = models.create_model(name)
+    with pytest.raises(UserError, match="(has no exact NIR export|covers the conv)"):
+        export.to_nir(model, (6, 28, 28), None, name)
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("readout", [[], ["--readout", "logistic"]])
+def test_a_trained_digits_run_exports_and_nirtorch_agrees_on_every_test_image(tmp_path, readout):
+    metrics = train.main(["--dataset", "digits", "--model", "mozafari2018", "--epochs", "1", "1", "3",
+                          "--out-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+                          "--no-progress", "--threads", "2", "--probe-samples", "0", *readout])
+    out = export.main([metrics["run_dir"]])
+    assert out == os.path.join(metrics["run_dir"], "model.nir") and os.path.isfile(out)
+    model, payload = export.load_trained(metrics["run_dir"])
+    import data
+    dataset = data.load_dataset("digits")
+    times = model.frontend.build()(torch.as_tensor(dataset.test_images).float().unsqueeze(1) / 255)
+    got, _ = run_graph(out, times, model.time_steps)
+    expected = model.predict(times).classes
+    assert torch.equal(got, expected)
+    accuracy = float((got.numpy() == dataset.test_labels).mean())
+    assert accuracy == pytest.approx(metrics["accuracy"])
+
+
+MNIST_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(os.path.join(MNIST_ROOT, "MNIST")), reason="real MNIST is not at ../shared/data")
+def test_an_mnist_subset_run_exports_and_nirtorch_agrees_on_every_test_image(tmp_path):
+    metrics = train.main(["--dataset", "mnist", "--data-root", MNIST_ROOT, "--no-download", "--ratio", "0.05",
+                          "--epochs", "1", "1", "10", "--out-dir", str(tmp_path / "runs"),
+                          "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--probe-samples", "0"])
+    out = export.main([metrics["run_dir"]])
+    model, _ = export.load_trained(metrics["run_dir"])
+    import data
+    dataset = data.load_dataset("mnist", MNIST_ROOT, download=False)
+    times = model.frontend.build()(torch.as_tensor(dataset.test_images).float().unsqueeze(1) / 255)
+    got, _ = run_graph(out, times, model.time_steps)
+    assert torch.equal(got, model.predict(times).classes)
+    assert float((got.numpy() == dataset.test_labels).mean()) == pytest.approx(metrics["accuracy"])
