@@ -53,7 +53,7 @@ def evenness(counts: np.ndarray) -> float:
     if total <= 0:
         return 0.0
     p = counts[counts > 0] / total
-    return float(-(p * np.log(p)).sum() / math.log(len(counts)))
+    return max(0.0, float(-(p * np.log(p)).sum() / math.log(len(counts))))     # no -0.0
 
 
 def fit_probe(train: np.ndarray, train_labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray,
