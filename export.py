@@ -151,6 +151,8 @@ def _describe(block) -> str:
         return "a skip path merged with a conv layer"
     if isinstance(block, MajorityHeads):
         return "three decision heads voting"
+    if type(block).__name__ == "FirstSpikeDecision":
+        return "a decision by the earliest spike, which a stateless graph cannot read"
     return "not a conv layer"
 
 

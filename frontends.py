@@ -111,3 +111,70 @@ class EventBins(nn.Module):
         levels = (maps * 255).round()
         steps = torch.div(levels * self.time_steps, 255, rounding_mode="floor")
         return torch.where(levels >= EVENT_NEVER, self.time_steps, steps).to(torch.uint8)
+
+
+@settings
+class GaborFrontEnd:
+    """The S1C1 front end of Mozafari et al. 2018's shallow network (mozafari2018_shallow).
+
+    Images in [0, 1] times `scale` -> absolute responses of a bank of `window` x `window` Gabor
+    filters at `orientations` (degrees, zero padding `padding`) -> lateral intensity inhibition
+    (`spiking.functional.intensity_lateral_inhibition`, factors by Chebyshev distance) -> max
+    pooling (`pool`, `pool_stride`, `pool_padding`) -> rank-order latency coding in
+    `time_steps` steps -> pointwise inhibition (at each position only the earliest orientation
+    spikes; the lowest index among equally early ones). Output uint8 [orientations, H', W'].
+    """
+    orientations: tuple = (67.5, 112.5, 157.5, 202.5)
+    window: int = setting(5, low=1, high=MAX_COUNT)
+    padding: int = setting(0, low=0, high=MAX_COUNT)
+    lateral_inhibition: tuple = (0.15, 0.12, 0.1, 0.07, 0.05)
+    pool: int = setting(7, low=1, high=MAX_COUNT)
+    pool_stride: int = setting(6, low=1, high=MAX_COUNT)
+    pool_padding: int = setting(3, low=0, high=MAX_COUNT)
+    time_steps: int = setting(15, low=1, high=MAX_TIME_STEPS)
+    scale: float = setting(1.0, low=0)
+
+    def check(self) -> None:
+        require(len(self.orientations) >= 1 and all(isinstance(o, (int, float)) for o in self.orientations),
+                f"orientations must be angles in degrees, got {self.orientations!r}")
+        require(all(isinstance(p, (int, float)) and p >= 0 for p in self.lateral_inhibition),
+                f"lateral_inhibition must be non-negative factors, got {self.lateral_inhibition!r}")
+        require(2 * self.pool_padding <= self.pool,
+                f"pool_padding must be <= pool / 2 ({self.pool}), got {self.pool_padding}")
+
+    def key(self) -> str:
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(f"v{FORMAT_VERSION}:gabor:{text}".encode()).hexdigest()[:16]
+
+    def output_shape(self, input_shape) -> tuple[int, int, int]:
+        height, width = input_shape[-2:]
+        size = [s + 2 * self.padding - self.window + 1 for s in (height, width)]
+        size = [(s + 2 * self.pool_padding - self.pool) // self.pool_stride + 1 for s in size]
+        return (len(self.orientations), *size)
+
+    def build(self) -> nn.Module:
+        return _GaborS1C1(self)
+
+
+class _GaborS1C1(nn.Module):
+    def __init__(self, config: GaborFrontEnd):
+        super().__init__()
+        from spiking.filters import Filter, GaborKernel
+        from spiking.functional import intensity_lateral_inhibition_kernel
+        self.config = config
+        self.filter = Filter([GaborKernel(config.window, o) for o in config.orientations],
+                             padding=config.padding, use_abs=True)
+        self.register_buffer("inhibition", intensity_lateral_inhibition_kernel(list(config.lateral_inhibition)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+        from spiking import times as st
+        from spiking.encoding import latency_times
+        from spiking.functional import intensity_lateral_inhibition
+        c = self.config
+        responses = self.filter(images.float() * c.scale)
+        if len(c.lateral_inhibition):
+            responses = intensity_lateral_inhibition(responses, self.inhibition)
+        pooled = F.max_pool2d(responses, c.pool, c.pool_stride, c.pool_padding)
+        times = latency_times(pooled, c.time_steps)
+        return st.pointwise_inhibition_times(times, torch.ones(times.shape, device=times.device), c.time_steps)[0]

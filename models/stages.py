@@ -188,6 +188,9 @@ class RSTDPStage(StageBase):
         count = max(1, round(size / self.window)) if size else 1
         self._sizes = [size // count + (1 if i < size % count else 0) for i in range(count)] if size \
             else [self.window]
+        start = getattr(self.head, "start_epoch", None)      # e.g. drawing this epoch's dropout
+        if start is not None:
+            start(epoch, self.seed)
 
     def _window_size(self) -> int:
         return self._sizes[min(self._phase, len(self._sizes) - 1)]

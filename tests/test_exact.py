@@ -319,3 +319,72 @@ def test_calibration_reaches_the_target_activity(gen):
     assert layer.state_dict()["calibrated_threshold"] == threshold
     with pytest.raises(ValueError, match="adapt_every .* needs a target_activity"):
         models.create_model("mozafari2018", settings={"conv1.adapt_every": 100})
+
+
+def shallow_model(seed=0):
+    torch.manual_seed(seed)
+    return models.create_model("mozafari2018_shallow", num_classes=3,
+                               settings={"kernel_size": 5, "threshold": 6.0, "dropout": 0.3})
+
+
+def test_first_spike_decision_from_the_definition(gen):
+    model = shallow_model()
+    layer = model.head.layer
+    with torch.no_grad():
+        layer.conv.weight.uniform_(0, 1, generator=gen)
+    times = random_times(12, 4, 9, 9, 15, never=0.6, generator=gen)
+    got = model.predict(times).classes
+    for b in range(len(times)):
+        expected = -1
+        for t in range(15):      # the earliest step with a spike; its largest potential (first on ties)
+            potentials = F.conv2d((times[b:b + 1] <= t).float(), layer.conv.weight)[0]
+            spiking = potentials > layer.threshold
+            if spiking.any():
+                feature = int(torch.where(spiking, potentials, -1.0).flatten().argmax()) // potentials[0].numel()
+                expected = feature // 10
+                break
+        assert int(got[b]) == expected, b
+    assert len(set(got.tolist())) > 1
+
+
+def shallow_run(batch, times, labels, epochs=2):
+    model = shallow_model()
+    stage = model.stages[0]
+    stage.configure(exact=True, seed=7)
+    totals = {"correct": 0, "wrong": 0, "silent": 0}
+    dropped = []
+    for epoch in range(epochs):
+        stage.start_epoch(len(times), epoch)
+        dropped.append(model.head.dropped.clone())
+        position = 0
+        while position < len(times):
+            size = min(batch, stage.limit(), len(times) - position)
+            for key, value in stage.step(times[position:position + size], labels[position:position + size]).items():
+                totals[key] += int(value)
+            position += size
+        stage.end_epoch()
+    return model, totals, dropped
+
+
+def test_shallow_rstdp_is_the_same_at_every_batch_size_across_epochs_and_dropout(gen):
+    times = random_times(120, 4, 9, 9, 15, never=0.6, generator=gen)
+    labels = torch.randint(0, 3, (120,), generator=gen)
+    reference, totals, dropped = shallow_run(1, times, labels)
+    assert not torch.equal(dropped[0], dropped[1]) and int(dropped[0].sum()) == 9      # 30 % of 30
+    assert totals["correct"] > 0 and totals["wrong"] > 0
+    for batch in BATCHES[1:]:
+        model, other, _ = shallow_run(batch, times, labels)
+        assert other == totals, batch
+        assert torch.allclose(model.head.layer.conv.weight, reference.head.layer.conv.weight, atol=1e-5, rtol=0)
+        assert model.head.rates() == reference.head.rates()
+
+
+def test_dropped_features_never_win_while_training_and_decide_otherwise(gen):
+    model = shallow_model()
+    head = model.head
+    head.start_epoch(0, seed=3)
+    times = random_times(40, 4, 9, 9, 15, never=0.5, generator=gen)
+    trained = head._winners(times, training=True)[0][:, 0, 0]
+    evaluated = head._winners(times, training=False)[0][:, 0, 0]
+    assert not head.dropped[trained[trained >= 0]].any()
+    assert head.dropped[evaluated[evaluated >= 0]].any()        # at inference every feature competes

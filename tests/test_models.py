@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import models
-from frontends import PixelInput, ReceptiveFields
+from frontends import GaborFrontEnd, PixelInput, ReceptiveFields
 from models.layers import HiddenLayer, HiddenSpec, reward_signal
 from models.stages import RSTDPStage
 from spiking import functional as sf
@@ -29,6 +29,10 @@ SHAPES = {   # node shapes on MNIST, spec section 5 and the seed's verified tabl
     "itsadeepizza2023": [(100,), (10,)],
     "tavanaei2017": [(100,), (20,), (10,)],
     "tavanaei2017_mnist": [(784,), (500,), (10,)],
+    # 250 x 250 images (the shallow 2018 network's kernels need larger images than MNIST's)
+    "mozafari2018_shallow": [(4, 41, 41), (100, 25, 25)],
+    "mozafari2018_shallow_eth80": [(4, 41, 41), (100, 11, 11)],
+    "mozafari2018_shallow_norb": [(4, 41, 41), (100, 19, 19)],
 }
 
 
@@ -37,8 +41,11 @@ def test_every_registered_model_has_a_shape_table():
 
 
 def raw_shape(model):
-    """The raw input of a model's front end: 28 x 28 images, or Iris's 4 features."""
-    return (len(model.frontend.ranges),) if isinstance(model.frontend, ReceptiveFields) else (28, 28)
+    """The raw input of a model's front end: 28 x 28 images, Iris's 4 features, or 250 x 250
+    images for the Gabor front end of the shallow 2018 network."""
+    if isinstance(model.frontend, ReceptiveFields):
+        return (len(model.frontend.ranges),)
+    return (250, 250) if isinstance(model.frontend, GaborFrontEnd) else (28, 28)
 
 
 def front_shape(model):
