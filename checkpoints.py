@@ -54,9 +54,9 @@ def check_compatible(payload: dict, model, model_name: str) -> None:
     if payload.get("frontend_key") != model.frontend.key():
         raise UserError("checkpoint was made with other front-end parameters")
     ours = json.loads(json.dumps(model.hyperparameters()))
-    if payload.get("hyperparameters") != ours:
-        keys = sorted(k for k in set(ours) | set(payload.get("hyperparameters") or {})
-                      if ours.get(k) != (payload.get("hyperparameters") or {}).get(k))
+    theirs = _with_new_settings(payload.get("hyperparameters") or {}, ours)
+    if theirs != ours:
+        keys = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
         raise UserError(f"checkpoint was made with other hyperparameters ({', '.join(keys)})")
     state = model.state_dict()
     theirs = payload.get("state_dict", {})
@@ -64,3 +64,15 @@ def check_compatible(payload: dict, model, model_name: str) -> None:
     if set(theirs) != set(state) or any(theirs[k].shape != state[k].shape and state[k].numel()
                                         for k in state):
         raise UserError("checkpoint weights do not match the model's layers")
+
+
+def _with_new_settings(theirs: dict, ours: dict) -> dict:
+    """A checkpoint's hyperparameters with the settings added since it was written taken from
+    `ours` (a model built from the checkpoint's own overrides holds them at their defaults)."""
+    merged = dict(theirs)
+    for key, value in ours.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_new_settings(merged[key], value)
+    return merged

@@ -269,6 +269,10 @@ def _folder(name: str) -> Dataset:
             raise UserError(f"dataset folder {path}: class {few[0]!r} has one image; splitting off a "
                             f"test part needs >= 2 per class (or give train/ and test/ folders)")
         test, train = stratified_split(labels, FOLDER_TEST_FRACTION, int(settings.get("split-seed", 0)))
+        untested = [classes[c] for c in range(len(classes)) if not (labels[test] == c).any()]
+        if untested:
+            raise UserError(f"dataset folder {path}: class {untested[0]!r} has too few images for a "
+                            f"20 % test part (>= 3 needed); add images or give train/ and test/ folders")
         train_files, train_labels = [files[i] for i in train], labels[train]
         test_files, test_labels = [files[i] for i in test], labels[test]
     train_images = _read_images(train_files, size)
@@ -362,9 +366,13 @@ def events_dataset(name: str, train, test, classes=None) -> Dataset:
             raise UserError(f"dataset {name}: its recordings name no sensor_size")
         maps, labels = [], []
         for index in range(len(part)):
-            events, label = part[index]
-            maps.append(first_event_maps(events, sensor))
-            labels.append(int(label))
+            try:
+                events, label = part[index]
+                maps.append(first_event_maps(events, sensor))
+                labels.append(int(label))
+            except (ValueError, KeyError, TypeError, IndexError) as error:
+                raise UserError(f"dataset {name}: recording {index} is not (events with fields x, y, t, p, "
+                                f"label) on a {sensor} sensor: {type(error).__name__}: {error}") from None
         splits += [np.stack(maps) if maps else np.zeros((0, 2, 1, 1), np.uint8), np.array(labels, dtype=np.int64)]
     labels = np.concatenate([splits[1], splits[3]])
     classes = [str(c) for c in (classes or range(int(labels.max()) + 1 if len(labels) else 0))]
@@ -381,8 +389,14 @@ def _tonic(name: str, root: str, download: bool) -> Dataset:
     cls = getattr(tonic.datasets, name.split(":", 1)[1], None)
     if cls is None:
         raise UserError(f"tonic has no dataset {name.split(':', 1)[1]!r} (tonic.datasets lists them)")
+    if not download and not os.path.isdir(os.path.join(root, cls.__name__)):
+        raise UserError(f"{name}: {os.path.join(root, cls.__name__)} does not exist and --no-download is set; "
+                        f"drop --no-download to let tonic fetch it, or copy it there")
     try:
         train, test = cls(save_to=root, train=True), cls(save_to=root, train=False)
+    except TypeError as error:
+        raise UserError(f"{name}: tonic's {cls.__name__} has no train/test split this loader can ask for "
+                        f"({error}); it reads datasets constructed as CLASS(save_to=ROOT, train=True/False)") from None
     except Exception as error:
         raise UserError(f"{name}: tonic could not read or download it into {root} ({type(error).__name__}: "
                         f"{str(error)[:200]}); where the network allows, run python -c \"import tonic; "

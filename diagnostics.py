@@ -13,7 +13,10 @@ head, and the hidden layer inside a rewarded head such as deepr2024's conv3):
 - `probe_accuracy`: a linear probe, i.e. multinomial logistic regression on the node's flattened
   final map, fitted on `probe_samples` training images and scored on up to as many validation
   images. It measures how much class information reaches that point of the network,
-  independently of how well the layers after it use it.
+  independently of how well the layers after it use it. A node with many features is probed on
+  fewer images (at most `PROBE_MAX_VALUES` image x feature values, at least 500 images) or not
+  at all (`probe_skipped_features`); `probe_converged` 0 marks a probe whose solver stopped at
+  its iteration cap.
 
 For the decision (on validation images): `top_class_share` (the share of decisions taken by the
 most chosen class) and, for decision layers whose winner is a neuron, `neurons_used` (the
@@ -32,6 +35,8 @@ import torch
 from spiking import times as st
 
 ACTIVITY_IMAGES = 1000      # validation images for activity, winners and the decision's spread
+PROBE_MAX_VALUES = 50_000_000   # a probe's training matrix (images x features) at most; larger
+                                # nodes are probed on fewer images (at least 500), else skipped
 
 
 def layer_nodes(model) -> list[tuple[str, int, object]]:
@@ -57,20 +62,23 @@ def evenness(counts: np.ndarray) -> float:
 
 
 def fit_probe(train: np.ndarray, train_labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray,
-              seed: int = 0) -> float:
-    """Validation accuracy of a multinomial logistic regression (C = 1) fitted on flattened
-    binary features [N, D]; a constant feature set (nothing to separate) scores the majority
-    class's share."""
+              seed: int = 0, converged: bool = False):
+    """Validation accuracy of a multinomial logistic regression (C = 1, at most 300 lbfgs
+    iterations) fitted on flattened binary features [N, D]; a constant feature set (nothing to
+    separate) scores the majority class's share. `converged`: also return whether the solver
+    converged, as (accuracy, bool)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     if len(np.unique(train_labels)) < 2 or train.shape[1] == 0:
         majority = np.bincount(train_labels).argmax() if len(train_labels) else -1
-        return float((val_labels == majority).mean())
+        accuracy = float((val_labels == majority).mean())
+        return (accuracy, True) if converged else accuracy
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        probe = LogisticRegression(C=1.0, max_iter=200, random_state=seed)
+        probe = LogisticRegression(C=1.0, max_iter=300, random_state=seed)
         probe.fit(train, train_labels)
-    return float((probe.predict(val) == val_labels).mean())
+    accuracy = float((probe.predict(val) == val_labels).mean())
+    return (accuracy, bool(np.all(probe.n_iter_ < 300))) if converged else accuracy
 
 
 @torch.no_grad()
@@ -117,10 +125,17 @@ def layer_diagnostics(model, train_times: np.ndarray, train_labels: np.ndarray, 
         train_maps = finals(train_times[chosen])
         val_maps = finals(val_times[:probe_samples])
         for name in results:
-            results[name]["probe_accuracy"] = fit_probe(
-                train_maps[name].reshape(len(chosen), -1).astype(np.float32), train_labels[chosen],
-                val_maps[name].reshape(len(val_maps[name]), -1).astype(np.float32),
-                val_labels[:probe_samples], seed)
+            features = int(np.prod(train_maps[name].shape[1:]))
+            count = min(len(chosen), PROBE_MAX_VALUES // max(1, features))
+            if count < min(500, len(chosen)):
+                results[name]["probe_skipped_features"] = float(features)      # too many to probe
+                continue
+            results[name]["probe_accuracy"], converged = fit_probe(
+                train_maps[name][:count].reshape(count, -1).astype(np.float32), train_labels[chosen][:count],
+                val_maps[name][:count].reshape(min(count, len(val_maps[name])), -1).astype(np.float32),
+                val_labels[:probe_samples][:count], seed, converged=True)
+            if not converged:
+                results[name]["probe_converged"] = 0.0
     if decision:
         results["decision"] = decision
     return results

@@ -48,7 +48,7 @@ import numpy as np
 
 from utils import UserError, eprint
 
-HELP = "python export.py RUN_DIR_OR_CHECKPOINT [--out FILE]"
+HELP = "python export.py RUN_DIR_OR_CHECKPOINT [--out FILE] [--input-shape C,H,W]"
 
 
 def _nir():
@@ -196,6 +196,8 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage=HELP)
     parser.add_argument("source", help="a finished run folder or a checkpoint file")
     parser.add_argument("--out", help="the .nir file (default: RUN_DIR/model.nir or CHECKPOINT.nir)")
+    parser.add_argument("--input-shape", metavar="C,H,W",
+                        help="the front end's output shape, for checkpoints written before it was recorded")
     args = parser.parse_args(argv)
     try:
         model, payload = load_trained(args.source)
@@ -203,9 +205,16 @@ def main(argv=None) -> str:
         import data
         dataset_name = payload.get("dataset")
         shape = payload.get("input_shape")
+        if args.input_shape:
+            try:
+                shape = [int(v) for v in args.input_shape.split(",")]
+            except ValueError:
+                shape = []
+            if len(shape) != 3 or min(shape) < 1:
+                raise UserError(f"--input-shape must be C,H,W (three whole numbers >= 1), got {args.input_shape!r}")
         if shape is None:
             raise UserError(f"{args.source} does not record its input shape (a checkpoint from before NIR "
-                            f"export); evaluate it once with --eval-only to refresh it")
+                            f"export): give it as --input-shape C,H,W (mozafari2018 on MNIST: 6,28,28)")
         graph = to_nir(model, tuple(shape), payload.get("classes"), name)
         out = args.out or (os.path.join(args.source, "model.nir") if os.path.isdir(args.source)
                            else os.path.splitext(args.source)[0] + ".nir")

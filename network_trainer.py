@@ -390,9 +390,15 @@ class NetworkTrainer:
             return {}
         began = time.time()
         size = 2 * self.config.batch_size if self.config.dry_run else len(train) + len(val)
-        layers = layer_diagnostics(self.model, train.times[:size], train.labels[:size], val.times[:size],
-                                   val.labels[:size], min(self.config.probe_samples, size), self.device, self.config.eval_batch_size,
-                                   self.config.seed)
+        try:
+            layers = layer_diagnostics(self.model, train.times[:size], train.labels[:size], val.times[:size],
+                                       val.labels[:size], min(self.config.probe_samples, size),
+                                       self.device, self.config.eval_batch_size, self.config.seed)
+        except (MemoryError, RuntimeError, ValueError) as error:
+            # diagnostics describe the run; they must never cost it its results
+            self.log(f"warning: layer diagnostics skipped ({type(error).__name__}: {str(error)[:200]}); "
+                     f"--probe-samples 0 skips the probes")
+            return {}
         for name, values in layers.items():
             self.log(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
         if layers:

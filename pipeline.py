@@ -43,6 +43,9 @@ def prepare_splits(args, dataset, frontend, log, test_only: bool = False) -> tup
         raise UserError(f"--ratio {args.ratio} and --val-size {args.val_size} leave {len(train_idx)} "
                         f"training and {len(val_idx)} validation images; both must be >= 1")
     augment = bool(args.augment) and not test_only
+    if augment and (dataset.model_settings or dataset.train_images.ndim != 3):
+        raise UserError(f"--augment rotates and shifts grey-level images; {dataset.name}'s inputs "
+                        f"{tuple(dataset.train_images.shape[1:])} are not such images")
     if test_only:
         splits = {"train": Split(None, labels[train_idx]), "val": Split(None, labels[val_idx])}
     else:

@@ -28,7 +28,7 @@ from utils import (UserError, atomic_write_json, eprint, git_commit, package_ver
 # again (flag -> argument name); everything else comes from the run's config.json
 RUNTIME_FLAGS = {"--threads": "threads", "--device": "device", "--progress": "progress",
                  "--no-progress": "progress", "--cache-dir": "cache_dir", "--data-root": "data_root",
-                 "--nproc": "nproc"}
+                 "--nproc": "nproc", "--probe-samples": "probe_samples"}
 RESUMABLE_OVERRIDES = set(RUNTIME_FLAGS) | {"--resume"}
 
 
@@ -236,6 +236,7 @@ def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
     dataset = data.load_dataset(args.dataset, args.data_root, download=not args.no_download,
                                 image_size=args.image_size and data.parse_image_size(args.image_size),
                                 split_seed=args.seed)
+    args.dataset = dataset.name     # canonical (a folder's absolute path and split): --resume reads it back
     seed_everything(args.seed)
     # the dataset's own settings (event data: the binning front end, 2 input channels), then --set
     overrides = {**dataset.model_settings, **parse_settings(args.settings)}
@@ -306,10 +307,18 @@ def build_model(name: str, num_classes: int, settings: dict, choice, dataset=Non
     try:
         return models.create_model(name, num_classes=num_classes, readout_choice=choice, settings=settings)
     except (ValueError, TypeError) as error:
-        if dataset is not None and dataset.model_settings:
+        if dataset is not None and dataset.model_settings and not _takes(name, dataset.model_settings):
             needs = ", ".join(f"{k}={v}" for k, v in dataset.model_settings.items())
             raise UserError(f"{name}: {dataset.name} needs a model that takes {needs} ({error})") from None
         raise UserError(f"{name}: {error}") from None
+
+
+def _takes(name: str, settings: dict) -> bool:
+    try:
+        models.create_model(name, settings=settings)
+        return True
+    except (ValueError, TypeError):
+        return False
 
 
 def check_input_size(model, dataset) -> None:

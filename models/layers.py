@@ -166,10 +166,12 @@ class HiddenLayer(nn.Module):
             self.register_buffer("calibrated_threshold", torch.tensor(spec.threshold, dtype=torch.float64))
         self.rstdp = None
 
-    def add_reward_rules(self, reward, punish, lower_bound=0.0, upper_bound=1.0) -> None:
-        """Make this layer R-STDP-trainable too (deepr2024), sharing the conv weights."""
-        self.rstdp = RSTDP(STDP(self.conv, reward, False, lower_bound, upper_bound),
-                           STDP(self.conv, punish, False, lower_bound, upper_bound))
+    def add_reward_rules(self, reward, punish, lower_bound=0.0, upper_bound=1.0,
+                         use_stabilizer: bool = False) -> None:
+        """Make this layer R-STDP-trainable too (deepr2024, mozafari2018_shallow), sharing the
+        conv weights."""
+        self.rstdp = RSTDP(STDP(self.conv, reward, use_stabilizer, lower_bound, upper_bound),
+                           STDP(self.conv, punish, use_stabilizer, lower_bound, upper_bound))
 
     @property
     def threshold(self) -> float:
@@ -190,9 +192,13 @@ class HiddenLayer(nn.Module):
                 potentials = F.max_pool2d(potentials, self.spec.pool, self.spec.pool_stride or self.spec.pool,
                                           self.spec.pool_padding)
             pooled.append(potentials.flatten())
-        values = torch.cat(pooled).double()
-        above = int(round(self.spec.target_activity * values.numel()))
-        threshold = values.max() if above <= 0 else values.kthvalue(max(1, values.numel() - above)).values
+        values = torch.cat(pooled).double() if pooled else None
+        if values is None or values.numel() == 0:
+            # nothing to calibrate on (an empty data-parallel shard): keep the current threshold
+            threshold = torch.tensor(self.threshold, dtype=torch.float64, device=self.calibrated_threshold.device)
+        else:
+            above = int(round(self.spec.target_activity * values.numel()))
+            threshold = values.max() if above <= 0 else values.kthvalue(max(1, values.numel() - above)).values
         if parallel.active():
             threshold = parallel.all_sum_(threshold.reshape(1).to(self.calibrated_threshold.device))[0] \
                 / parallel.total(1)

@@ -40,7 +40,7 @@ from utils import derived_seed
 
 from ._registry import register_model
 from .family import ConvFamily, FamilyConfig
-from .layers import HiddenLayer, HiddenSpec, Prediction, class_margins, reward_signal
+from .layers import HiddenLayer, HiddenSpec, Prediction, reward_signal
 
 
 @settings
@@ -92,6 +92,7 @@ class FirstSpikeDecision(nn.Module):
         _, r, c = winners.clamp(min=0).unbind(-1)
         b = torch.arange(winners.shape[0], device=winners.device).unsqueeze(1)
         post = (layer.time_steps - survivors.times[b, r, c]).float()
+        self._survivors = survivors
         return winners, post, padded
 
     def _classes(self, winners: torch.Tensor) -> torch.Tensor:
@@ -100,9 +101,16 @@ class FirstSpikeDecision(nn.Module):
 
     @torch.no_grad()
     def predict(self, times: torch.Tensor) -> Prediction:
+        """Decisions, and class scores by the decision's own rule: each class's best k-WTA score
+        (`spiking.times.winner_scores`: earliest spike first, then its potential) over the
+        positions its features win after pointwise inhibition; 0 for a class that never spikes."""
         winners, _, _ = self._winners(times, training=False)
-        potentials = self.layer.final_potentials(st.final_map(times, self.layer.time_steps))
-        return Prediction(self._classes(winners), class_margins(potentials, self.num_classes), winners)
+        survivors = self._survivors
+        position_scores = st.winner_scores(survivors.times, survivors.values, self.layer.time_steps).flatten(1)
+        classes = torch.div(survivors.features.flatten(1), self.features_per_class, rounding_mode="floor")
+        scores = position_scores.new_zeros(len(times), self.num_classes)
+        scores.scatter_reduce_(1, classes.clamp(min=0), torch.where(classes >= 0, position_scores, 0.0), "amax")
+        return Prediction(self._classes(winners), scores, winners)
 
     @torch.no_grad()
     def reinforce(self, times: torch.Tensor, labels: torch.Tensor, phase: int = 0, exact: bool = True):
@@ -148,8 +156,13 @@ class Shallow2018(ConvFamily):
                           kernel_size=config.kernel_size, threshold=config.threshold, kwta=1,
                           inhibition_radius=0, rate_doubling_every=0)
         layer = HiddenLayer(spec, self.time_steps, "s2")
-        layer.add_reward_rules(config.reward, config.punish, *config.weight_bounds)
+        layer.add_reward_rules(config.reward, config.punish, *config.weight_bounds, use_stabilizer=True)
         self.add_block(FirstSpikeDecision(layer, num_classes, config.features_per_class, config.dropout))
+
+    def _choose_readout(self, kind, C) -> None:
+        if (kind or "rstdp") != "rstdp" or C is not None:
+            raise ValueError("the shallow network decides by its first spike; it takes no linear readout "
+                             "(--readout svm/logistic reads the STDP features of the conv models)")
 
     @torch.no_grad()
     def predict(self, inputs: torch.Tensor, start: int = 0, final: bool = False) -> Prediction:

@@ -135,8 +135,8 @@ class STDPStage(StageBase):
             if kept < CALIBRATION_IMAGES:
                 self._first.append(times[:CALIBRATION_IMAGES - kept])
             every = self.layer.spec.adapt_every
-            self._position += parallel.total(len(times))
             if every:
+                self._position += parallel.total(len(times))     # all ranks' samples
                 self._window.append(times)
                 if self._position % every == 0:
                     self.layer.calibrate(torch.cat(self._window))

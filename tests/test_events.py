@@ -126,3 +126,29 @@ def test_event_settings_need_a_conv_model():
         train.build_model("tavanaei2017", 2, dict(dataset.model_settings), None, dataset)
     model = train.build_model("mozafari2018", 2, dict(dataset.model_settings), None, dataset)
     assert model.blocks[0].conv.weight.shape[1] == 2 and model.frontend.kind == "events"
+
+
+def test_bad_recordings_no_download_and_augmentation_are_one_line_errors(tmp_path, monkeypatch):
+    class Bad:
+        sensor_size = (4, 4, 2)
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            return events([(5, 0, 0, 1)]), 0          # outside the 4 x 4 sensor
+    with pytest.raises(UserError, match="recording 0 is not .*outside the 4x4 sensor"):
+        data.events_dataset("tonic:Bad", Bad(), Bad())
+    tonic = pytest.importorskip("tonic", reason="tonic is the optional events extra (requirements-events.txt)")
+    with pytest.raises(UserError, match="does not exist and --no-download is set"):
+        data.load_dataset("nmnist", root=str(tmp_path), download=False)
+    import argparse
+    import pipeline
+    dataset = data.Dataset("tonic:X", np.zeros((4, 2, 8, 8), np.uint8), np.array([0, 1, 0, 1]),
+                           np.zeros((2, 2, 8, 8), np.uint8), np.array([0, 1]), classes=["a", "b"],
+                           model_settings=dict(data.EVENT_SETTINGS))
+    args = argparse.Namespace(cache_dir=str(tmp_path / "cache"), ratio=1.0, val_size=0.5, seed=0, augment=True,
+                              progress=False, device="cpu")
+    config = FrontEnd(kind="events")
+    with pytest.raises(UserError, match="--augment rotates and shifts grey-level images"):
+        pipeline.prepare_splits(args, dataset, config, print)

@@ -333,7 +333,10 @@ def test_first_spike_decision_from_the_definition(gen):
     with torch.no_grad():
         layer.conv.weight.uniform_(0, 1, generator=gen)
     times = random_times(12, 4, 9, 9, 15, never=0.6, generator=gen)
-    got = model.predict(times).classes
+    prediction = model.predict(times)
+    got = prediction.classes
+    decided = got >= 0          # the class scores rank classes as the decision does
+    assert torch.equal(prediction.scores.argmax(dim=1)[decided], got[decided])
     for b in range(len(times)):
         expected = -1
         for t in range(15):      # the earliest step with a spike; its largest potential (first on ties)

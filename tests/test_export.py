@@ -137,3 +137,21 @@ def test_an_mnist_subset_run_exports_and_nirtorch_agrees_on_every_test_image(tmp
     got, _ = run_graph(out, times, model.time_steps)
     assert torch.equal(got, model.predict(times).classes)
     assert float((got.numpy() == dataset.test_labels).mean()) == pytest.approx(metrics["accuracy"])
+
+
+def test_a_checkpoint_without_its_input_shape_needs_it_given(tmp_path, capsys):
+    import json
+    from checkpoints import save_checkpoint
+    torch.manual_seed(0)
+    model = models.create_model("mozafari2018", num_classes=10)
+    payload = {"format": 1, "model": "mozafari2018", "overrides": {}, "num_classes": 10,
+               "hyperparameters": json.loads(json.dumps(model.hyperparameters())),
+               "frontend_key": model.frontend.key(), "dataset": "mnist", "classes": None,
+               "readout_choice": None, "state_dict": model.state_dict(), "trainer": {}}
+    path = str(tmp_path / "old.ckpt")
+    save_checkpoint(path, payload)
+    with pytest.raises(SystemExit):
+        export.main([path])
+    assert "give it as --input-shape C,H,W" in capsys.readouterr().err
+    out = export.main([path, "--input-shape", "6,28,28"])
+    assert nir.read(out).nodes["input"].input_type["input"].tolist() == [6, 28, 28]

@@ -74,6 +74,7 @@ def test_train_and_test_parts_and_resizing(tmp_path):
     (lambda root: (make_folder(root, 3, split=True), [os.remove(f) for f in (root / "test" / "vertical").iterdir()]),
      "class 'vertical' has no images in test/"),
     (lambda root: (make_folder(root, 1)), "class 'diagonal' has one image"),
+    (lambda root: (make_folder(root, 2)), "class 'diagonal' has too few images for a 20 % test part"),
 ])
 def test_bad_folders_give_one_line_errors(tmp_path, damage, message):
     root = tmp_path / "bad"

@@ -273,3 +273,20 @@ def test_residual_merges(merge, gen):
     final = st.final_map(times, 15)
     assert torch.equal(block.forward_final(final), st.final_map(block.forward_times(times), 15))
     assert block.output_shape((150, 7, 7)) == (channels, 2, 2)
+
+
+def test_checkpoints_written_before_a_setting_existed_still_load():
+    import json
+    from checkpoints import check_compatible
+    from utils import UserError
+    model = models.create_model("mozafari2018")
+    old = json.loads(json.dumps(model.hyperparameters()))
+    for layer in ("conv1", "conv2"):             # settings added after such a checkpoint was written
+        del old[layer]["target_activity"], old[layer]["adapt_every"]
+    del old["frontend"]["kind"]
+    payload = {"model": "mozafari2018", "num_classes": 10, "frontend_key": model.frontend.key(),
+               "hyperparameters": old, "state_dict": model.state_dict()}
+    check_compatible(payload, model, "mozafari2018")
+    old["conv1"]["threshold"] = 99.0
+    with pytest.raises(UserError, match=r"other hyperparameters \(conv1\)"):
+        check_compatible(payload, model, "mozafari2018")
