@@ -63,7 +63,7 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
     """The model's inference network as a `nir.NIRGraph` whose input is node 0 (`input_shape`
     = the front end's [C, H, W]); see the module docstring for the semantics."""
     from models.heads import RewardedChain
-    from models.layers import DecisionLayer, HiddenLayer
+    from models.layers import DecisionLayer, HiddenLayer, conv_size
     from models.readout import LinearReadout
     nir = _nir()
     if not hasattr(model, "blocks") or len(model.blocks) == 0:
@@ -83,8 +83,7 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
         weight = layer.conv.weight.detach().cpu().numpy().astype(np.float32)
         key = add(layer.name, nir.Conv2d(input_shape=shape[1:], weight=weight, stride=1, padding=spec.pad,
                                          dilation=1, groups=1, bias=np.zeros(len(weight), np.float32)), after)
-        conv_shape = layer.output_shape(shape) if spec.pool <= 1 else \
-            (spec.out_channels,) + tuple(s + 2 * spec.pad - spec.kernel_size + 1 for s in shape[1:])
+        conv_shape = (spec.out_channels,) + tuple(conv_size(s, spec.pad, spec.kernel_size) for s in shape[1:])
         key = add(f"{layer.name}_fire", nir.Threshold(threshold=np.full(conv_shape, layer.threshold, np.float32)), key)
         if spec.pool > 1:
             if spec.pool_padding:

@@ -254,15 +254,23 @@ class HiddenLayer(nn.Module):
             a_minus = a_plus * self.spec.a_minus_ratio
             self.stdp.update_all_learning_rate(a_plus.item(), a_minus.item())
 
-    def winners(self, padded: torch.Tensor):
-        """Pointwise inhibition and k-WTA from padded input times: (winners [B, k, 3], the
-        winners' spiking steps [B, k])."""
-        steps = self.time_steps
-        survivors = engine.earliest_spikes(padded, self.conv.weight, self.threshold, steps)
+    def survivors(self, padded: torch.Tensor, weight: torch.Tensor | None = None):
+        """Conv, fire and pointwise inhibition of padded input times (`engine.earliest_spikes`),
+        with this layer's weights or `weight` (e.g. some features silenced)."""
+        weight = self.conv.weight if weight is None else weight
+        return engine.earliest_spikes(padded, weight, self.threshold, self.time_steps)
+
+    def pick(self, survivors):
+        """k-WTA of survivors: (winners [B, k, 3], the winners' spiking steps [B, k])."""
         winners = engine.survivor_winners(survivors, self.spec.kwta, self.spec.inhibition_radius)
         _, r, c = winners.clamp(min=0).unbind(-1)
         b = torch.arange(winners.shape[0], device=winners.device).unsqueeze(1)
-        return winners, (steps - survivors.times[b, r, c]).float()
+        return winners, (self.time_steps - survivors.times[b, r, c]).float()
+
+    def winners(self, padded: torch.Tensor):
+        """Pointwise inhibition and k-WTA from padded input times: (winners [B, k, 3], the
+        winners' spiking steps [B, k])."""
+        return self.pick(self.survivors(padded))
 
     @torch.no_grad()
     def learn(self, times: torch.Tensor, exact: bool = True) -> dict:

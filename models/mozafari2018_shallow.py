@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from frontends import GaborFrontEnd
-from spiking import engine, parallel
+from spiking import parallel
 from spiking import times as st
 from spiking.settings import MAX_COUNT, setting, settings
 from utils import derived_seed
@@ -81,18 +81,19 @@ class FirstSpikeDecision(nn.Module):
         self.dropped.zero_()
         self.dropped[chosen.to(self.dropped.device)] = True
 
-    def _winners(self, times: torch.Tensor, training: bool):
-        layer = self.layer
-        padded = layer.padded(times)
-        weight = layer.conv.weight
+    def _survivors(self, padded: torch.Tensor, training: bool):
+        """The S2 layer's survivors (`HiddenLayer.survivors`); while training, the dropped
+        features' weights count as zero, so they never fire."""
+        weight = None
         if training and bool(self.dropped.any()):
-            weight = torch.where(self.dropped.view(-1, 1, 1, 1), torch.zeros_like(weight), weight)
-        survivors = engine.earliest_spikes(padded, weight, layer.threshold, layer.time_steps)
-        winners = engine.survivor_winners(survivors, 1, 0)
-        _, r, c = winners.clamp(min=0).unbind(-1)
-        b = torch.arange(winners.shape[0], device=winners.device).unsqueeze(1)
-        post = (layer.time_steps - survivors.times[b, r, c]).float()
-        self._survivors = survivors
+            weight = self.layer.conv.weight.masked_fill(self.dropped.view(-1, 1, 1, 1), 0.0)
+        return self.layer.survivors(padded, weight)
+
+    def _winners(self, times: torch.Tensor, training: bool):
+        """(winners [B, 1, 3] (k = 1, no radius: SpykeTorch's get_k_winners), their spiking
+        steps [B, 1], the padded input)."""
+        padded = self.layer.padded(times)
+        winners, post = self.layer.pick(self._survivors(padded, training))
         return winners, post, padded
 
     def _classes(self, winners: torch.Tensor) -> torch.Tensor:
@@ -104,8 +105,8 @@ class FirstSpikeDecision(nn.Module):
         """Decisions, and class scores by the decision's own rule: each class's best k-WTA score
         (`spiking.times.winner_scores`: earliest spike first, then its potential) over the
         positions its features win after pointwise inhibition; 0 for a class that never spikes."""
-        winners, _, _ = self._winners(times, training=False)
-        survivors = self._survivors
+        survivors = self._survivors(self.layer.padded(times), training=False)
+        winners, _ = self.layer.pick(survivors)
         position_scores = st.winner_scores(survivors.times, survivors.values, self.layer.time_steps).flatten(1)
         classes = torch.div(survivors.features.flatten(1), self.features_per_class, rounding_mode="floor")
         scores = position_scores.new_zeros(len(times), self.num_classes)
