@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 
 import plots
 from checkpoints import load_checkpoint, save_checkpoint
 from utils import atomic_write_json, atomic_write_text, save_figure
+
+# the history figure is redrawn at most this often during training (drawing costs ~0.4 s, more
+# than a short epoch) and always at the end; history.csv is rewritten after every epoch
+HISTORY_FIGURE_EVERY_S = 30.0
 
 
 class RunOutputs:
@@ -22,6 +27,7 @@ class RunOutputs:
 
     def __init__(self, run, tensorboard: bool = False):
         self.run, self.tensorboard, self.writer = run, tensorboard, None
+        self._undrawn, self._drawn_at = None, float("-inf")
 
     @property
     def path(self) -> str:
@@ -33,6 +39,7 @@ class RunOutputs:
             self.writer = SummaryWriter(self.run.folder("tensorboard"))
 
     def close(self) -> None:
+        self.draw_history()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -46,24 +53,34 @@ class RunOutputs:
 
     # ---- during training
     def epoch(self, rows: list[dict]) -> None:
-        """After an epoch: the whole history (csv and figure) and the new row's scalars."""
+        """After an epoch: the whole history (csv; the figure at most every
+        HISTORY_FIGURE_EVERY_S seconds, and at the end) and the new row's scalars."""
         keys = list(dict.fromkeys(k for r in rows for k in r))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.run.file("history.csv"), buffer.getvalue())
-        save_figure(plots.history_figure(rows), self.run.file("history.png"))
+        self._undrawn = list(rows)
+        if time.monotonic() - self._drawn_at >= HISTORY_FIGURE_EVERY_S:
+            self.draw_history()
         if self.writer is not None:
             row = rows[-1]
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "epoch":
                     self.writer.add_scalar(f"{row['stage']}/{key}", value, len(rows))
 
+    def draw_history(self) -> None:
+        """history.png from the rows of the last `epoch` call, unless drawn already."""
+        if self._undrawn:
+            save_figure(plots.history_figure(self._undrawn), self.run.file("history.png"))
+            self._undrawn, self._drawn_at = None, time.monotonic()
+
     # ---- at the end
     def test(self, metrics: dict, matrix, classes: list[str]) -> None:
         """metrics.json, the confusion matrix (csv and figure), the layer diagnostics' figure
-        (layers.png) and the test and layer scalars."""
+        (layers.png) and the test and layer scalars; the history figure if it lags."""
+        self.draw_history()
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["true \\ predicted"] + list(classes) + ["silent"])

@@ -268,14 +268,16 @@ def intensity_lateral_inhibition(intensities: torch.Tensor,
     if inhibition_kernel.shape[1] != size or size % 2 == 0:
         raise ValueError(f"inhibition_kernel must be square with an odd size, got "
                          f"{tuple(inhibition_kernel.shape)}")
-    b, c, h, w = intensities.shape
     radius = size // 2
-    planes = intensities.reshape(b * c, 1, h, w)
-    neighbours = F.unfold(planes, size, padding=radius)          # [B*C, K*K, H*W]
-    centre = planes.reshape(b * c, 1, h * w)
-    weaker = (centre - neighbours > 0).to(intensities.dtype)
-    weights = inhibition_kernel.to(intensities).reshape(1, -1, 1)
-    factors = (weaker * weights).sum(dim=1).view(b, c, h, w)
+    h, w = intensities.shape[-2:]
+    kernel = inhibition_kernel.to(intensities)
+    # zero padding: a neighbour outside the image is 0; one pass per non-zero kernel entry keeps
+    # the memory at two images' size (unfolding all K*K neighbours at once needs K*K images)
+    padded = F.pad(intensities, (radius, radius, radius, radius))
+    factors = torch.zeros_like(intensities)
+    for u, v in torch.nonzero(kernel).tolist():
+        weaker = intensities > padded[..., u:u + h, v:v + w]
+        factors.add_(weaker.to(intensities.dtype), alpha=float(kernel[u, v]))
     return intensities * (1 + factors)
 
 
