@@ -39,6 +39,8 @@ def summarize(run_dir: str) -> dict:
             metrics = json.load(handle)
     except (OSError, ValueError) as error:
         raise UserError(f"{run_dir} is not a finished run (config.json and metrics.json): {error}") from None
+    # the run configuration ("args" in folders written before it was split from the runtime)
+    run = config.get("run") or config.get("args") or {}
     selected = metrics.get("selected_epochs") or {}
     last = list(selected.values())[-1] if selected else {}
     stages = metrics.get("stage_seconds") or {}
@@ -48,8 +50,8 @@ def summarize(run_dir: str) -> dict:
         # the decision: a linear readout, else the last stage's kind (rstdp, bptt, bpstdp...)
         "readout": (config.get("hyperparameters") or {}).get("readout")
         or ((config.get("stages") or [[None, "rstdp"]])[-1][1]),
-        "settings": " ".join(config.get("args", {}).get("settings") or []),
-        "seed": config.get("args", {}).get("seed"),
+        "settings": " ".join(run.get("settings") or []),
+        "seed": run.get("seed"),
         "parameters": metrics.get("parameters"),
         "stages": " ".join(stages) or None,
         "epochs": " ".join(str(e) for e in config.get("epochs", [])),

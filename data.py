@@ -1,5 +1,8 @@
 """Datasets (raw images and labels), stratified splits and label-preserving augmentation.
 
+Image folders live in `image_folders`, event-camera recordings in `event_recordings`;
+`load_dataset` reaches all of them by name.
+
 Every image dataset is returned as uint8 arrays `[N, H, W]` (grey levels 0..255) with int64
 labels; the front end turns them into spike times. `iris` is tabular (float features [N, 4]).
 `digits` (scikit-learn's bundled 8x8 digits), `iris` and `synthetic` (procedural bars, for
@@ -210,198 +213,9 @@ def _synthetic(per_class: int = 30, test_per_class: int = 10, classes: int = 10)
                    classes=[str(c) for c in range(classes)])
 
 
-# ---------------------------------------------------------------- image folders
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".webp")
-FOLDER_TEST_FRACTION = 0.2
-
-
-def folder_name(path: str, image_size: tuple | None = None, split_seed: int = 0) -> str:
-    """The canonical name of a folder dataset: `folder:ABSPATH` plus the options that change
-    its images or split (`#size=HxW`, `split-seed=S` when the folder has no train/test parts),
-    so that `--eval-only` and `--resume` rebuild exactly the same splits from it."""
-    path = os.path.abspath(os.path.expanduser(path))
-    options = []
-    if image_size:
-        options.append(f"size={image_size[0]}x{image_size[1]}")
-    if not os.path.isdir(os.path.join(path, "train")):
-        options.append(f"split-seed={split_seed}")
-    return f"folder:{path}" + ("#" + ",".join(options) if options else "")
-
-
-def parse_image_size(text: str) -> tuple[int, int]:
-    """"64" -> (64, 64); "64x48" -> (64, 48) (height x width)."""
-    parts = text.lower().split("x")
-    try:
-        size = tuple(int(p) for p in parts) * (2 if len(parts) == 1 else 1)
-    except ValueError:
-        size = ()
-    if len(size) != 2 or min(size) < 1 or max(size) > 4096:
-        raise UserError(f"image size must be N or HxW with 1 <= N <= 4096, got {text!r}")
-    return size
-
-
-def _folder(name: str) -> Dataset:
-    """An image tree in torchvision's ImageFolder layout, read as grey levels: either
-    `PATH/train/CLASS/*` and `PATH/test/CLASS/*`, or `PATH/CLASS/*` split stratified into
-    train and a 20 % test part by the split seed. `name` is `folder_name`'s canonical form."""
-    path, _, options = name[len("folder:"):].partition("#")
-    settings = dict(o.split("=", 1) for o in options.split(",") if "=" in o)
-    size = parse_image_size(settings["size"]) if "size" in settings else None
-    if not os.path.isdir(path):
-        raise UserError(f"dataset folder {path} does not exist or is not a folder")
-    if os.path.isdir(os.path.join(path, "train")):
-        if not os.path.isdir(os.path.join(path, "test")):
-            raise UserError(f"dataset folder {path} has train/ but no test/ folder")
-        classes, (train_files, train_labels) = _class_files(os.path.join(path, "train"))
-        test_classes, (test_files, test_labels) = _class_files(os.path.join(path, "test"))
-        missing = sorted(set(classes) - set(test_classes))
-        if missing:
-            raise UserError(f"dataset folder {path}: class {missing[0]!r} has no images in test/ "
-                            f"(every class needs test images)")
-        unknown = sorted(set(test_classes) - set(classes))
-        if unknown:
-            raise UserError(f"dataset folder {path}: test/ has class {unknown[0]!r}, which train/ lacks")
-        test_labels = np.array([classes.index(test_classes[c]) for c in test_labels], dtype=np.int64)
-    else:
-        classes, (files, labels) = _class_files(path)
-        few = [classes[c] for c in np.unique(labels) if (labels == c).sum() < 2]
-        if few:
-            raise UserError(f"dataset folder {path}: class {few[0]!r} has one image; splitting off a "
-                            f"test part needs >= 2 per class (or give train/ and test/ folders)")
-        test, train = stratified_split(labels, FOLDER_TEST_FRACTION, int(settings.get("split-seed", 0)))
-        untested = [classes[c] for c in range(len(classes)) if not (labels[test] == c).any()]
-        if untested:
-            raise UserError(f"dataset folder {path}: class {untested[0]!r} has too few images for a "
-                            f"20 % test part (>= 3 needed); add images or give train/ and test/ folders")
-        train_files, train_labels = [files[i] for i in train], labels[train]
-        test_files, test_labels = [files[i] for i in test], labels[test]
-    train_images = _read_images(train_files, size)
-    test_images = _read_images(test_files, size)
-    if train_images.shape[1:] != test_images.shape[1:]:
-        raise UserError(f"dataset folder {path}: train and test images differ in size "
-                        f"({train_images.shape[1:]} vs {test_images.shape[1:]}); give --image-size HxW")
-    return Dataset(name, train_images, train_labels, test_images, test_labels, classes=classes)
-
-
-def _class_files(root: str) -> tuple[list, tuple[list, np.ndarray]]:
-    """(class names sorted, (image files, labels)) of `root/CLASS/...` (files in sub-folders
-    count; other files and hidden entries are ignored)."""
-    classes, files, labels = [], [], []
-    for entry in sorted(os.listdir(root)):
-        folder = os.path.join(root, entry)
-        if entry.startswith(".") or not os.path.isdir(folder):
-            continue
-        found = sorted(os.path.join(here, f) for here, _, names in os.walk(folder) for f in names
-                       if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
-        if found:
-            files += found
-            labels += [len(classes)] * len(found)
-            classes.append(entry)
-    if not classes:
-        raise UserError(f"dataset folder {root} has no class folders with images "
-                        f"({', '.join(IMAGE_EXTENSIONS)}) in it")
-    if len(classes) == 1:
-        raise UserError(f"dataset folder {root} has one class ({classes[0]!r}): classifying needs >= 2")
-    return classes, (files, np.array(labels, dtype=np.int64))
-
-
-def _read_images(files: list, size: tuple | None) -> np.ndarray:
-    """Grey-level uint8 [N, H, W]; resized (bilinear) to `size` (H, W) when given, else all
-    images must share one size."""
-    from PIL import Image
-    images = []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                image = image.convert("L")
-                if size is not None and image.size != (size[1], size[0]):
-                    image = image.resize((size[1], size[0]), Image.BILINEAR)
-                array = np.asarray(image, dtype=np.uint8)
-        except Exception as error:      # PIL raises many kinds for a bad file
-            raise UserError(f"cannot read image {file}: {error}") from None
-        if images and array.shape != images[0].shape:
-            raise UserError(f"images differ in size ({images[0].shape[0]}x{images[0].shape[1]} in "
-                            f"{files[0]}, {array.shape[0]}x{array.shape[1]} in {file}); give --image-size HxW")
-        images.append(array)
-    return np.stack(images)
-
-
-# ---------------------------------------------------------------- event cameras (tonic)
-EVENT_SETTINGS = {"frontend.kind": "events", "conv1.in_channels": 2}
-
-
-def first_event_maps(events: np.ndarray, sensor_size: tuple, duration: float | None = None) -> np.ndarray:
-    """One recording's events (a structured array with fields x, y, t, p, as tonic gives them)
-    -> uint8 [2, H, W]: for each pixel and polarity (channel 0: OFF, p <= 0; channel 1: ON) the
-    time of its first event as a level floor(254.999 * (t - t0) / duration) in 0..254, where t0
-    is the recording's first event and `duration` (default: its last event - t0) the span mapped
-    onto the levels; events after t0 + duration are dropped; 255: no event. `sensor_size` is
-    tonic's (width, height, polarities)."""
-    width, height = int(sensor_size[0]), int(sensor_size[1])
-    maps = np.full((2, height, width), 255, dtype=np.uint8)
-    if len(events) == 0:
-        return maps
-    t = events["t"].astype(np.float64)
-    t0 = t.min()
-    span = (t.max() - t0) if duration is None else float(duration)
-    keep = t - t0 <= span
-    levels = np.zeros(len(t), dtype=np.int64) if span <= 0 else \
-        np.floor(254.999 * (t - t0) / span).astype(np.int64)
-    channel = (events["p"].astype(np.int64) > 0).astype(np.int64)
-    x, y = events["x"].astype(np.int64), events["y"].astype(np.int64)
-    if ((x < 0) | (x >= width) | (y < 0) | (y >= height)).any():
-        raise ValueError(f"events outside the {width}x{height} sensor")
-    flat = np.full(2 * height * width, 255, dtype=np.int64)
-    np.minimum.at(flat, ((channel * height + y) * width + x)[keep], levels[keep])
-    return flat.reshape(2, height, width).astype(np.uint8)
-
-
-def events_dataset(name: str, train, test, classes=None) -> Dataset:
-    """A Dataset of first-event maps from two tonic-style datasets (indexable, `len`, items
-    (events, label), a `sensor_size`)."""
-    splits = []
-    for part in (train, test):
-        sensor = getattr(part, "sensor_size", None)
-        if sensor is None:
-            raise UserError(f"dataset {name}: its recordings name no sensor_size")
-        maps, labels = [], []
-        for index in range(len(part)):
-            try:
-                events, label = part[index]
-                maps.append(first_event_maps(events, sensor))
-                labels.append(int(label))
-            except (ValueError, KeyError, TypeError, IndexError) as error:
-                raise UserError(f"dataset {name}: recording {index} is not (events with fields x, y, t, p, "
-                                f"label) on a {sensor} sensor: {type(error).__name__}: {error}") from None
-        splits += [np.stack(maps) if maps else np.zeros((0, 2, 1, 1), np.uint8), np.array(labels, dtype=np.int64)]
-    labels = np.concatenate([splits[1], splits[3]])
-    classes = [str(c) for c in (classes or range(int(labels.max()) + 1 if len(labels) else 0))]
-    return Dataset(name, *splits, classes=classes, model_settings=dict(EVENT_SETTINGS))
-
-
-def _tonic(name: str, root: str, download: bool) -> Dataset:
-    """`tonic:CLASS` (a dataset class of `tonic.datasets`, e.g. NMNIST) read through tonic, which
-    downloads it into `root` when it is missing and the network allows."""
-    try:
-        import tonic
-    except ImportError:
-        raise UserError("event datasets need tonic: pip install -r requirements-events.txt") from None
-    cls = getattr(tonic.datasets, name.split(":", 1)[1], None)
-    if cls is None:
-        raise UserError(f"tonic has no dataset {name.split(':', 1)[1]!r} (tonic.datasets lists them)")
-    if not download and not os.path.isdir(os.path.join(root, cls.__name__)):
-        raise UserError(f"{name}: {os.path.join(root, cls.__name__)} does not exist and --no-download is set; "
-                        f"drop --no-download to let tonic fetch it, or copy it there")
-    try:
-        train, test = cls(save_to=root, train=True), cls(save_to=root, train=False)
-    except TypeError as error:
-        raise UserError(f"{name}: tonic's {cls.__name__} has no train/test split this loader can ask for "
-                        f"({error}); it reads datasets constructed as CLASS(save_to=ROOT, train=True/False)") from None
-    except Exception as error:
-        raise UserError(f"{name}: tonic could not read or download it into {root} ({type(error).__name__}: "
-                        f"{str(error)[:200]}); where the network allows, run python -c \"import tonic; "
-                        f"tonic.datasets.{cls.__name__}(save_to='{root}')\" and copy {root} here") from None
-    return events_dataset(name, train, test, getattr(cls, "classes", None))
+def _nmnist(root: str, download: bool) -> Dataset:
+    import event_recordings
+    return event_recordings.load_tonic("tonic:NMNIST", root, download)
 
 
 DATASETS = {
@@ -411,23 +225,25 @@ DATASETS = {
     "digits": lambda root, download: _digits(),
     "iris": lambda root, download: _iris(),
     "synthetic": lambda root, download: _synthetic(),
-    "nmnist": lambda root, download: _tonic("tonic:NMNIST", root, download),
+    "nmnist": lambda root, download: _nmnist(root, download),
 }
 
 
 def load_dataset(name: str, root: str = "data", download: bool = True, image_size: tuple | None = None,
                  split_seed: int = 0) -> Dataset:
-    """A dataset by name: one of DATASETS, or `folder:PATH` (`image_size` (H, W) resizes its
-    images, `split_seed` splits a folder without train/ and test/ parts; a canonical folder
-    name, as runs record it, carries both)."""
+    """A dataset by name: one of DATASETS, `tonic:CLASS` (`event_recordings`) or `folder:PATH`
+    (`image_folders`; `image_size` (H, W) resizes its images, `split_seed` splits a folder
+    without train/ and test/ parts; a canonical folder name, as runs record it, carries both)."""
+    import event_recordings     # imported here: both build on this module's Dataset
+    import image_folders
     if name.startswith("folder:"):
         if "#" not in name:
-            name = folder_name(name[len("folder:"):], image_size, split_seed)
-        return _folder(name).check()
+            name = image_folders.folder_name(name[len("folder:"):], image_size, split_seed)
+        return image_folders.load_folder(name).check()
     if image_size is not None:
         raise UserError("--image-size applies to folder:PATH datasets only")
     if name.startswith("tonic:"):
-        return _tonic(name, root, download).check()
+        return event_recordings.load_tonic(name, root, download).check()
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name](root, download).check()

@@ -94,7 +94,7 @@ def gaussian_field_times(features: torch.Tensor, centres: torch.Tensor, sigma: f
     return times.flatten(1).to(torch.uint8)
 
 
-EVENT_NEVER = 255       # the first-event level of a pixel without events (data.first_event_maps)
+EVENT_NEVER = 255       # the first-event level of a pixel without events (event_recordings.first_event_maps)
 
 
 class EventBins(nn.Module):

@@ -266,27 +266,18 @@ class NetworkTrainer:
         count = len(order)
         if self.config.dry_run:
             count = min(count, 2 * self.config.batch_size)
-        totals = {}
-        stage.start_epoch(count, epoch=epoch)
-        position = 0
         with self._bar(count, f"[{index + 1}/{len(self.model.stages)}] {stage.name} "
                               f"epoch {epoch + 1}/{epochs}") as bar:
-            while position < count:
-                size = min(self.config.batch_size, stage.limit(), count - position)
-                chosen = order[position:position + size]
-                if self.config.world > 1 and not stage.replicated:
-                    chosen = shard(chosen, self.config.rank, self.config.world)
-                x = _tensor((inputs[chosen])).to(self.device)
-                if stage.needs == "final":
-                    x = x.float()
-                y = _tensor(labels[chosen]).to(self.device)
-                for key, value in stage.step(x, y).items():
-                    totals[key] = totals.get(key, 0) + int(value)
-                position += size
+            done = [0]
+
+            def after_batch(size, totals):
                 fault_point("batch")
                 bar.update(size)
+                done[0] += size
                 if "correct" in totals:
-                    bar.set_postfix(acc=f"{totals['correct'] / position:.3f}")
+                    bar.set_postfix(acc=f"{totals['correct'] / done[0]:.3f}")
+            totals = run_epoch(stage, inputs, labels, order[:count], self.config.batch_size, self.device,
+                               epoch, self.config.rank, self.config.world, after_batch)
         try:
             ended = stage.end_epoch(lambda: (self.node("val", stage.input_node, stage.needs),
                                              self.splits["val"].labels))
@@ -429,6 +420,34 @@ class NetworkTrainer:
     def _bar(self, total: int, description: str):
         return tqdm(total=total, desc=description, unit="img", unit_scale=True, leave=False,
                     disable=None if self.config.progress is None else not self.config.progress)
+
+
+def run_epoch(stage, inputs, labels, order, batch_size: int, device=torch.device("cpu"), epoch: int = 0,
+              rank: int = 0, world: int = 1, after_batch=None) -> dict:
+    """One training epoch of `stage` (no I/O): `start_epoch`, then `step` on consecutive batches
+    of `order` (indices into `inputs` [N, ...] and `labels` [N]) of at most `batch_size` and
+    `stage.limit()` samples. Data-parallel (`world > 1`), each rank steps on its contiguous shard
+    of every global batch unless the stage is replicated. `after_batch(size, totals)` is called
+    after each batch. Returns the steps' counts summed over the epoch ({"correct": ..., ...})."""
+    count = len(order)
+    totals = {}
+    stage.start_epoch(count, epoch=epoch)
+    position = 0
+    while position < count:
+        size = min(batch_size, stage.limit(), count - position)
+        chosen = order[position:position + size]
+        if world > 1 and not stage.replicated:
+            chosen = shard(chosen, rank, world)
+        x = _tensor(inputs[chosen]).to(device)
+        if stage.needs == "final":
+            x = x.float()
+        y = _tensor(labels[chosen]).to(device)
+        for key, value in stage.step(x, y).items():
+            totals[key] = totals.get(key, 0) + int(value)
+        position += size
+        if after_batch is not None:
+            after_batch(size, totals)
+    return totals
 
 
 def shard(batch: np.ndarray, rank: int, world: int) -> np.ndarray:

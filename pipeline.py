@@ -14,12 +14,13 @@ from s1c1 import encode
 from utils import UserError, derived_seed, resolve_device
 
 
-def prepare_splits(args, dataset, frontend, log, test_only: bool = False) -> tuple[dict, dict]:
+def prepare_splits(config, runtime, dataset, frontend, log, test_only: bool = False) -> tuple[dict, dict]:
     """Encode (through the on-disk cache) and split: train (after --ratio, minus validation,
-    plus augmentation), val, test. Returns the splits and a summary for config.json.
+    plus augmentation), val, test (`config`, `runtime`: a `run_config.RunConfig` and `Runtime`).
+    Returns the splits and a summary for config.json.
     `test_only` (evaluation): the train and validation splits keep their labels and sizes but
     not their spike times, which are then neither encoded nor read."""
-    cache = EncodingCache(args.cache_dir)
+    cache = EncodingCache(runtime.cache_dir)
     encoded = {}
     for split in ("test",) if test_only else ("train", "test"):
         images = dataset.train_images if split == "train" else dataset.test_images
@@ -28,21 +29,21 @@ def prepare_splits(args, dataset, frontend, log, test_only: bool = False) -> tup
             array = cache.load(f"{dataset.slug}-{split}", frontend, source, len(images), warn=log)
             if array is None:
                 began = time.time()
-                array = _encode(images, frontend, args, f"encode {dataset.name} {split}")
+                array = _encode(images, frontend, runtime, f"encode {dataset.name} {split}")
                 array = _save_cache(cache, f"{dataset.slug}-{split}", frontend, source, array, log)
                 log(f"encoded {dataset.name} {split}: {len(images)} images in {time.time() - began:.1f}s")
         encoded[split] = array
     labels = dataset.train_labels
     pool = np.arange(len(labels))
-    if args.ratio < 1:
-        pool = data.stratified_split(labels, args.ratio, derived_seed(args.seed, "ratio"))[0]
-    val_size = args.val_size if args.val_size < 1 else int(args.val_size)
-    val_local, train_local = data.stratified_split(labels[pool], val_size, derived_seed(args.seed, "val"))
+    if config.ratio < 1:
+        pool = data.stratified_split(labels, config.ratio, derived_seed(config.seed, "ratio"))[0]
+    val_size = config.val_size if config.val_size < 1 else int(config.val_size)
+    val_local, train_local = data.stratified_split(labels[pool], val_size, derived_seed(config.seed, "val"))
     train_idx, val_idx = pool[train_local], pool[val_local]
     if len(train_idx) == 0 or len(val_idx) == 0:
-        raise UserError(f"--ratio {args.ratio} and --val-size {args.val_size} leave {len(train_idx)} "
+        raise UserError(f"--ratio {config.ratio} and --val-size {config.val_size} leave {len(train_idx)} "
                         f"training and {len(val_idx)} validation images; both must be >= 1")
-    augment = bool(args.augment) and not test_only
+    augment = bool(config.augment) and not test_only
     if augment and (dataset.model_settings or dataset.train_images.ndim != 3):
         raise UserError(f"--augment rotates and shifts grey-level images; {dataset.name}'s inputs "
                         f"{tuple(dataset.train_images.shape[1:])} are not such images")
@@ -52,8 +53,8 @@ def prepare_splits(args, dataset, frontend, log, test_only: bool = False) -> tup
         train_times = np.asarray(encoded["train"][train_idx])
         train_labels = labels[train_idx]
         if augment:
-            moved = data.augment_images(dataset.train_images[train_idx], derived_seed(args.seed, "augment"))
-            train_times = np.concatenate([train_times, _encode(moved, frontend, args, "encode augmented")])
+            moved = data.augment_images(dataset.train_images[train_idx], derived_seed(config.seed, "augment"))
+            train_times = np.concatenate([train_times, _encode(moved, frontend, runtime, "encode augmented")])
             train_labels = np.concatenate([train_labels, train_labels])
         splits = {"train": Split(train_times, train_labels),
                   "val": Split(np.asarray(encoded["train"][val_idx]), labels[val_idx])}
@@ -63,12 +64,12 @@ def prepare_splits(args, dataset, frontend, log, test_only: bool = False) -> tup
     return splits, summary
 
 
-def _encode(images, frontend, args, description):
+def _encode(images, frontend, runtime, description):
     from tqdm import tqdm
     with tqdm(total=len(images), desc=description, unit="img", unit_scale=True, leave=False,
-              disable=None if args.progress is None else not args.progress) as bar:
+              disable=None if runtime.progress is None else not runtime.progress) as bar:
         try:
-            return encode(images, frontend, batch_size=500, device=resolve_device(args.device),
+            return encode(images, frontend, batch_size=500, device=resolve_device(runtime.device),
                           progress=bar.update)
         except ValueError as error:
             raise UserError(f"cannot encode the images: {error}") from error

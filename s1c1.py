@@ -39,7 +39,7 @@ class FrontEnd:
     `time_steps` steps.
 
     `kind="events"` (event-camera data such as `--dataset nmnist`): no filtering; the input's
-    channels are first-event maps (`data.first_event_maps`: OFF, ON) binned into `time_steps`
+    channels are first-event maps (`event_recordings.first_event_maps`: OFF, ON) binned into `time_steps`
     steps (`frontends.EventBins`); the DoG fields are then unused.
     """
     kernels: tuple = MNIST_DOG

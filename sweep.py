@@ -219,11 +219,12 @@ def split_train_args(argv: list[str], own: set[str]) -> tuple[list[str], list[st
 
 
 def resumable_args(argv) -> list[str]:
-    """The runtime flags of `argv` that a resumed run may take again (train.RESUMABLE_OVERRIDES:
+    """The runtime flags of `argv` that a resumed run may take again (`train.resumable_overrides`:
     --nproc, --device, --data-root, --cache-dir, ...), with their values."""
     import train
-    options = {name for action in train.build_parser()._actions for name in action.option_strings}
-    fixed = options - set(train.RESUMABLE_OVERRIDES) | {"--resume", "--threads"}
+    parser = train.build_parser()
+    options = {name for action in parser._actions for name in action.option_strings}
+    fixed = options - train.resumable_overrides(parser) | {"--resume", "--threads"}
     return split_train_args(list(argv), fixed)[1]
 
 

@@ -15,22 +15,17 @@ import sys
 import torch
 
 import data
+import image_folders
 import launcher
 import models
+import run_config
 from checkpoints import check_compatible, load_checkpoint
 from network_trainer import NetworkTrainer, TrainConfig
 from pipeline import prepare_splits
+from run_config import parse_settings
 from run_folder import RunDirectory, default_run_name
 from utils import (UserError, atomic_write_json, eprint, git_commit, package_versions, resolve_device,
                    seed_everything, set_threads)
-
-# where and how a run executes, not what it computes: the only flags a resumed run may take
-# again (flag -> argument name); everything else comes from the run's config.json
-RUNTIME_FLAGS = {"--threads": "threads", "--device": "device", "--progress": "progress",
-                 "--no-progress": "progress", "--cache-dir": "cache_dir", "--data-root": "data_root",
-                 "--nproc": "nproc", "--probe-samples": "probe_samples"}
-RESUMABLE_OVERRIDES = set(RUNTIME_FLAGS) | {"--resume"}
-
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
@@ -113,7 +108,7 @@ def validate(args) -> None:
         raise UserError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}, "
                         f"folder:PATH or tonic:CLASS")
     if args.image_size is not None:
-        data.parse_image_size(args.image_size)
+        image_folders.parse_image_size(args.image_size)
     checks = [(args.batch_size is None or args.batch_size >= 1, "--batch-size must be >= 1"),
               (0 < args.ratio <= 1, "--ratio must be in (0, 1]"),
               (args.readout_c is None or args.readout_c > 0, "--readout-c must be > 0"),
@@ -147,29 +142,6 @@ def list_models_text() -> str:
     return "\n".join(lines)
 
 
-def parse_settings(items: list[str]) -> dict:
-    """["a=1", "b.c=(2, 3)", "d=own"] -> {"a": 1, "b.c": (2, 3), "d": "own"}: values are Python
-    literals (true/false/none accepted in any case), else strings."""
-    import ast
-    settings = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not all(part.isidentifier() for part in key.split(".")):
-            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set conv1.threshold=20")
-        text = text.strip()
-        words = {"true": True, "false": False, "none": None}
-        if text.lower() in words:
-            value = words[text.lower()]
-        else:
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = text
-        settings[key] = value
-    return settings
-
-
 # ---------------------------------------------------------------- main
 
 def main(argv=None) -> dict:
@@ -195,20 +167,33 @@ def _main(argv) -> dict:
     if args.list_models:
         print(list_models_text())
         return {}
-    if args.nproc > 1 and "RANK" not in os.environ:
-        validate(args)
-        return launcher.spawn_ranks(argv, args)
-    rank, world = launcher.join_group(args)
+    validate(args)
+    config, runtime = run_config.from_namespace(args)
+    if runtime.nproc > 1 and "RANK" not in os.environ:
+        return launcher.spawn_ranks(argv, runtime)
+    rank, world = launcher.join_group(runtime, evaluating=bool(args.eval_only))
     run = None
     try:
         if args.resume and rank == 0:
-            args, run = _resume_args(parser, argv, args)
-        if world > 1:       # every rank trains with rank 0's (resolved) arguments
+            config, runtime, run = _resume(parser, argv, args)
+        if world > 1:       # every rank trains with rank 0's (resumed) configuration
             import torch.distributed as dist
-            box = [vars(args)]
+            box = [config, runtime]
             dist.broadcast_object_list(box, src=0)
-            args = argparse.Namespace(**box[0])
-        return _train(args, argv, run, rank, world)
+            config, runtime = box
+        if rank != 0:
+            runtime = dataclasses.replace(runtime, progress=False)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        threads = set_threads(runtime.threads or (max(1, (os.cpu_count() or 1) // local_world)
+                                                  if world > 1 else None))
+        device = resolve_device(runtime.device)     # the run's own device when resuming
+        if world > 1 and device.type == "cuda":     # each local rank its own GPU
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        log = print if rank == 0 else (lambda *_: None)
+        if args.eval_only:
+            return _evaluate_only(args.eval_only, config, runtime, device, log)
+        return _train(config, runtime, argv, run, bool(args.resume), rank, world, threads, device, log)
     finally:
         if run is not None:
             run.release()
@@ -217,73 +202,62 @@ def _main(argv) -> dict:
             dist.destroy_process_group()
 
 
-def _train(args, argv, run, rank: int = 0, world: int = 1) -> dict:
-    validate(args)
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    threads = set_threads(args.threads or (max(1, (os.cpu_count() or 1) // local_world) if world > 1 else None))
-    device = resolve_device(args.device)        # the run's own device when resuming
-    if world > 1 and device.type == "cuda":     # each local rank its own GPU
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
+def _train(config, runtime, argv, run, resuming: bool, rank: int, world: int, threads: int, device, log) -> dict:
     writes = rank == 0
-    log = print if writes else (lambda *_: None)
-    if not writes:
-        args.progress = False
-    if args.eval_only:
-        return _evaluate_only(args, device, log)
     if world > 1 and not writes:
         torch.distributed.barrier()     # rank 0 downloads, encodes and fills the cache first
-    dataset = data.load_dataset(args.dataset, args.data_root, download=not args.no_download,
-                                image_size=args.image_size and data.parse_image_size(args.image_size),
-                                split_seed=args.seed)
-    args.dataset = dataset.name     # canonical (a folder's absolute path and split): --resume reads it back
-    seed_everything(args.seed)
+    dataset = data.load_dataset(config.dataset, runtime.data_root, download=not runtime.no_download,
+                                image_size=config.image_size and image_folders.parse_image_size(config.image_size),
+                                split_seed=config.seed)
+    # canonical (a folder's absolute path and split): --resume reads it back
+    config = dataclasses.replace(config, dataset=dataset.name)
+    seed_everything(config.seed)
     # the dataset's own settings (event data: the binning front end, 2 input channels), then --set
-    overrides = {**dataset.model_settings, **parse_settings(args.settings)}
-    choice = readout_choice(args.readout, args.readout_c)
-    model = build_model(args.model, dataset.num_classes, overrides, choice, dataset)
+    overrides = {**dataset.model_settings, **config.overrides()}
+    choice = readout_choice(config.readout, config.readout_c)
+    model = build_model(config.model, dataset.num_classes, overrides, choice, dataset)
     check_input_size(model, dataset)
     serial = [s.name for s in model.stages if not s.data_parallel]
     if world > 1 and serial:
-        raise UserError(f"{args.model}: stage {', '.join(serial)} has its own serial learner and cannot "
+        raise UserError(f"{config.model}: stage {', '.join(serial)} has its own serial learner and cannot "
                         f"be trained data-parallel (--nproc / torchrun work for STDP, R-STDP and readout stages)")
-    epochs = tuple(args.epochs) if args.epochs else tuple(model.config.default_epochs)
+    epochs = tuple(config.epochs) if config.epochs else tuple(model.config.default_epochs)
     if len(epochs) != len(model.stages):  # fail before any encoding work
         names = ", ".join(s.name for s in model.stages)
-        raise UserError(f"{args.model} has {len(model.stages)} stages ({names}): --epochs needs "
+        raise UserError(f"{config.model} has {len(model.stages)} stages ({names}): --epochs needs "
                         f"{len(model.stages)} counts, got {len(epochs)}")
-    batch_size = args.batch_size or getattr(model.config, "default_batch_size", 32)
-    patience = args.patience or getattr(model.config, "default_patience", 10)
-    smoothing = args.smoothing or getattr(model.config, "default_smoothing", 5)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, smoothing=smoothing,
-                         batch_update=args.batch_update,
-                         seed=args.seed, dry_run=args.dry_run, activation_maps=args.activation_maps,
-                         probe_samples=args.probe_samples,
-                         tensorboard=args.tensorboard, progress=args.progress, rank=rank, world=world)
-    meta = {"model": args.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes,
+    batch_size = config.batch_size or getattr(model.config, "default_batch_size", 32)
+    patience = config.patience or getattr(model.config, "default_patience", 10)
+    smoothing = config.smoothing or getattr(model.config, "default_smoothing", 5)
+    trainer_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, smoothing=smoothing,
+                                 batch_update=config.batch_update, seed=config.seed, dry_run=config.dry_run,
+                                 activation_maps=config.activation_maps, probe_samples=runtime.probe_samples,
+                                 tensorboard=config.tensorboard, progress=runtime.progress, rank=rank, world=world)
+    meta = {"model": config.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes,
             "readout_choice": None if choice is None else dataclasses.asdict(choice)}
-    record = {"args": vars(args), "epochs": list(epochs), "batch_size": batch_size, "patience": patience,
-              "smoothing": smoothing, "batch_update": args.batch_update,
-              "model": args.model, "stages": [[s.name, s.kind] for s in model.stages],
+    # config.json: the run configuration and, resolved from the model's defaults, what it ran with
+    record = {**run_config.to_json(config, runtime), "epochs": list(epochs), "batch_size": batch_size,
+              "patience": patience, "smoothing": smoothing, "batch_update": config.batch_update,
+              "model": config.model, "stages": [[s.name, s.kind] for s in model.stages],
               "hyperparameters": model.hyperparameters(), "frontend_key": model.frontend.key(),
-              "threads": threads, "device": str(device), "versions": package_versions(),
+              "threads": threads, "device": str(device), "world_size": world, "versions": package_versions(),
               "git_commit": git_commit(), "started": datetime.datetime.now().isoformat(timespec="seconds"),
               "command": "python train.py " + " ".join(argv)}
     if run is None and writes:
         # the run folder exists (with its configuration) before any long work, so that a run
         # killed even during encoding can be resumed
-        run = RunDirectory.create(args.out_dir, args.run_name or default_run_name(args.model, dataset.slug))
-        atomic_write_json(run.file("config.json"), {**record, "world_size": world})
+        run = RunDirectory.create(runtime.out_dir, runtime.run_name or default_run_name(config.model, dataset.slug))
+        atomic_write_json(run.file("config.json"), record)
     try:
         if writes:
             log(f"run folder: {run.path}")
-        splits, summary = prepare_splits(args, dataset, model.frontend, log)
+        splits, summary = prepare_splits(config, runtime, dataset, model.frontend, log)
         if world > 1 and writes:
             torch.distributed.barrier()
-        if writes and not args.resume:
-            atomic_write_json(run.file("config.json"), {**record, "world_size": world, "dataset": summary})
-        trainer = NetworkTrainer(model, splits, run, config, meta, device=device, log=log)
-        if writes and args.resume and os.path.exists(run.file("checkpoints", "last.ckpt")):
+        if writes and not resuming:
+            atomic_write_json(run.file("config.json"), {**record, "dataset": summary})
+        trainer = NetworkTrainer(model, splits, run, trainer_config, meta, device=device, log=log)
+        if writes and resuming and os.path.exists(run.file("checkpoints", "last.ckpt")):
             trainer.resume(run.file("checkpoints", "last.ckpt"))
         metrics = trainer.fit()
     finally:
@@ -334,25 +308,31 @@ def check_input_size(model, dataset) -> None:
         raise UserError(f"{dataset.name} inputs ({size}) are too small for this model: node shapes {sizes}")
 
 
-def _resume_args(parser, argv, args):
-    """The interrupted run's own arguments; only runtime flags may be given again."""
-    extra = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in RESUMABLE_OVERRIDES]
+def resumable_overrides(parser=None) -> set:
+    """The flags a resumed run may be given again: the resumable runtime fields' flags and --resume."""
+    return set(run_config.resumable_flags(parser or build_parser())) | {"--resume"}
+
+
+def _resume(parser, argv, args):
+    """The interrupted run's own configuration and runtime; runtime flags given again replace
+    the saved ones. Returns (config, runtime, the opened run folder)."""
+    allowed = resumable_overrides(parser)
+    extra = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in allowed]
     if extra:
         raise UserError(f"--resume continues the run with its own settings; {', '.join(extra)} "
-                        f"cannot be changed (allowed: {', '.join(sorted(RESUMABLE_OVERRIDES))})")
+                        f"cannot be changed (allowed: {', '.join(sorted(allowed))})")
     run = RunDirectory.open(args.resume)
     try:
         with open(run.file("config.json")) as handle:
-            saved = json.load(handle)["args"]
-    except (OSError, ValueError, KeyError) as error:
+            config, runtime = run_config.from_json(json.load(handle))
+    except (OSError, ValueError, KeyError, TypeError) as error:
         run.release()
         raise UserError(f"{args.resume} has no readable config.json: not a run folder") from error
-    resumed = argparse.Namespace(**{**vars(parser.parse_args([])), **saved})
-    for flag, key in RUNTIME_FLAGS.items():
-        if flag in argv or any(a.startswith(flag + "=") for a in argv):
-            setattr(resumed, key, getattr(args, key))
-    resumed.resume = args.resume
-    return resumed, run
+    _, given = run_config.from_namespace(args)
+    changed = {field for flag, field in run_config.resumable_flags(parser).items()
+               if flag in argv or any(a.startswith(flag + "=") for a in argv)}
+    runtime = dataclasses.replace(runtime, **{field: getattr(given, field) for field in changed})
+    return config, runtime, run
 
 
 def restore_model(payload: dict):
@@ -372,27 +352,28 @@ def restore_model(payload: dict):
     return model
 
 
-def _evaluate_only(args, device, log) -> dict:
-    payload = load_checkpoint(args.eval_only)
+def _evaluate_only(checkpoint, config, runtime, device, log) -> dict:
+    payload = load_checkpoint(checkpoint)
     name = payload.get("model")
     if name not in models.list_models():
         raise UserError(f"checkpoint names an unknown model {name!r}")
-    dataset = data.load_dataset(payload.get("dataset") or args.dataset, args.data_root,
-                                download=not args.no_download)
+    dataset = data.load_dataset(payload.get("dataset") or config.dataset, runtime.data_root,
+                                download=not runtime.no_download)
     if payload.get("num_classes") != dataset.num_classes:
         raise UserError(f"checkpoint has {payload.get('num_classes')} classes, dataset {dataset.name} "
                         f"has {dataset.num_classes}")
     model = restore_model(payload)
-    args.model, args.dataset = name, dataset.name
-    splits, summary = prepare_splits(args, dataset, model.frontend, log, test_only=True)
-    run = RunDirectory.create(args.out_dir, args.run_name or "eval-" + default_run_name(name, dataset.slug))
-    atomic_write_json(run.file("config.json"), {"args": vars(args), "checkpoint": os.path.abspath(args.eval_only),
+    config = dataclasses.replace(config, model=name, dataset=dataset.name)
+    splits, summary = prepare_splits(config, runtime, dataset, model.frontend, log, test_only=True)
+    run = RunDirectory.create(runtime.out_dir, runtime.run_name or "eval-" + default_run_name(name, dataset.slug))
+    atomic_write_json(run.file("config.json"), {**run_config.to_json(config, runtime),
+                                                 "checkpoint": os.path.abspath(checkpoint),
                                                  "model": name, "dataset": summary,
                                                  "versions": package_versions(), "git_commit": git_commit()})
     # the training run drew the learned features already
-    config = TrainConfig(epochs=(0,) * len(model.stages), activation_maps=args.activation_maps,
-                         progress=args.progress, feature_images=False)
-    trainer = NetworkTrainer(model, splits, run, config,
+    trainer_config = TrainConfig(epochs=(0,) * len(model.stages), activation_maps=config.activation_maps,
+                                 progress=runtime.progress, feature_images=False)
+    trainer = NetworkTrainer(model, splits, run, trainer_config,
                              {"model": name, "dataset": dataset.name, "classes": dataset.classes},
                              device=device, log=log)
     try:

@@ -60,17 +60,11 @@ def _timed(function, count, repeats: int = 1):
 
 
 def _train_stage(stage, inputs, labels, batch, exact=True):
-    import torch
+    """One epoch of `stage` in the natural order, through the trainer's own epoch loop."""
+    import numpy as np
+    from network_trainer import run_epoch
     stage.configure(exact=exact, seed=0)
-    stage.start_epoch(len(labels))
-    position = 0
-    while position < len(labels):
-        size = min(batch, stage.limit(), len(labels) - position)
-        x = torch.from_numpy(inputs[position:position + size])
-        if stage.needs == "final":
-            x = x.float()
-        stage.step(x, torch.from_numpy(labels[position:position + size]))
-        position += size
+    run_epoch(stage, inputs, labels, np.arange(len(labels)), batch)
     stage.end_epoch(lambda: (inputs[:0], labels[:0]))
 
 

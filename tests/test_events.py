@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import data
+import event_recordings
 import models
 import train
 from frontends import EventBins
@@ -21,7 +22,7 @@ def events(rows, dtype=EVENT_DTYPE):
 def test_first_event_maps_keep_each_pixel_and_polarity_s_first_event():
     # (x, y, t, p): pixel (1, 0) ON at 100 then again at 900; OFF at 400; pixel (2, 1) ON at 1100
     stream = events([(1, 0, 900, 1), (1, 0, 100, 1), (1, 0, 400, 0), (2, 1, 1100, 1), (0, 2, 600, 0)])
-    maps = data.first_event_maps(stream, (3, 3, 2))           # t0 = 100, duration 1000
+    maps = event_recordings.first_event_maps(stream, (3, 3, 2))           # t0 = 100, duration 1000
     expected = np.full((2, 3, 3), 255, np.uint8)
     level = lambda t: int(np.floor(254.999 * (t - 100) / 1000))
     expected[1, 0, 1] = level(100)
@@ -30,11 +31,11 @@ def test_first_event_maps_keep_each_pixel_and_polarity_s_first_event():
     expected[0, 2, 0] = level(600)
     assert np.array_equal(maps, expected) and maps[1, 1, 2] == 254
     # a fixed duration drops the events after it
-    short = data.first_event_maps(stream, (3, 3, 2), duration=500)
+    short = event_recordings.first_event_maps(stream, (3, 3, 2), duration=500)
     assert short[1, 1, 2] == 255 and short[0, 0, 1] == int(np.floor(254.999 * 300 / 500))
-    assert (data.first_event_maps(events([]), (4, 2, 2)) == 255).all()
+    assert (event_recordings.first_event_maps(events([]), (4, 2, 2)) == 255).all()
     with pytest.raises(ValueError, match="outside the 3x3 sensor"):
-        data.first_event_maps(events([(3, 0, 0, 1)]), (3, 3, 2))
+        event_recordings.first_event_maps(events([(3, 0, 0, 1)]), (3, 3, 2))
 
 
 def test_event_bins_from_the_formula():
@@ -121,7 +122,7 @@ def test_tonic_errors_are_one_line(monkeypatch):
 def test_event_settings_need_a_conv_model():
     dataset = data.Dataset("tonic:X", np.zeros((2, 2, 8, 8), np.uint8), np.array([0, 1]),
                            np.zeros((2, 2, 8, 8), np.uint8), np.array([0, 1]), classes=["a", "b"],
-                           model_settings=dict(data.EVENT_SETTINGS))
+                           model_settings=dict(event_recordings.EVENT_SETTINGS))
     with pytest.raises(UserError, match="tavanaei2017: tonic:X needs a model that takes frontend.kind=events"):
         train.build_model("tavanaei2017", 2, dict(dataset.model_settings), None, dataset)
     model = train.build_model("mozafari2018", 2, dict(dataset.model_settings), None, dataset)
@@ -138,17 +139,16 @@ def test_bad_recordings_no_download_and_augmentation_are_one_line_errors(tmp_pat
         def __getitem__(self, index):
             return events([(5, 0, 0, 1)]), 0          # outside the 4 x 4 sensor
     with pytest.raises(UserError, match="recording 0 is not .*outside the 4x4 sensor"):
-        data.events_dataset("tonic:Bad", Bad(), Bad())
+        event_recordings.events_dataset("tonic:Bad", Bad(), Bad())
     tonic = pytest.importorskip("tonic", reason="tonic is the optional events extra (requirements-events.txt)")
     with pytest.raises(UserError, match="does not exist and --no-download is set"):
         data.load_dataset("nmnist", root=str(tmp_path), download=False)
-    import argparse
     import pipeline
+    from run_config import RunConfig, Runtime
     dataset = data.Dataset("tonic:X", np.zeros((4, 2, 8, 8), np.uint8), np.array([0, 1, 0, 1]),
                            np.zeros((2, 2, 8, 8), np.uint8), np.array([0, 1]), classes=["a", "b"],
-                           model_settings=dict(data.EVENT_SETTINGS))
-    args = argparse.Namespace(cache_dir=str(tmp_path / "cache"), ratio=1.0, val_size=0.5, seed=0, augment=True,
-                              progress=False, device="cpu")
-    config = FrontEnd(kind="events")
+                           model_settings=dict(event_recordings.EVENT_SETTINGS))
+    config = RunConfig(val_size=0.5, augment=True)
+    runtime = Runtime(cache_dir=str(tmp_path / "cache"), progress=False, device="cpu")
     with pytest.raises(UserError, match="--augment rotates and shifts grey-level images"):
-        pipeline.prepare_splits(args, dataset, config, print)
+        pipeline.prepare_splits(config, runtime, dataset, FrontEnd(kind="events"), print)

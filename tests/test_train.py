@@ -36,7 +36,7 @@ def test_dry_run_writes_every_artifact(tmp_path, cache_dir):
         assert (run / name).is_file(), name
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
     config = json.loads((run / "config.json").read_text())
-    assert config["args"]["seed"] == 0 and config["hyperparameters"]["conv1"]["threshold"] == 15.0
+    assert config["run"]["seed"] == 0 and config["hyperparameters"]["conv1"]["threshold"] == 15.0
     assert config["versions"]["torch"] == torch.__version__ and config["dataset"]["sizes"]["val"] == 30
     saved = json.loads((run / "metrics.json").read_text())
     for key in ("accuracy", "error_rate", "silence_rate", "macro_f1", "roc_auc_ovr", "per_class",
@@ -190,7 +190,7 @@ def test_set_overrides_reach_nested_settings_and_keep_seeded_weights(tmp_path, c
                        "--set", "conv2.kwta=3")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["hyperparameters"]["conv1"]["threshold"] == 12.0
-    assert config["hyperparameters"]["conv2"]["kwta"] == 3 and config["args"]["settings"]
+    assert config["hyperparameters"]["conv2"]["kwta"] == 3 and config["run"]["settings"]
     evaluated = train.main(["--eval-only", os.path.join(metrics["run_dir"], "checkpoints", "best.ckpt"),
                             "--out-dir", str(tmp_path), "--run-name", "eval", "--cache-dir", cache_dir,
                             "--no-progress"])
@@ -234,3 +234,21 @@ def test_rstdp_stage_reports_the_largest_class_share_of_its_decisions():
     for _ in range(2):
         stage.step(torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))
     assert stage.end_epoch() == {"top_class_share": 5 / 7}          # class 0: 5 of 7 non-silent
+
+
+def test_run_configuration_round_trips_and_reads_folders_written_before_the_split():
+    import run_config
+    args = train.build_parser().parse_args(["--model", "deep2024", "--epochs", "1", "2", "3", "4",
+                                            "--set", "conv1.threshold=20", "--threads", "1", "--seed", "7"])
+    config, runtime = run_config.from_namespace(args)
+    assert config.epochs == (1, 2, 3, 4) and config.settings == ("conv1.threshold=20",) and config.seed == 7
+    assert runtime.threads == 1 and config.overrides() == {"conv1.threshold": 20}
+    saved = json.loads(json.dumps(run_config.to_json(config, runtime)))
+    assert run_config.from_json(saved) == (config, runtime)
+    # an older config.json kept every flag under "args" (and flags since removed)
+    old = {"args": {**vars(args), "epochs": [1, 2, 3, 4], "gone": 1}}
+    assert run_config.from_json(old) == (config, runtime)
+    # what a resumed run may change follows from the runtime fields
+    flags = train.resumable_overrides()
+    assert {"--threads", "--device", "--no-download", "--probe-samples", "--resume"} <= flags
+    assert not {"--seed", "--set", "--epochs", "--out-dir", "--ratio"} & flags
