@@ -143,7 +143,7 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
 
 def _describe(block) -> str:
     from models.heads import MajorityHeads
-    from models.layers import Branches, Residual
+    from models.composite import Branches, Residual
     if isinstance(block, Branches):
         return "parallel branches concatenated"
     if isinstance(block, Residual):
@@ -201,7 +201,6 @@ def main(argv=None) -> str:
     try:
         model, payload = load_trained(args.source)
         name = payload.get("model")
-        import data
         dataset_name = payload.get("dataset")
         shape = payload.get("input_shape")
         if args.input_shape:

@@ -10,9 +10,9 @@ It runs a model's stages in order (`model.stages`), with one epoch count per sta
   (a single lucky or unlucky epoch neither resets nor ends it); the model then continues
   from the best weights.
 
-A stage reads node `stage.input_node` (see `models.base`). Node tensors are computed once per
-split through the frozen blocks and kept in memory as uint8, so an epoch costs only the stage's
-own arithmetic. After every epoch the full state (weights, learning rates, sample counters,
+A stage reads node `stage.input_node` (see `models.base`) from the node cache (`node_cache`:
+computed once per split through the frozen blocks, kept in memory as uint8), so an epoch costs
+only the stage's own arithmetic; `run_epoch` is one epoch, without I/O. After every epoch the full state (weights, learning rates, sample counters,
 trainer position, history) goes to `checkpoints/last.ckpt`, written atomically with a checksum,
 so an interrupted run resumed with `--resume` ends with exactly the same weights and metrics.
 The test split is evaluated once, at the end.
@@ -38,6 +38,7 @@ from tqdm import tqdm
 from checkpoints import CHECKPOINT_FORMAT, check_compatible, load_checkpoint
 from diagnostics import layer_diagnostics
 from metrics import classification_metrics, confusion_matrix, diagnose
+from node_cache import NodeCache, as_tensor
 from run_outputs import NoOutputs, RunOutputs
 from spiking import parallel
 from spiking import times as st
@@ -98,7 +99,7 @@ class NetworkTrainer:
         self.device = device
         self.log = log
         self.state = TrainerState()
-        self._nodes = {}            # (split, node, kind) -> uint8 array
+        self.nodes = NodeCache(model, splits, config.eval_batch_size, device, self._bar)
         # data-parallel: only rank 0 touches the run folder (run_outputs)
         self.outputs = RunOutputs(run, config.tensorboard) if config.rank == 0 else NoOutputs()
         stages = model.stages
@@ -144,51 +145,6 @@ class NetworkTrainer:
             self.model.load_state_dict(box[0])
             self.state = TrainerState(**box[1])
 
-    # ------------------------------------------------------------------ nodes
-    def node(self, split: str, index: int, kind: str) -> np.ndarray:
-        """Node `index` of a split as spike times ("times") or final maps ("final"), cached."""
-        key = (split, index, kind)
-        if key in self._nodes:
-            return self._nodes[key]
-        if index == 0:
-            source = self.splits[split].times
-            array = source if kind == "times" else (np.asarray(source) < self.model.time_steps).astype(np.uint8)
-        else:
-            # start from the deepest cached node below (times can give finals, not the reverse)
-            start, start_kind = 0, "times"
-            for (s, i, k) in self._nodes:
-                if s == split and i < index and i > start and (k == "times" or kind == "final"):
-                    start, start_kind = i, k
-            source = self.node(split, start, start_kind)
-            array = self._map(source, start, start_kind, index, kind, split)
-        self._nodes[key] = array
-        return array
-
-    @torch.no_grad()
-    def _map(self, source, start, start_kind, stop, kind, split):
-        out = None
-        batch = self.config.eval_batch_size
-        self.model.start_evaluation(split)
-        # node 0 goes to the model as encoded unless the model reads final maps of spike times
-        as_final = start_kind == "times" and not (start == 0 and self.model.predict_needs == "times")
-        with self._bar(len(source), f"encode {split} node {stop}") as bar:
-            for begin in range(0, len(source), batch):
-                x = _tensor((source[begin:begin + batch])).to(self.device)
-                if kind == "times":
-                    y = self.model.forward_times(x, start, stop)
-                else:
-                    x = st.final_map(x, self.model.time_steps) if as_final else x.float()
-                    y = self.model.forward_final(x, start, stop)
-                y = y.to(torch.uint8).cpu().numpy()
-                if out is None:
-                    out = np.empty((len(source),) + y.shape[1:], dtype=np.uint8)
-                out[begin:begin + len(y)] = y
-                bar.update(len(y))
-        return out
-
-    def _drop_nodes_after(self, index: int) -> None:
-        self._nodes = {k: v for k, v in self._nodes.items() if k[1] <= index}
-
     # ------------------------------------------------------------------ training
     def fit(self) -> dict:
         """Train every remaining stage, then `test`; returns the test metrics ({} on ranks > 0)."""
@@ -206,7 +162,7 @@ class NetworkTrainer:
     def _train_stage(self, index: int, stage) -> None:
         epochs = stage.epochs(1 if self.config.dry_run else self.config.epochs[index])
         stage.configure(exact=self.config.batch_update == "exact", seed=self.config.seed)
-        inputs = self.node("train", stage.input_node, stage.needs)
+        inputs = self.nodes.get("train", stage.input_node, stage.needs)
         labels = self.splits["train"].labels
         while self.state.epoch < epochs and not self._patience_spent(stage):
             epoch = self.state.epoch
@@ -250,7 +206,7 @@ class NetworkTrainer:
     def _end_stage(self, index: int, stage) -> None:
         self.state = TrainerState(stage=index + 1, history=self.state.history,
                                   elapsed=self.state.elapsed, selected=self.state.selected)
-        self._drop_nodes_after(stage.input_node)
+        self.nodes.drop_after(stage.input_node)
         self.save(f"stage-{stage.name}.ckpt")
         self.save("last.ckpt")
 
@@ -279,7 +235,7 @@ class NetworkTrainer:
             totals = run_epoch(stage, inputs, labels, order[:count], self.config.batch_size, self.device,
                                epoch, self.config.rank, self.config.world, after_batch)
         try:
-            ended = stage.end_epoch(lambda: (self.node("val", stage.input_node, stage.needs),
+            ended = stage.end_epoch(lambda: (self.nodes.get("val", stage.input_node, stage.needs),
                                              self.splits["val"].labels))
         except ValueError as error:     # e.g. a readout without spiking samples of two classes
             raise UserError(f"{stage.name}: {error}") from None
@@ -317,8 +273,8 @@ class NetworkTrainer:
     @torch.no_grad()
     def _activity(self, stage) -> float | None:
         """The stage's output spike rate on up to 256 validation images (None: no spiking output)."""
-        probe = self.node("val", stage.input_node, "final")[:256]
-        return stage.activity(_tensor(probe).to(self.device).float())
+        probe = self.nodes.get("val", stage.input_node, "final")[:256]
+        return stage.activity(as_tensor(probe).to(self.device).float())
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -327,7 +283,7 @@ class NetworkTrainer:
 
         `sharded` (data-parallel): each rank predicts its contiguous part and all ranks gather
         the whole (every rank calls it)."""
-        inputs = self.node(split, start, kind)
+        inputs = self.nodes.get(split, start, kind)
         if sharded and self.config.world > 1:
             import torch.distributed as dist
             part = shard(np.arange(len(inputs)), self.config.rank, self.config.world)
@@ -337,7 +293,7 @@ class NetworkTrainer:
         self.model.eval()
         self.model.start_evaluation(split)
         for begin in range(0, len(inputs), batch):
-            x = _tensor((inputs[begin:begin + batch])).to(self.device)
+            x = as_tensor((inputs[begin:begin + batch])).to(self.device)
             prediction = self.model.predict(x, start=start, final=kind == "final")
             predictions.append(prediction.classes.cpu().numpy())
             scores.append(prediction.scores.float().cpu().numpy())
@@ -399,7 +355,7 @@ class NetworkTrainer:
     @torch.no_grad()
     def _test_spike_rates(self) -> dict:
         """Fraction of neurons that spike at each node, on up to 256 test images."""
-        x = st.final_map(_tensor((self.splits["test"].times[:256])).to(self.device),
+        x = st.final_map(as_tensor((self.splits["test"].times[:256])).to(self.device),
                          self.model.time_steps)
         rates = {}
         for index, block in enumerate(self.model.blocks[:-1]):
@@ -411,10 +367,10 @@ class NetworkTrainer:
     @torch.no_grad()
     def _activation_maps(self, count: int) -> None:
         """Per-layer activity of `count` test samples (`model.activation_traces`)."""
-        inputs = self.node("test", 0, "times")
+        inputs = self.nodes.get("test", 0, "times")
         self.model.start_evaluation("test")
         for sample in range(min(count, len(inputs))):
-            traces = self.model.activation_traces(_tensor(inputs[sample:sample + 1]).to(self.device))
+            traces = self.model.activation_traces(as_tensor(inputs[sample:sample + 1]).to(self.device))
             self.outputs.activation_maps(sample, traces, self.model.time_steps)
 
     def _bar(self, total: int, description: str):
@@ -438,10 +394,10 @@ def run_epoch(stage, inputs, labels, order, batch_size: int, device=torch.device
         chosen = order[position:position + size]
         if world > 1 and not stage.replicated:
             chosen = shard(chosen, rank, world)
-        x = _tensor(inputs[chosen]).to(device)
+        x = as_tensor(inputs[chosen]).to(device)
         if stage.needs == "final":
             x = x.float()
-        y = _tensor(labels[chosen]).to(device)
+        y = as_tensor(labels[chosen]).to(device)
         for key, value in stage.step(x, y).items():
             totals[key] = totals.get(key, 0) + int(value)
         position += size
@@ -463,11 +419,3 @@ def _row_summary(row: dict) -> str:
         if key in row:
             parts.append(f"{key}={row[key]:.4f}")
     return ", ".join(parts)
-
-
-def _tensor(array) -> torch.Tensor:
-    """numpy (possibly a read-only memmap slice) -> tensor, copying only when needed."""
-    array = np.asarray(array)
-    if not array.flags.writeable:
-        array = array.copy()
-    return torch.from_numpy(array)

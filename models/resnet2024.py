@@ -26,7 +26,8 @@ from spiking.settings import require, setting, settings
 
 from ._registry import register_model
 from .family import DEEP_CONV2, DEEP_CONV3, MOZAFARI_CONV1, ConvFamily, FamilyConfig
-from .layers import MAX_KERNEL, DecisionSpec, HiddenLayer, HiddenSpec, Residual
+from .composite import Residual
+from .layers import MAX_KERNEL, DecisionSpec, HiddenLayer, HiddenSpec
 
 
 @settings
