@@ -27,7 +27,7 @@ import sweep
 from utils import UserError, atomic_write_text, eprint, save_figure
 
 COLUMNS = ("run", "model", "readout", "settings", "seed", "parameters", "stages", "epochs", "val_accuracy", "test_accuracy",
-           "silence_rate", "macro_f1", "probe_accuracies", "train_seconds", "inference_img_per_s")
+           "silence_rate", "macro_f1", "also_readout", "probe_accuracies", "train_seconds", "inference_img_per_s")
 
 
 def summarize(run_dir: str) -> dict:
@@ -59,6 +59,10 @@ def summarize(run_dir: str) -> dict:
         "test_accuracy": metrics.get("accuracy"),
         "silence_rate": metrics.get("silence_rate"),
         "macro_f1": metrics.get("macro_f1"),
+        # a linear readout fitted beside the R-STDP decision (--also-readout): "svm 0.9812"
+        "also_readout": (f"{metrics['also_readout']['kind']} {metrics['also_readout']['accuracy']:.4f}"
+                         if metrics.get("also_readout") else None),
+        "also_readout_accuracy": (metrics.get("also_readout") or {}).get("accuracy"),
         "train_seconds": sum(stages.values()) if stages else None,
         "inference_img_per_s": metrics.get("inference_img_per_s"),
         "per_class_f1": {k: v["f1"] for k, v in (metrics.get("per_class") or {}).items()},
@@ -118,8 +122,11 @@ def comparison_figure(rows: list[dict]):
                 middle.annotate(name, (i, probes[name]), fontsize=6, xytext=(2, -8), textcoords="offset points")
             if row.get("test_accuracy") is not None:
                 middle.scatter([len(probes)], [row["test_accuracy"]], marker="*", s=80, color=line.get_color())
+            if row.get("also_readout_accuracy") is not None:
+                middle.scatter([len(probes)], [row["also_readout_accuracy"]], marker="x", s=60,
+                               color=line.get_color())
     middle.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    middle.set_xlabel("layer (forward order); star: the decision's test accuracy")
+    middle.set_xlabel("layer (forward order); star: the decision's test accuracy, x: --also-readout's")
     middle.set_ylabel("linear probe accuracy (validation)")
     middle.set_title("class information reaching each layer")
     middle.grid(alpha=0.3)

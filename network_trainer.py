@@ -69,6 +69,8 @@ class TrainConfig:
     activation_maps: int = 0
     feature_images: bool = True         # draw the learned features (features/*.png) at the end
     probe_samples: int = 5000           # layer diagnostics' linear probes: training images (0: none)
+    also_readout: str | None = None     # "svm" / "logistic": also fit it on the decision's input
+    readout_c: float | None = None      # its C (None: chosen on the validation split)
     tensorboard: bool = False
     progress: bool | None = None        # None: bars only on a terminal
     rank: int = 0                       # data-parallel: this process's rank of `world`
@@ -321,6 +323,8 @@ class NetworkTrainer:
                        selected_epochs=dict(self.state.selected),
                        train_samples=len(self.splits["train"]), val_samples=len(self.splits["val"]),
                        spike_rates=self._test_spike_rates(), layers=self._layer_diagnostics())
+        if self.config.also_readout:
+            metrics["also_readout"] = self._also_readout(self.config.also_readout, self.config.readout_c)
         if self.config.feature_images:
             self.outputs.features(self.model.feature_images())
         if self.config.activation_maps:
@@ -328,6 +332,37 @@ class NetworkTrainer:
         # metrics.json last: its presence says the run is complete
         self.outputs.test(metrics, confusion_matrix(labels, predictions, self.model.num_classes), classes)
         return metrics
+
+    @torch.no_grad()
+    def _also_readout(self, kind: str, C: float | None) -> dict:
+        """A linear readout fitted on the features the last (decision) stage reads, beside the
+        model's own decision: trained on the training split, C chosen on the validation split
+        (unless given), the test split touched once. Returns its summary and test metrics."""
+        from models.readout import LinearReadout
+        began = time.time()
+        node = self.model.stages[-1].input_node
+        flat = {split: self.nodes.get(split, node, "final").reshape(len(self.splits[split]), -1)
+                for split in ("train", "val", "test")}
+        readout = LinearReadout(kind, self.model.num_classes, C=C)
+        try:
+            fitted = readout.fit(flat["train"], self.splits["train"].labels, flat["val"],
+                                 self.splits["val"].labels, seed=self.config.seed)
+        except ValueError as error:
+            raise UserError(f"--also-readout {kind}: {error}") from None
+        predictions, scores = [], []
+        for begin in range(0, len(flat["test"]), self.config.eval_batch_size):
+            x = as_tensor(flat["test"][begin:begin + self.config.eval_batch_size]).float()
+            prediction = readout.predict(x)
+            predictions.append(prediction.classes.numpy())
+            scores.append(prediction.scores.numpy())
+        test = classification_metrics(self.splits["test"].labels, np.concatenate(predictions),
+                                      np.concatenate(scores), self.model.num_classes)
+        summary = {"kind": kind, "node": node, "features": int(flat["train"].shape[1]), **fitted,
+                   "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
+                   "silence_rate": test["silence_rate"], "seconds": time.time() - began}
+        self.log(f"also {kind} readout on node {node}: test accuracy {test['accuracy']:.4f} "
+                 f"(C {fitted['C']:.3g}, validation {fitted['val_accuracy']:.4f}) in {summary['seconds']:.0f}s")
+        return summary
 
     def _layer_diagnostics(self) -> dict:
         """Per-layer activity, winners and linear probes on the training and validation splits

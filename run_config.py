@@ -27,6 +27,7 @@ class RunConfig:
     epochs: tuple | None = None         # one count per stage; None: the model's own
     readout: str | None = None          # None: the model's own decision
     readout_c: float | None = None
+    also_readout: str | None = None     # also fit this linear readout beside an R-STDP decision
     settings: tuple = ()                # the --set items, as given ("conv1.threshold=20", ...)
     batch_size: int | None = None       # None: the model's own
     batch_update: str = "exact"

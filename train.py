@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "classifier on the STDP features")
     parser.add_argument("--readout-c", type=float, help="the linear readout's C (default: chosen "
                         "on the validation split, or the model's own)")
+    parser.add_argument("--also-readout", choices=("svm", "logistic"),
+                        help="keep the R-STDP decision and also fit this linear readout on the "
+                             "features it reads; both test accuracies are reported (metrics.json "
+                             "also_readout)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model setting (repeatable): threshold=15, "
                              "conv1.threshold=20, frontend.time_steps=30, post=own; "
@@ -127,6 +131,9 @@ def validate(args) -> None:
         if not ok:
             raise UserError(message)
     parse_settings(args.settings)
+    if args.also_readout and args.readout not in (None, "rstdp"):
+        raise UserError(f"--also-readout {args.also_readout} sits beside an R-STDP decision; "
+                        f"--readout {args.readout} replaces it (give one of the two)")
     if args.resume and args.eval_only:
         raise UserError("--resume and --eval-only cannot be combined")
 
@@ -221,6 +228,9 @@ def _train(config, runtime, argv, run, resuming: bool, rank: int, world: int, th
     if world > 1 and serial:
         raise UserError(f"{config.model}: stage {', '.join(serial)} has its own serial learner and cannot "
                         f"be trained data-parallel (--nproc / torchrun work for STDP, R-STDP and readout stages)")
+    if config.also_readout and model.stages[-1].kind != "rstdp":
+        raise UserError(f"--also-readout compares a linear readout with an R-STDP decision; "
+                        f"{config.model}'s decision is {model.stages[-1].kind}")
     epochs = tuple(config.epochs) if config.epochs else tuple(model.config.default_epochs)
     if len(epochs) != len(model.stages):  # fail before any encoding work
         names = ", ".join(s.name for s in model.stages)
@@ -232,6 +242,7 @@ def _train(config, runtime, argv, run, resuming: bool, rank: int, world: int, th
     trainer_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, smoothing=smoothing,
                                  batch_update=config.batch_update, seed=config.seed, dry_run=config.dry_run,
                                  activation_maps=config.activation_maps, probe_samples=runtime.probe_samples,
+                                 also_readout=config.also_readout, readout_c=config.readout_c,
                                  tensorboard=config.tensorboard, progress=runtime.progress, rank=rank, world=world)
     meta = {"model": config.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes,
             "readout_choice": None if choice is None else dataclasses.asdict(choice)}

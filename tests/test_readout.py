@@ -120,3 +120,27 @@ def test_C_search_extends_past_a_winning_edge_and_refines():
     tried.clear()
     flat = search_C(lambda C: (tried.append(C) or 0.5,))     # ties: no extension, smallest C wins
     assert sorted(flat) == [0.00316, 0.01, 0.0316, 0.1, 1.0, 10.0]
+
+
+@pytest.mark.cli
+def test_also_readout_equals_the_readout_run_on_the_same_features(tmp_path, capsys):
+    """--also-readout fits, beside the R-STDP decision, the readout that --readout would put in
+    its place: same seed, same STDP layers, same features, so the same test accuracy."""
+    import compare
+    base = ["--dataset", "synthetic", "--epochs", "1", "1", "2", "--batch-size", "16", "--out-dir", str(tmp_path),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--probe-samples", "0"]
+    both = train.main(base + ["--also-readout", "logistic", "--run-name", "both"])
+    alone = train.main(base + ["--readout", "logistic", "--run-name", "alone"])
+    plain = train.main(base + ["--run-name", "plain"])
+    side = both["also_readout"]
+    assert side["kind"] == "logistic" and side["node"] == 2
+    assert side["accuracy"] == alone["accuracy"] and side["macro_f1"] == alone["macro_f1"]
+    # the R-STDP decision is untouched by the readout beside it
+    assert both["accuracy"] == plain["accuracy"] and "also_readout" not in plain
+    row = compare.summarize(str(tmp_path / "both"))
+    assert row["also_readout"] == f"logistic {side['accuracy']:.4f}"
+    for extra, message in ((["--readout", "svm"], "--readout svm replaces it"),
+                           (["--model", "lagacherie2024"], "lagacherie2024's decision is readout")):
+        with pytest.raises(SystemExit):
+            train.main(base + ["--also-readout", "svm", "--run-name", "bad"] + extra)
+        assert message in capsys.readouterr().err
