@@ -230,18 +230,20 @@ DATASETS = {
 
 
 def load_dataset(name: str, root: str = "data", download: bool = True, image_size: tuple | None = None,
-                 split_seed: int = 0) -> Dataset:
+                 split_seed: int = 0, holdout_group: int | None = None) -> Dataset:
     """A dataset by name: one of DATASETS, `tonic:CLASS` (`event_recordings`) or `folder:PATH`
     (`image_folders`; `image_size` (H, W) resizes its images, `split_seed` splits a folder
-    without train/ and test/ parts; a canonical folder name, as runs record it, carries both)."""
+    without train/ and test/ parts, `holdout_group` K tests on every class's K-th group folder;
+    a canonical folder name, as runs record it, carries them)."""
     import event_recordings     # imported here: both build on this module's Dataset
     import image_folders
     if name.startswith("folder:"):
         if "#" not in name:
-            name = image_folders.folder_name(name[len("folder:"):], image_size, split_seed)
+            name = image_folders.folder_name(name[len("folder:"):], image_size, split_seed, holdout_group)
         return image_folders.load_folder(name).check()
-    if image_size is not None:
-        raise UserError("--image-size applies to folder:PATH datasets only")
+    if image_size is not None or holdout_group is not None:
+        raise UserError(f"{'--image-size' if image_size is not None else '--holdout-group'} applies to "
+                        f"folder:PATH datasets only")
     if name.startswith("tonic:"):
         return event_recordings.load_tonic(name, root, download).check()
     if name not in DATASETS:

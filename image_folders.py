@@ -18,15 +18,19 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 FOLDER_TEST_FRACTION = 0.2
 
 
-def folder_name(path: str, image_size: tuple | None = None, split_seed: int = 0) -> str:
+def folder_name(path: str, image_size: tuple | None = None, split_seed: int = 0,
+                holdout_group: int | None = None) -> str:
     """The canonical name of a folder dataset: `folder:ABSPATH` plus the options that change
-    its images or split (`#size=HxW`, `split-seed=S` when the folder has no train/test parts),
-    so that `--eval-only` and `--resume` rebuild exactly the same splits from it."""
+    its images or split (`#size=HxW`; `holdout=K` when group K of every class is the test part,
+    else `split-seed=S` when the folder has no train/test parts), so that `--eval-only` and
+    `--resume` rebuild exactly the same splits from it."""
     path = os.path.abspath(os.path.expanduser(path))
     options = []
     if image_size:
         options.append(f"size={image_size[0]}x{image_size[1]}")
-    if not os.path.isdir(os.path.join(path, "train")):
+    if holdout_group is not None:
+        options.append(f"holdout={holdout_group}")
+    elif not os.path.isdir(os.path.join(path, "train")):
         options.append(f"split-seed={split_seed}")
     return f"folder:{path}" + ("#" + ",".join(options) if options else "")
 
@@ -46,13 +50,18 @@ def parse_image_size(text: str) -> tuple[int, int]:
 def load_folder(name: str) -> Dataset:
     """An image tree in torchvision's ImageFolder layout, read as grey levels: either
     `PATH/train/CLASS/*` and `PATH/test/CLASS/*`, or `PATH/CLASS/*` split stratified into
-    train and a 20 % test part by the split seed. `name` is `folder_name`'s canonical form."""
+    train and a 20 % test part by the split seed, or (`holdout=K`) `PATH/CLASS/GROUP/*` with
+    every class's K-th group (sorted by name; an object, as in ETH-80) as the test part and the
+    other groups as training. `name` is `folder_name`'s canonical form."""
     path, _, options = name[len("folder:"):].partition("#")
     settings = dict(o.split("=", 1) for o in options.split(",") if "=" in o)
     size = parse_image_size(settings["size"]) if "size" in settings else None
     if not os.path.isdir(path):
         raise UserError(f"dataset folder {path} does not exist or is not a folder")
-    if os.path.isdir(os.path.join(path, "train")):
+    if "holdout" in settings:
+        classes, (train_files, train_labels), (test_files, test_labels) = \
+            _holdout_split(path, int(settings["holdout"]))
+    elif os.path.isdir(os.path.join(path, "train")):
         if not os.path.isdir(os.path.join(path, "test")):
             raise UserError(f"dataset folder {path} has train/ but no test/ folder")
         classes, (train_files, train_labels) = _class_files(os.path.join(path, "train"))
@@ -84,6 +93,37 @@ def load_folder(name: str) -> Dataset:
         raise UserError(f"dataset folder {path}: train and test images differ in size "
                         f"({train_images.shape[1:]} vs {test_images.shape[1:]}); give --image-size HxW")
     return Dataset(name, train_images, train_labels, test_images, test_labels, classes=classes)
+
+
+def _holdout_split(path: str, group: int):
+    """(classes, (train files, labels), (test files, labels)) of `PATH/CLASS/GROUP/*`: group
+    `group` of every class (its sub-folders sorted by name) is the test part."""
+    classes, (files, labels) = _class_files(path)
+    train_files, train_labels, test_files, test_labels = [], [], [], []
+    for index, name in enumerate(classes):
+        folder = os.path.join(path, name)
+        groups = sorted(entry for entry in os.listdir(folder)
+                        if not entry.startswith(".") and os.path.isdir(os.path.join(folder, entry)))
+        if group >= len(groups) or len(groups) < 2:
+            raise UserError(f"dataset folder {path}: --holdout-group {group} needs {max(2, group + 1)} "
+                            f"group sub-folders in every class; {name!r} has {len(groups)}")
+        held = os.path.join(folder, groups[group]) + os.sep
+        for file, label in zip(files, labels):
+            if label != index:
+                continue
+            if file.startswith(held):
+                test_files.append(file)
+                test_labels.append(label)
+            elif os.path.dirname(file) == folder:
+                raise UserError(f"dataset folder {path}: {file} lies in its class folder, outside every "
+                                f"group sub-folder (--holdout-group holds out whole groups)")
+            else:
+                train_files.append(file)
+                train_labels.append(label)
+        if not any(label == index for label in test_labels):
+            raise UserError(f"dataset folder {path}: group {groups[group]!r} of class {name!r} has no images")
+    return (classes, (train_files, np.array(train_labels, dtype=np.int64)),
+            (test_files, np.array(test_labels, dtype=np.int64)))
 
 
 def _class_files(root: str) -> tuple[list, tuple[list, np.ndarray]]:

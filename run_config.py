@@ -24,6 +24,7 @@ class RunConfig:
     model: str = "mozafari2018"
     dataset: str = "mnist"              # canonical once loaded (a folder's absolute path and split)
     image_size: str | None = None       # folder datasets: "HxW"
+    holdout_group: int | None = None    # folder datasets: test on every class's K-th group folder
     epochs: tuple | None = None         # one count per stage; None: the model's own
     readout: str | None = None          # None: the model's own decision
     readout_c: float | None = None

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(an event-camera dataset of tonic, e.g. tonic:NMNIST = nmnist)")
     parser.add_argument("--image-size", metavar="HxW",
                         help="folder datasets: resize every image to H x W (or N x N) grey levels")
+    parser.add_argument("--holdout-group", type=int, metavar="K",
+                        help="folder datasets of PATH/CLASS/GROUP/* (e.g. ETH-80's objects): test on "
+                             "every class's K-th group (sorted by name), train on the others")
     parser.add_argument("--data-root", default="data", help="torchvision dataset folder")
     parser.add_argument("--no-download", action="store_true", help="never try to download data")
     parser.add_argument("--epochs", type=int, nargs="+", help="one epoch count per stage "
@@ -125,6 +128,7 @@ def validate(args) -> None:
               (args.nproc == 1 or not args.eval_only, "--eval-only runs in one process (no --nproc)"),
               (0 <= args.activation_maps <= 100, "--activation-maps must be in [0, 100]"),
               (args.probe_samples >= 0, "--probe-samples must be >= 0"),
+              (args.holdout_group is None or args.holdout_group >= 0, "--holdout-group must be >= 0"),
               (args.epochs is None or all(e >= 0 for e in args.epochs), "--epochs counts must be >= 0"),
               (0 <= args.seed < 2 ** 63, "--seed must be a non-negative integer")]
     for ok, message in checks:
@@ -215,7 +219,7 @@ def _train(config, runtime, argv, run, resuming: bool, rank: int, world: int, th
         torch.distributed.barrier()     # rank 0 downloads, encodes and fills the cache first
     dataset = data.load_dataset(config.dataset, runtime.data_root, download=not runtime.no_download,
                                 image_size=config.image_size and image_folders.parse_image_size(config.image_size),
-                                split_seed=config.seed)
+                                split_seed=config.seed, holdout_group=config.holdout_group)
     # canonical (a folder's absolute path and split): --resume reads it back
     config = dataclasses.replace(config, dataset=dataset.name)
     seed_everything(config.seed)

@@ -117,3 +117,54 @@ def test_mozafari2018_shallow_learns_a_generated_folder(tmp_path):
     # chance is 1 / 3; 40 of the 48 test images (83 %) on the development machine (seed 1: 90 %;
     # thresholds 20 and 25, 1 or 2 threads: 83-90 %)
     assert metrics["accuracy"] > 0.5
+
+
+def make_grouped_folder(root, groups=3, per_group=4, classes=SHAPES, seed=0):
+    """PATH/CLASS/GROUP/*.png, as ETH-80 keeps its objects: GROUP g of every class is object g."""
+    rng = np.random.default_rng(seed)
+    for kind in classes:
+        for group in range(groups):
+            folder = root / kind / f"{kind}{group + 1}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_group):
+                Image.fromarray(shape_image(kind, rng)).save(folder / f"{kind}{group + 1}-{i:03d}.png")
+    return root
+
+
+def test_holdout_group_tests_on_one_object_of_every_class(tmp_path):
+    root = make_grouped_folder(tmp_path / "objects", groups=3, per_group=4)
+    dataset = data.load_dataset(f"folder:{root}", holdout_group=1)
+    assert dataset.name == f"folder:{root}#holdout=1"
+    assert len(dataset.test_labels) == 3 * 4 and len(dataset.train_labels) == 3 * 2 * 4
+    assert sorted(np.bincount(dataset.test_labels)) == [4, 4, 4]
+    # the held-out images are exactly group 2 of each class ("diagonal2", ...), read back the same
+    expected = np.stack([np.asarray(Image.open(root / kind / f"{kind}2" / f"{kind}2-{i:03d}.png"))
+                         for kind in sorted(SHAPES) for i in range(4)])
+    assert np.array_equal(dataset.test_images, expected)
+    again = data.load_dataset(dataset.name)
+    assert np.array_equal(again.train_images, dataset.train_images)
+    # another fold holds out another object
+    other = data.load_dataset(f"folder:{root}", holdout_group=0)
+    assert not np.array_equal(other.test_images, dataset.test_images)
+
+
+def test_holdout_group_errors_are_one_line(tmp_path):
+    root = make_grouped_folder(tmp_path / "objects", groups=2, per_group=2)
+    with pytest.raises(UserError, match="--holdout-group 2 needs 3 group sub-folders in every class"):
+        data.load_dataset(f"folder:{root}", holdout_group=2)
+    with pytest.raises(UserError, match="applies to folder:PATH datasets only"):
+        data.load_dataset("digits", holdout_group=0)
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(root / "vertical" / "loose.png")
+    with pytest.raises(UserError, match="outside every group sub-folder"):
+        data.load_dataset(f"folder:{root}", holdout_group=0)
+
+
+@pytest.mark.cli
+def test_holdout_group_reaches_the_run_and_its_record(tmp_path):
+    root = make_grouped_folder(tmp_path / "objects", groups=3, per_group=6)
+    metrics = train.main(["--dataset", f"folder:{root}", "--holdout-group", "2", "--dry-run",
+                          "--out-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+                          "--no-progress", "--threads", "1", "--probe-samples", "0", "--val-size", "0.2"])
+    config = json.loads(open(os.path.join(metrics["run_dir"], "config.json")).read())
+    assert config["dataset"]["name"] == f"folder:{root}#holdout=2"
+    assert config["dataset"]["sizes"]["test"] == 3 * 6 and config["run"]["holdout_group"] == 2
