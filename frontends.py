@@ -118,11 +118,13 @@ class GaborFrontEnd:
     """The S1C1 front end of Mozafari et al. 2018's shallow network (mozafari2018_shallow).
 
     Images in [0, 1] times `scale` -> absolute responses of a bank of `window` x `window` Gabor
-    filters at `orientations` (degrees, zero padding `padding`) -> lateral intensity inhibition
-    (`spiking.functional.intensity_lateral_inhibition`, factors by Chebyshev distance) -> max
-    pooling (`pool`, `pool_stride`, `pool_padding`) -> rank-order latency coding in
-    `time_steps` steps -> pointwise inhibition (at each position only the earliest orientation
-    spikes; the lowest index among equally early ones). Output uint8 [orientations, H', W'].
+    filters at `orientations` (degrees, zero padding `padding`) -> max pooling (`pool`,
+    `pool_stride`, `pool_padding`) -> lateral intensity inhibition
+    (`spiking.functional.intensity_lateral_inhibition`, factors by Chebyshev distance) ->
+    rank-order latency coding in `time_steps` steps -> pointwise inhibition (at each position
+    only the earliest orientation spikes; the lowest index among equally early ones). Output
+    uint8 [orientations, H', W']. The order and the defaults are SpykeTorch's MozafariShallow.py
+    (Caltech: pooling 7 stride 6; ETH-80 and NORB: 5 stride 4).
     """
     orientations: tuple = (67.5, 112.5, 157.5, 202.5)
     window: int = setting(5, low=1, high=MAX_COUNT)
@@ -130,7 +132,7 @@ class GaborFrontEnd:
     lateral_inhibition: tuple = (0.15, 0.12, 0.1, 0.07, 0.05)
     pool: int = setting(7, low=1, high=MAX_COUNT)
     pool_stride: int = setting(6, low=1, high=MAX_COUNT)
-    pool_padding: int = setting(3, low=0, high=MAX_COUNT)
+    pool_padding: int = setting(0, low=0, high=MAX_COUNT)
     time_steps: int = setting(15, low=1, high=MAX_TIME_STEPS)
     scale: float = setting(1.0, low=0)
 
@@ -144,7 +146,8 @@ class GaborFrontEnd:
 
     def key(self) -> str:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha256(f"v{FORMAT_VERSION}:gabor:{text}".encode()).hexdigest()[:16]
+        # "pool-first": encodings made before pooling moved ahead of the lateral inhibition differ
+        return hashlib.sha256(f"v{FORMAT_VERSION}:gabor-pool-first:{text}".encode()).hexdigest()[:16]
 
     def output_shape(self, input_shape) -> tuple[int, int, int]:
         height, width = input_shape[-2:]
@@ -173,8 +176,8 @@ class _GaborS1C1(nn.Module):
         from spiking.functional import intensity_lateral_inhibition
         c = self.config
         responses = self.filter(images.float() * c.scale)
-        if len(c.lateral_inhibition):
-            responses = intensity_lateral_inhibition(responses, self.inhibition)
         pooled = F.max_pool2d(responses, c.pool, c.pool_stride, c.pool_padding)
+        if len(c.lateral_inhibition):
+            pooled = intensity_lateral_inhibition(pooled, self.inhibition)
         times = latency_times(pooled, c.time_steps)
         return st.pointwise_inhibition_times(times, torch.ones(times.shape, device=times.device), c.time_steps)[0]

@@ -164,7 +164,9 @@ class RSTDPStage(StageBase):
 
     The head's rates adapt after each window of about `window` training samples (silent ones
     included): reward rates = base * (miss * adaptive_int + adaptive_min), punish rates =
-    base * (hit * adaptive_int + adaptive_min). The first window uses the base rates. Windows
+    base * (hit * adaptive_int + adaptive_min). The first window uses the base rates, or with
+    `start_at_chance` the rates of decisions at chance (hit 1 / classes, miss 1 - 1 / classes),
+    as SpykeTorch's MozafariShallow.py starts. Windows
     restart with every epoch, which is split into round(N / window) windows of nearly equal size
     (60,000 samples: sixty windows of 1,000, as the original's data-loader batches; 54,001: one
     of 1,001 and fifty-three of 1,000, rather than a last window of a single sample whose hit
@@ -175,10 +177,11 @@ class RSTDPStage(StageBase):
     data_parallel = True
 
     def __init__(self, name: str, head, input_node: int, window: int = ADAPTIVE_WINDOW,
-                 adaptive_min: float = 0.0, adaptive_int: float = 1.0):
+                 adaptive_min: float = 0.0, adaptive_int: float = 1.0, start_at_chance: bool = False):
         self.name, self.head, self.input_node = name, head, input_node
         self.needs = head.needs
         self.window, self.adaptive_min, self.adaptive_int = window, adaptive_min, adaptive_int
+        self.start_at_chance = start_at_chance
         self._counts, self._phase, self._sizes = [0, 0, 0], 0, [window]
         self._decided = [0] * head.num_classes
 
@@ -188,6 +191,9 @@ class RSTDPStage(StageBase):
         count = max(1, round(size / self.window)) if size else 1
         self._sizes = [size // count + (1 if i < size % count else 0) for i in range(count)] if size \
             else [self.window]
+        if epoch == 0 and self.start_at_chance:
+            classes = self.head.num_classes
+            self.head.adapt(1 / classes, 1 - 1 / classes, self.adaptive_min, self.adaptive_int)
         start = getattr(self.head, "start_epoch", None)      # e.g. drawing this epoch's dropout
         if start is not None:
             start(epoch, self.seed)

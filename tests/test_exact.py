@@ -373,7 +373,7 @@ def test_shallow_rstdp_is_the_same_at_every_batch_size_across_epochs_and_dropout
     times = random_times(120, 4, 9, 9, 15, never=0.6, generator=gen)
     labels = torch.randint(0, 3, (120,), generator=gen)
     reference, totals, dropped = shallow_run(1, times, labels)
-    assert not torch.equal(dropped[0], dropped[1]) and int(dropped[0].sum()) == 9      # 30 % of 30
+    assert not torch.equal(dropped[0], dropped[1]) and 0 < int(dropped[0].sum()) < 30
     assert totals["correct"] > 0 and totals["wrong"] > 0
     for batch in BATCHES[1:]:
         model, other, _ = shallow_run(batch, times, labels)
@@ -391,3 +391,37 @@ def test_dropped_features_never_win_while_training_and_decide_otherwise(gen):
     evaluated = head._winners(times, training=False)[0][:, 0, 0]
     assert not head.dropped[trained[trained >= 0]].any()
     assert head.dropped[evaluated[evaluated >= 0]].any()        # at inference every feature competes
+
+
+def test_dropout_drops_each_feature_with_its_probability():
+    """MozafariShallow.py draws bernoulli(p) per feature each epoch: the count varies around p F."""
+    head = shallow_model().head                 # 30 features, dropout 0.3
+    counts = []
+    for epoch in range(300):
+        head.start_epoch(epoch, seed=1)
+        counts.append(int(head.dropped.sum()))
+    assert abs(sum(counts) / len(counts) - 9) < 0.6 and len(set(counts)) > 4
+
+
+def test_the_first_epoch_starts_at_chance_rates_and_later_epochs_adapt():
+    model = shallow_model()                     # 3 classes, adaptive_min 0.2, adaptive_int 0.8
+    stage, rstdp = model.stages[0], model.head.layer.rstdp
+    stage.configure(exact=True, seed=0)
+    stage.start_epoch(30, epoch=0)
+    assert float(rstdp.reward.a_plus[0]) == pytest.approx(0.005 * ((1 - 1 / 3) * 0.8 + 0.2))
+    assert float(rstdp.punish.a_plus[0]) == pytest.approx(-0.005 * ((1 / 3) * 0.8 + 0.2))
+    rstdp.adapt(0.9, 0.1, 0.2, 0.8)             # what the end of an epoch sets
+    stage.start_epoch(30, epoch=1)              # later epochs keep the adapted rates
+    assert float(rstdp.reward.a_plus[0]) == pytest.approx(0.005 * (0.1 * 0.8 + 0.2))
+
+
+def test_maps_smaller_than_the_kernel_are_padded_to_it(gen):
+    model = shallow_model()                     # kernel 5
+    head = model.head
+    times = random_times(3, 4, 3, 2, 15, never=0.3, generator=gen)
+    padded = head.padded(times)
+    # ceil((5 - 3) / 2) = 1 row, ceil((5 - 2) / 2) = 2 columns on each side, never spiking
+    assert padded.shape[-2:] == (5, 6) and torch.equal(padded[..., 1:4, 2:4], times)
+    assert (padded[..., 0, :] == 15).all() and (padded[..., :, :2] == 15).all()
+    assert head.output_shape((4, 3, 2)) == (30, 1, 2)
+    assert model.predict(times).classes.shape == (3,)

@@ -124,3 +124,23 @@ def test_latency_batched_equals_single_with_ties():
 def test_latency_bad_input(bad, message):
     with pytest.raises(ValueError, match=message):
         encoding.intensity_to_latency(bad, 15)
+
+
+def test_gabor_front_end_pools_before_the_lateral_inhibition(gen):
+    """MozafariShallow.py's order: Gabor (absolute) -> max pool -> lateral intensity inhibition
+    -> latency coding -> pointwise inhibition."""
+    import torch.nn.functional as F
+    from frontends import GaborFrontEnd
+    from spiking import functional as sf
+    from spiking import times as st
+    from spiking.encoding import latency_times
+    from spiking.filters import Filter, GaborKernel
+    config = GaborFrontEnd(pool=5, pool_stride=4)
+    images = torch.rand(2, 1, 40, 36, generator=gen)
+    responses = Filter([GaborKernel(5, o) for o in config.orientations], use_abs=True)(images)
+    pooled = sf.intensity_lateral_inhibition(F.max_pool2d(responses, 5, 4),
+                                             sf.intensity_lateral_inhibition_kernel(config.lateral_inhibition))
+    times = latency_times(pooled, 15)
+    expected = st.pointwise_inhibition_times(times, torch.ones(times.shape), 15)[0]
+    assert torch.equal(config.build()(images), expected)
+    assert config.output_shape((40, 36)) == tuple(expected.shape[1:]) == (4, 8, 7)

@@ -111,11 +111,11 @@ def test_mozafari2018_shallow_learns_a_generated_folder(tmp_path):
     root = make_folder(tmp_path / "large", per_class=80, size=120)
     # sparse bars on black reach few of S2's inputs: a lower threshold than the Caltech preset's 42
     metrics = train.main(["--dataset", f"folder:{root}", "--model", "mozafari2018_shallow", "--epochs", "30",
-                          "--set", "threshold=20",
+                          "--set", "threshold=25",
                           "--out-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
                           "--no-progress", "--threads", "1", "--probe-samples", "0", "--val-size", "0.15"])
-    # chance is 1 / 3; 40 of the 48 test images (83 %) on the development machine (seed 1: 90 %;
-    # thresholds 20 and 25, 1 or 2 threads: 83-90 %)
+    # chance is 1 / 3; 35 of the 48 test images (73 %) on the development machine (seed 1: 92 %;
+    # thresholds 20, 25 and 30, seeds 0 and 1, 1 or 2 threads: 71-92 %)
     assert metrics["accuracy"] > 0.5
 
 

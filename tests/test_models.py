@@ -30,9 +30,9 @@ SHAPES = {   # node shapes on MNIST, spec section 5 and the seed's verified tabl
     "tavanaei2017": [(100,), (20,), (10,)],
     "tavanaei2017_mnist": [(784,), (500,), (10,)],
     # 250 x 250 images (the shallow 2018 network's kernels need larger images than MNIST's)
-    "mozafari2018_shallow": [(4, 41, 41), (100, 25, 25)],
-    "mozafari2018_shallow_eth80": [(4, 41, 41), (100, 11, 11)],
-    "mozafari2018_shallow_norb": [(4, 41, 41), (100, 19, 19)],
+    "mozafari2018_shallow": [(4, 40, 40), (100, 24, 24)],
+    "mozafari2018_shallow_eth80": [(4, 61, 61), (100, 31, 31)],
+    "mozafari2018_shallow_norb": [(4, 61, 61), (100, 39, 39)],
 }
 
 
