@@ -8,6 +8,7 @@ path, resize, split seed), from which `--resume` and `--eval-only` rebuild the s
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -51,8 +52,8 @@ def load_folder(name: str) -> Dataset:
     """An image tree in torchvision's ImageFolder layout, read as grey levels: either
     `PATH/train/CLASS/*` and `PATH/test/CLASS/*`, or `PATH/CLASS/*` split stratified into
     train and a 20 % test part by the split seed, or (`holdout=K`) `PATH/CLASS/GROUP/*` with
-    every class's K-th group (sorted by name; an object, as in ETH-80) as the test part and the
-    other groups as training. `name` is `folder_name`'s canonical form."""
+    every class's K-th group (in natural order; an object, as in ETH-80) as the test part and
+    the other groups as training. `name` is `folder_name`'s canonical form."""
     path, _, options = name[len("folder:"):].partition("#")
     settings = dict(o.split("=", 1) for o in options.split(",") if "=" in o)
     size = parse_image_size(settings["size"]) if "size" in settings else None
@@ -95,15 +96,25 @@ def load_folder(name: str) -> Dataset:
     return Dataset(name, train_images, train_labels, test_images, test_labels, classes=classes)
 
 
+def natural_key(name: str) -> list:
+    """Sort key ordering numbers by value: apple1, apple2, ..., apple10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def _holdout_split(path: str, group: int):
     """(classes, (train files, labels), (test files, labels)) of `PATH/CLASS/GROUP/*`: group
-    `group` of every class (its sub-folders sorted by name) is the test part."""
+    `group` of every class (its sub-folders in natural order: apple1, apple2, ..., apple10) is
+    the test part."""
+    if os.path.isdir(os.path.join(path, "train")):
+        raise UserError(f"dataset folder {path}: --holdout-group needs PATH/CLASS/GROUP/*; this folder has "
+                        f"train/ and test/ parts already")
     classes, (files, labels) = _class_files(path)
     train_files, train_labels, test_files, test_labels = [], [], [], []
     for index, name in enumerate(classes):
         folder = os.path.join(path, name)
-        groups = sorted(entry for entry in os.listdir(folder)
-                        if not entry.startswith(".") and os.path.isdir(os.path.join(folder, entry)))
+        groups = sorted((entry for entry in os.listdir(folder)
+                         if not entry.startswith(".") and os.path.isdir(os.path.join(folder, entry))),
+                        key=natural_key)
         if group >= len(groups) or len(groups) < 2:
             raise UserError(f"dataset folder {path}: --holdout-group {group} needs {max(2, group + 1)} "
                             f"group sub-folders in every class; {name!r} has {len(groups)}")

@@ -329,20 +329,30 @@ class NetworkTrainer:
             self.outputs.features(self.model.feature_images())
         if self.config.activation_maps:
             self._activation_maps(self.config.activation_maps)
+        self.outputs.draw_history(self.state.history)       # the whole history, also after --resume
         # metrics.json last: its presence says the run is complete
         self.outputs.test(metrics, confusion_matrix(labels, predictions, self.model.num_classes), classes)
         return metrics
 
     @torch.no_grad()
     def _also_readout(self, kind: str, C: float | None) -> dict:
-        """A linear readout fitted on the features the last (decision) stage reads, beside the
-        model's own decision: trained on the training split, C chosen on the validation split
-        (unless given), the test split touched once. Returns its summary and test metrics."""
+        """A linear readout fitted on the features the decision layer reads (its input node,
+        through the head's own hidden layer where it has one: deepr2024's R-STDP conv3), beside
+        the model's own decision: trained on the training split, C chosen on the validation
+        split (unless given), the test split touched once. Returns its summary and test metrics."""
         from models.readout import LinearReadout
         began = time.time()
         node = self.model.stages[-1].input_node
-        flat = {split: self.nodes.get(split, node, "final").reshape(len(self.splits[split]), -1)
-                for split in ("train", "val", "test")}
+        hidden = getattr(self.model.head, "hidden", None)
+        batch = self.config.eval_batch_size
+
+        def features(split):
+            array = self.nodes.get(split, node, "final")
+            if hidden is None:
+                return array.reshape(len(array), -1)
+            return np.concatenate([hidden.forward_final(as_tensor(array[b:b + batch]).to(self.device).float())
+                                   .flatten(1).to(torch.uint8).cpu().numpy() for b in range(0, len(array), batch)])
+        flat = {split: features(split) for split in ("train", "val", "test")}
         readout = LinearReadout(kind, self.model.num_classes, C=C)
         try:
             fitted = readout.fit(flat["train"], self.splits["train"].labels, flat["val"],
@@ -350,14 +360,14 @@ class NetworkTrainer:
         except ValueError as error:
             raise UserError(f"--also-readout {kind}: {error}") from None
         predictions, scores = [], []
-        for begin in range(0, len(flat["test"]), self.config.eval_batch_size):
-            x = as_tensor(flat["test"][begin:begin + self.config.eval_batch_size]).float()
-            prediction = readout.predict(x)
+        for begin in range(0, len(flat["test"]), batch):
+            prediction = readout.predict(as_tensor(flat["test"][begin:begin + batch]).float())
             predictions.append(prediction.classes.numpy())
             scores.append(prediction.scores.numpy())
         test = classification_metrics(self.splits["test"].labels, np.concatenate(predictions),
                                       np.concatenate(scores), self.model.num_classes)
-        summary = {"kind": kind, "node": node, "features": int(flat["train"].shape[1]), **fitted,
+        summary = {"kind": kind, "node": node, "through_head_layer": hidden is not None,
+                   "features": int(flat["train"].shape[1]), **fitted,
                    "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
                    "silence_rate": test["silence_rate"], "seconds": time.time() - began}
         self.log(f"also {kind} readout on node {node}: test accuracy {test['accuracy']:.4f} "

@@ -39,7 +39,6 @@ class RunOutputs:
             self.writer = SummaryWriter(self.run.folder("tensorboard"))
 
     def close(self) -> None:
-        self.draw_history()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -70,17 +69,17 @@ class RunOutputs:
                 if isinstance(value, (int, float)) and key != "epoch":
                     self.writer.add_scalar(f"{row['stage']}/{key}", value, len(rows))
 
-    def draw_history(self) -> None:
-        """history.png from the rows of the last `epoch` call, unless drawn already."""
-        if self._undrawn:
-            save_figure(plots.history_figure(self._undrawn), self.run.file("history.png"))
+    def draw_history(self, rows: list[dict] | None = None) -> None:
+        """history.png from `rows` (default: the rows of the last `epoch` call, unless drawn)."""
+        rows = self._undrawn if rows is None else rows
+        if rows:
+            save_figure(plots.history_figure(rows), self.run.file("history.png"))
             self._undrawn, self._drawn_at = None, time.monotonic()
 
     # ---- at the end
     def test(self, metrics: dict, matrix, classes: list[str]) -> None:
         """metrics.json, the confusion matrix (csv and figure), the layer diagnostics' figure
-        (layers.png) and the test and layer scalars; the history figure if it lags."""
-        self.draw_history()
+        (layers.png) and the test and layer scalars."""
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["true \\ predicted"] + list(classes) + ["silent"])

@@ -138,6 +138,13 @@ def validate(args) -> None:
     if args.also_readout and args.readout not in (None, "rstdp"):
         raise UserError(f"--also-readout {args.also_readout} sits beside an R-STDP decision; "
                         f"--readout {args.readout} replaces it (give one of the two)")
+    if args.eval_only:
+        given = [flag for flag, value in (("--set", args.settings), ("--also-readout", args.also_readout),
+                                          ("--readout", args.readout), ("--readout-c", args.readout_c),
+                                          ("--epochs", args.epochs)) if value]
+        if given:
+            raise UserError(f"--eval-only evaluates the checkpoint as it was trained; {', '.join(given)} "
+                            f"apply to training runs")
     if args.resume and args.eval_only:
         raise UserError("--resume and --eval-only cannot be combined")
 
@@ -180,6 +187,8 @@ def _main(argv) -> dict:
         return {}
     validate(args)
     config, runtime = run_config.from_namespace(args)
+    if args.resume:     # spawn and join as the run did (its saved --nproc, --device), unless given again
+        runtime = _saved_runtime(parser, argv, args.resume, runtime)
     if runtime.nproc > 1 and "RANK" not in os.environ:
         return launcher.spawn_ranks(argv, runtime)
     rank, world = launcher.join_group(runtime, evaluating=bool(args.eval_only))
@@ -225,7 +234,9 @@ def _train(config, runtime, argv, run, resuming: bool, rank: int, world: int, th
     seed_everything(config.seed)
     # the dataset's own settings (event data: the binning front end, 2 input channels), then --set
     overrides = {**dataset.model_settings, **config.overrides()}
-    choice = readout_choice(config.readout, config.readout_c)
+    # with --also-readout, --readout-c is the extra readout's C, not the decision's
+    side = config.also_readout and config.readout in (None, "rstdp")
+    choice = readout_choice(config.readout, None if side else config.readout_c)
     model = build_model(config.model, dataset.num_classes, overrides, choice, dataset)
     check_input_size(model, dataset)
     serial = [s.name for s in model.stages if not s.data_parallel]
@@ -343,11 +354,24 @@ def _resume(parser, argv, args):
     except (OSError, ValueError, KeyError, TypeError) as error:
         run.release()
         raise UserError(f"{args.resume} has no readable config.json: not a run folder") from error
-    _, given = run_config.from_namespace(args)
+    return config, _merged(parser, argv, runtime, run_config.from_namespace(args)[1]), run
+
+
+def _merged(parser, argv, saved, given):
+    """The saved runtime with the runtime flags given again on the command line."""
     changed = {field for flag, field in run_config.resumable_flags(parser).items()
                if flag in argv or any(a.startswith(flag + "=") for a in argv)}
-    runtime = dataclasses.replace(runtime, **{field: getattr(given, field) for field in changed})
-    return config, runtime, run
+    return dataclasses.replace(saved, **{field: getattr(given, field) for field in changed})
+
+
+def _saved_runtime(parser, argv, folder, given):
+    """A run folder's saved runtime merged with the flags given again (`given` when the folder
+    has no readable config.json: `_resume` then says so in one line)."""
+    try:
+        with open(os.path.join(folder, "config.json")) as handle:
+            return _merged(parser, argv, run_config.from_json(json.load(handle))[1], given)
+    except (OSError, ValueError, KeyError, TypeError):
+        return given
 
 
 def restore_model(payload: dict):

@@ -29,7 +29,9 @@ training stopped on a validation split carved from the training set (the script 
 epoch on the test set and stops when any training image is silent); Caltech's 50 / 50 split
 and ETH-80's one held-out object per category are the folder's `train/` / `test/` parts, a
 seeded split (`--seed`, 80 / 20) or `--holdout-group K` (object K of every category); the
-script halves Caltech's images (`--image-size` at half the original size does that here).
+script halves Caltech's images (`--image-size` at half the original size does that here); the
+script walks its training images in one fixed random order every epoch, here each epoch draws
+its own order (`--seed`).
 Not checked against recorded outputs of the script (none were available).
 """
 from __future__ import annotations

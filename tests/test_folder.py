@@ -168,3 +168,14 @@ def test_holdout_group_reaches_the_run_and_its_record(tmp_path):
     config = json.loads(open(os.path.join(metrics["run_dir"], "config.json")).read())
     assert config["dataset"]["name"] == f"folder:{root}#holdout=2"
     assert config["dataset"]["sizes"]["test"] == 3 * 6 and config["run"]["holdout_group"] == 2
+
+
+def test_holdout_groups_in_natural_order_and_not_on_train_test_folders(tmp_path):
+    root = make_grouped_folder(tmp_path / "objects", groups=11, per_group=1)
+    dataset = data.load_dataset(f"folder:{root}", holdout_group=9)      # the 10th object: *10, not *2
+    expected = np.stack([np.asarray(Image.open(root / kind / f"{kind}10" / f"{kind}10-000.png"))
+                         for kind in sorted(SHAPES)])
+    assert np.array_equal(dataset.test_images, expected)
+    split = make_folder(tmp_path / "split", per_class=4, split=True)
+    with pytest.raises(UserError, match="has train/ and test/ parts already"):
+        data.load_dataset(f"folder:{split}", holdout_group=0)

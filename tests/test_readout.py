@@ -1,4 +1,6 @@
 """Linear readouts: separable features, the silence rule, models with --readout, kheradpisheh2018."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,15 @@ def test_also_readout_equals_the_readout_run_on_the_same_features(tmp_path, caps
         with pytest.raises(SystemExit):
             train.main(base + ["--also-readout", "svm", "--run-name", "bad"] + extra)
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.cli
+def test_also_readout_takes_readout_c_and_eval_only_refuses_training_flags(tmp_path, capsys):
+    base = ["--dataset", "synthetic", "--epochs", "1", "1", "1", "--batch-size", "16", "--out-dir", str(tmp_path),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--probe-samples", "0"]
+    metrics = train.main(base + ["--also-readout", "svm", "--readout-c", "0.5", "--run-name", "c"])
+    assert metrics["also_readout"]["C"] == 0.5 and metrics["also_readout"]["kind"] == "svm"
+    with pytest.raises(SystemExit):
+        train.main(["--eval-only", os.path.join(metrics["run_dir"], "checkpoints", "best.ckpt"),
+                    "--also-readout", "svm", "--set", "conv1.threshold=3", "--out-dir", str(tmp_path)])
+    assert "--set, --also-readout apply to training runs" in capsys.readouterr().err

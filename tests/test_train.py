@@ -252,3 +252,16 @@ def test_run_configuration_round_trips_and_reads_folders_written_before_the_spli
     flags = train.resumable_overrides()
     assert {"--threads", "--device", "--no-download", "--probe-samples", "--resume"} <= flags
     assert not {"--seed", "--set", "--epochs", "--out-dir", "--ratio"} & flags
+
+
+def test_a_resumed_run_spawns_as_it_was_run_unless_told_otherwise(tmp_path):
+    import run_config
+    parser = train.build_parser()
+    saved = run_config.to_json(run_config.RunConfig(), run_config.Runtime(nproc=2, device="cpu", threads=1))
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    def runtime(argv):
+        _, given = run_config.from_namespace(parser.parse_args(argv))
+        return train._saved_runtime(parser, argv, argv[1], given)
+    assert (runtime(["--resume", str(tmp_path)]).nproc, runtime(["--resume", str(tmp_path)]).device) == (2, "cpu")
+    assert runtime(["--resume", str(tmp_path), "--nproc", "1"]).nproc == 1
+    assert runtime(["--resume", str(tmp_path / "missing")]).nproc == 1      # _resume reports it
