@@ -195,7 +195,7 @@ def _main(argv) -> dict:
     run = None
     try:
         if args.resume and rank == 0:
-            config, runtime, run = _resume(parser, argv, args)
+            config, run = _resume(parser, argv, args)     # its runtime: _saved_runtime above
         if world > 1:       # every rank trains with rank 0's (resumed) configuration
             import torch.distributed as dist
             box = [config, runtime]
@@ -340,8 +340,8 @@ def resumable_overrides(parser=None) -> set:
 
 
 def _resume(parser, argv, args):
-    """The interrupted run's own configuration and runtime; runtime flags given again replace
-    the saved ones. Returns (config, runtime, the opened run folder)."""
+    """The interrupted run's own configuration and its folder, opened (locked). Returns
+    (config, run); its runtime comes from `_saved_runtime`."""
     allowed = resumable_overrides(parser)
     extra = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in allowed]
     if extra:
@@ -350,11 +350,11 @@ def _resume(parser, argv, args):
     run = RunDirectory.open(args.resume)
     try:
         with open(run.file("config.json")) as handle:
-            config, runtime = run_config.from_json(json.load(handle))
+            config, _ = run_config.from_json(json.load(handle))
     except (OSError, ValueError, KeyError, TypeError) as error:
         run.release()
         raise UserError(f"{args.resume} has no readable config.json: not a run folder") from error
-    return config, _merged(parser, argv, runtime, run_config.from_namespace(args)[1]), run
+    return config, run
 
 
 def _merged(parser, argv, saved, given):

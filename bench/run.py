@@ -70,7 +70,6 @@ def _train_stage(stage, inputs, labels, batch, exact=True):
 
 def _node(model, times, index, kind):
     """Node `index` of front-end spike times, in batches of 128 (uint8 numpy)."""
-    import numpy as np
     import torch
     parts = []
     for begin in range(0, len(times), 128):
@@ -110,7 +109,6 @@ def _takes_images(name) -> bool:
 
 
 def measure(name, args) -> dict:
-    import numpy as np
     import torch
     if name == "matmul":
         best = 0.0

@@ -6,7 +6,6 @@ import torch
 
 import data
 import event_recordings
-import models
 import train
 from frontends import EventBins
 from s1c1 import FrontEnd, encode

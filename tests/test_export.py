@@ -7,14 +7,12 @@ whose bias nirtorch 2.6's default drops (it sets `weight.bias`)). Decisions must
 tool's own on every image."""
 import os
 
-import numpy as np
 import pytest
 import torch
 
 import export
 import models
 import train
-from spiking import times as st
 from utils import UserError
 
 nir = pytest.importorskip("nir", reason="NIR export is the optional nir extra (requirements-nir.txt)")
