@@ -76,3 +76,36 @@ def _with_new_settings(theirs: dict, ours: dict) -> dict:
         elif isinstance(value, dict) and isinstance(merged[key], dict):
             merged[key] = _with_new_settings(merged[key], value)
     return merged
+
+
+def take_stages(payload: dict, model, model_name: str, stages) -> list[str]:
+    """Copy into `model` the weights and buffers that `stages` learn (`Stage.trained_modules`)
+    from a checkpoint of the same model and front end (`--init-from`); its other settings may
+    differ (a threshold, a pooling, the decision's rates), but every copied tensor must keep its
+    shape. A buffer the checkpoint lacks (a threshold calibration it did not make) keeps the
+    model's own value. Returns the copied state keys."""
+    if payload.get("model") != model_name:
+        raise UserError(f"--init-from: the checkpoint is for model {payload.get('model')!r}, not {model_name!r}")
+    if payload.get("num_classes") != model.num_classes:
+        raise UserError(f"--init-from: the checkpoint has {payload.get('num_classes')} classes, "
+                        f"the data has {model.num_classes}")
+    if payload.get("frontend_key") != model.frontend.key():
+        raise UserError("--init-from: the checkpoint was made with other front-end parameters")
+    names = {id(module): name for name, module in model.named_modules()}
+    prefixes = [names[id(module)] for stage in stages for module in stage.trained_modules()]
+    parameters = {name for name, _ in model.named_parameters()}
+    ours, theirs = model.state_dict(), payload.get("state_dict", {})
+    taken = {}
+    for key in ours:
+        if not any(prefix == "" or key.startswith(prefix + ".") for prefix in prefixes):
+            continue
+        if key not in theirs:
+            if key in parameters:
+                raise UserError(f"--init-from: the checkpoint has no {key}")
+            continue
+        if theirs[key].shape != ours[key].shape:
+            raise UserError(f"--init-from: {key} is {tuple(theirs[key].shape)} in the checkpoint and "
+                            f"{tuple(ours[key].shape)} here (a setting changed the layer's shape)")
+        taken[key] = theirs[key]
+    model.load_state_dict(taken, strict=False)
+    return sorted(taken)

@@ -162,7 +162,8 @@ class NetworkTrainer:
             self.outputs.close()
 
     def _train_stage(self, index: int, stage) -> None:
-        epochs = stage.epochs(1 if self.config.dry_run else self.config.epochs[index])
+        # a dry run: one short epoch per stage, none for a stage given 0 (--init-from took it)
+        epochs = stage.epochs(min(1, self.config.epochs[index]) if self.config.dry_run else self.config.epochs[index])
         stage.configure(exact=self.config.batch_update == "exact", seed=self.config.seed)
         inputs = self.nodes.get("train", stage.input_node, stage.needs)
         labels = self.splits["train"].labels

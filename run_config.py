@@ -26,6 +26,7 @@ class RunConfig:
     image_size: str | None = None       # folder datasets: "HxW"
     holdout_group: int | None = None    # folder datasets: test on every class's K-th group folder
     epochs: tuple | None = None         # one count per stage; None: the model's own
+    init_from: str | None = None        # a checkpoint whose layers the stages given 0 epochs take
     readout: str | None = None          # None: the model's own decision
     readout_c: float | None = None
     also_readout: str | None = None     # also fit this linear readout beside an R-STDP decision

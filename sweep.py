@@ -106,10 +106,11 @@ def plan_runs(models: list[str], seeds: list[int], settings: dict[str, list[str]
 
 
 def absolute_paths(train_args: list[str]) -> list[str]:
-    """train.py arguments with --data-root and --cache-dir made absolute (tasks run elsewhere)."""
+    """train.py arguments with --data-root, --cache-dir and --init-from made absolute (tasks run
+    elsewhere)."""
     out = list(train_args)
     for index, token in enumerate(out):
-        for flag in ("--data-root", "--cache-dir"):
+        for flag in ("--data-root", "--cache-dir", "--init-from"):
             if token == flag and index + 1 < len(out):
                 out[index + 1] = os.path.abspath(out[index + 1])
             elif token.startswith(flag + "="):

@@ -19,7 +19,7 @@ import image_folders
 import launcher
 import models
 import run_config
-from checkpoints import check_compatible, load_checkpoint
+from checkpoints import check_compatible, load_checkpoint, take_stages
 from network_trainer import NetworkTrainer, TrainConfig
 from pipeline import prepare_splits
 from run_config import parse_settings
@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-download", action="store_true", help="never try to download data")
     parser.add_argument("--epochs", type=int, nargs="+", help="one epoch count per stage "
                         "(default: the model's own); R-STDP counts are maxima (early stopping)")
+    parser.add_argument("--init-from", metavar="CHECKPOINT",
+                        help="take the layers of the stages given 0 epochs from this checkpoint (or a run "
+                             "folder's best.ckpt) of the same model, e.g. --init-from runs/a --epochs 0 0 60 "
+                             "retrains only the decision; other settings may differ if shapes do not")
     parser.add_argument("--readout", choices=("rstdp", "svm", "logistic"),
                         help="decision: the R-STDP layer (default for R-STDP models) or a linear "
                              "classifier on the STDP features")
@@ -141,7 +145,7 @@ def validate(args) -> None:
     if args.eval_only:
         given = [flag for flag, value in (("--set", args.settings), ("--also-readout", args.also_readout),
                                           ("--readout", args.readout), ("--readout-c", args.readout_c),
-                                          ("--epochs", args.epochs)) if value]
+                                          ("--epochs", args.epochs), ("--init-from", args.init_from)) if value]
         if given:
             raise UserError(f"--eval-only evaluates the checkpoint as it was trained; {', '.join(given)} "
                             f"apply to training runs")
@@ -186,6 +190,8 @@ def _main(argv) -> dict:
         print(list_models_text())
         return {}
     validate(args)
+    if args.init_from:      # absolute, and a run folder's best.ckpt: the run records what it took
+        args.init_from = init_checkpoint_path(args.init_from)
     config, runtime = run_config.from_namespace(args)
     if args.resume:     # spawn and join as the run did (its saved --nproc, --device), unless given again
         runtime = _saved_runtime(parser, argv, args.resume, runtime)
@@ -251,6 +257,13 @@ def _train(config, runtime, argv, run, resuming: bool, rank: int, world: int, th
         names = ", ".join(s.name for s in model.stages)
         raise UserError(f"{config.model} has {len(model.stages)} stages ({names}): --epochs needs "
                         f"{len(model.stages)} counts, got {len(epochs)}")
+    if config.init_from:    # also when resuming: a run stopped before its first checkpoint restarts
+        taken = [s for s, e in zip(model.stages, epochs) if s.epochs(e) == 0]
+        if not taken:
+            raise UserError("--init-from copies the layers of the stages given 0 epochs, and --epochs gives "
+                            "none 0 (e.g. --epochs 0 0 60 keeps conv1 and conv2)")
+        keys = take_stages(load_checkpoint(config.init_from), model, config.model, taken)
+        log(f"--init-from: {', '.join(s.name for s in taken)} taken from {config.init_from} ({len(keys)} tensors)")
     batch_size = config.batch_size or getattr(model.config, "default_batch_size", 32)
     patience = config.patience or getattr(model.config, "default_patience", 10)
     smoothing = config.smoothing or getattr(model.config, "default_smoothing", 5)
@@ -295,6 +308,15 @@ def _train(config, runtime, argv, run, resuming: bool, rank: int, world: int, th
         f"macro F1 {metrics['macro_f1']:.4f}) -> {run.path}")
     metrics["run_dir"] = run.path
     return metrics
+
+
+def init_checkpoint_path(path: str) -> str:
+    """--init-from's checkpoint as an absolute path: a run folder stands for its best.ckpt."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoints", "best.ckpt")
+    if not os.path.isfile(path):
+        raise UserError(f"--init-from: no checkpoint at {path}")
+    return os.path.abspath(path)
 
 
 def readout_choice(kind, C):

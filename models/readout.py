@@ -206,6 +206,9 @@ class ReadoutStage(StageBase):
     def epochs(self, requested: int) -> int:
         return 1                # a closed-form fit: once, whatever the run asks
 
+    def trained_modules(self) -> list:
+        return [self.head]
+
     def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
         self._features, self._labels = [], []
 

@@ -43,7 +43,9 @@ class Stage(Protocol):
       while learning); `end_epoch` may fit (given the validation data) and returns entries for the
       history row ("val_accuracy" when it measured it itself, which the trainer then keeps);
     - `rates()`: learning rates for the history; `activity(final)`: the fraction of its output
-      neurons that spike on a final map of its input (None when it has no spiking output).
+      neurons that spike on a final map of its input (None when it has no spiking output);
+    - `trained_modules()`: the modules whose weights and buffers it learns (what `--init-from`
+      copies for a stage given 0 epochs).
     """
     name: str
     kind: str
@@ -62,6 +64,7 @@ class Stage(Protocol):
     def end_epoch(self, validation: Validation) -> dict: ...
     def rates(self) -> dict: ...
     def activity(self, final: torch.Tensor) -> float | None: ...
+    def trained_modules(self) -> list: ...
 
 
 class StageBase:
@@ -95,6 +98,9 @@ class StageBase:
 
     def activity(self, final: torch.Tensor) -> float | None:
         return None
+
+    def trained_modules(self) -> list:
+        return []
 
 
 def decision_counts(decisions: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -152,6 +158,9 @@ class STDPStage(StageBase):
 
     def rates(self) -> dict:
         return self.layer.rates()
+
+    def trained_modules(self) -> list:
+        return [self.layer]
 
     def activity(self, final: torch.Tensor) -> float:
         """Fraction of the trained layer's (pooled) output neurons that spike."""
@@ -236,6 +245,9 @@ class RSTDPStage(StageBase):
     def rates(self) -> dict:
         return self.head.rates()
 
+    def trained_modules(self) -> list:
+        return [self.head]
+
 
 class LearnerStage(StageBase):
     """A stage whose learning rule lives in a model object (`learner`) that trains on whole
@@ -274,3 +286,6 @@ class LearnerStage(StageBase):
 
     def rates(self) -> dict:
         return self.learner.rates()
+
+    def trained_modules(self) -> list:
+        return [self.learner] if isinstance(self.learner, torch.nn.Module) else []

@@ -1,0 +1,58 @@
+"""--init-from: stages given 0 epochs take their layers from another run's checkpoint."""
+import os
+
+import pytest
+import torch
+
+import train
+from checkpoints import load_checkpoint
+
+pytestmark = pytest.mark.cli
+
+
+def run(tmp_path, cache_dir, name, *extra):
+    return train.main(["--dataset", "synthetic", "--out-dir", str(tmp_path), "--run-name", name,
+                       "--cache-dir", cache_dir, "--no-progress", "--batch-size", "16", "--threads", "2",
+                       "--dry-run", *extra])
+
+
+def state(run_dir):
+    return load_checkpoint(os.path.join(run_dir, "checkpoints", "best.ckpt"))["state_dict"]
+
+
+def test_retraining_the_decision_on_taken_layers_equals_training_it_in_one_run(tmp_path_factory, tmp_path):
+    cache_dir = str(tmp_path_factory.mktemp("cache"))
+    rates = ["--set", "decision.reward=(0.01, -0.005)"]
+    features = run(tmp_path, cache_dir, "features")                     # default decision rates
+    retrained = run(tmp_path, cache_dir, "retrained", "--init-from", features["run_dir"],
+                    "--epochs", "0", "0", "1", *rates)
+    whole = run(tmp_path, cache_dir, "whole", "--epochs", "1", "1", "1", *rates)
+    taken, ours, reference = state(features["run_dir"]), state(retrained["run_dir"]), state(whole["run_dir"])
+    conv = [k for k in ours if k.startswith(("blocks.0.", "blocks.1."))]
+    decision = [k for k in ours if k.startswith("blocks.2.") and k.endswith("weight")]
+    assert conv and decision
+    for key in conv:
+        assert torch.equal(ours[key], taken[key]), key
+    # the decision learned from the taken layers under the new rates, from this run's seeded start
+    assert any(not torch.equal(ours[k], taken[k]) for k in decision)
+    for key in ours:
+        assert torch.equal(ours[key], reference[key]), key
+    assert retrained["accuracy"] == whole["accuracy"]
+    config = open(os.path.join(retrained["run_dir"], "config.json")).read()
+    assert os.path.join(features["run_dir"], "checkpoints", "best.ckpt") in config
+
+
+def test_init_from_errors_are_one_line(tmp_path_factory, tmp_path, capsys):
+    cache_dir = str(tmp_path_factory.mktemp("cache"))
+    source = run(tmp_path, cache_dir, "source")["run_dir"]
+    cases = [(["--epochs", "1", "1", "1"], "gives none 0"),
+             (["--epochs", "0", "1", "1", "--set", "conv1.kernel_size=3"], "blocks.0.conv.weight is"),
+             (["--model", "deep2024", "--epochs", "0", "1", "1", "1"], "for model 'mozafari2018'")]
+    for index, (extra, message) in enumerate(cases):
+        with pytest.raises(SystemExit):
+            run(tmp_path, cache_dir, f"bad{index}", "--init-from", source, *extra)
+        err = capsys.readouterr().err
+        assert err.startswith("error: --init-from") and err.count("\n") == 1 and message in err, err
+    with pytest.raises(SystemExit):
+        run(tmp_path, cache_dir, "missing", "--init-from", str(tmp_path / "nothing"), "--epochs", "0", "0", "1")
+    assert "no checkpoint at" in capsys.readouterr().err
