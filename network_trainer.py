@@ -345,28 +345,21 @@ class NetworkTrainer:
         began = time.time()
         node = self.model.stages[-1].input_node
         hidden = getattr(self.model.head, "hidden", None)
-        batch = self.config.eval_batch_size
-
-        def features(split):
-            array = self.nodes.get(split, node, "final")
-            if hidden is None:
-                return array.reshape(len(array), -1)
-            return np.concatenate([hidden.forward_final(as_tensor(array[b:b + batch]).to(self.device).float())
-                                   .flatten(1).to(torch.uint8).cpu().numpy() for b in range(0, len(array), batch)])
-        flat = {split: features(split) for split in ("train", "val", "test")}
-        readout = LinearReadout(kind, self.model.num_classes, C=C)
+        readout = LinearReadout(kind, self.model.num_classes, prefix=hidden, C=C).to(self.device)
+        finals = {split: self.nodes.get(split, node, "final") for split in ("train", "val", "test")}
+        flat = {split: readout.features_of(finals[split], self.config.eval_batch_size) for split in ("train", "val")}
         try:
             fitted = readout.fit(flat["train"], self.splits["train"].labels, flat["val"],
                                  self.splits["val"].labels, seed=self.config.seed)
         except ValueError as error:
             raise UserError(f"--also-readout {kind}: {error}") from None
-        predictions, scores = [], []
-        for begin in range(0, len(flat["test"]), batch):
-            prediction = readout.predict(as_tensor(flat["test"][begin:begin + batch]).float())
-            predictions.append(prediction.classes.numpy())
-            scores.append(prediction.scores.numpy())
-        test = classification_metrics(self.splits["test"].labels, np.concatenate(predictions),
-                                      np.concatenate(scores), self.model.num_classes)
+        batch = self.config.eval_batch_size
+        predictions = [readout.predict(as_tensor(finals["test"][b:b + batch]).to(self.device).float())
+                       for b in range(0, len(finals["test"]), batch)]
+        test = classification_metrics(self.splits["test"].labels,
+                                      np.concatenate([p.classes.cpu().numpy() for p in predictions]),
+                                      np.concatenate([p.scores.float().cpu().numpy() for p in predictions]),
+                                      self.model.num_classes)
         summary = {"kind": kind, "node": node, "through_head_layer": hidden is not None,
                    "features": int(flat["train"].shape[1]), **fitted,
                    "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],

@@ -62,6 +62,14 @@ class LinearReadout(nn.Module):
             final = self.prefix.forward_final(final)
         return final.flatten(1)
 
+    @torch.no_grad()
+    def features_of(self, inputs, batch_size: int = 256, device=None) -> np.ndarray:
+        """`features` of final maps `inputs` [N, ...] (numpy or tensor), in batches, as uint8 [N, D]."""
+        device = self.intercept.device if device is None else device
+        parts = [self.features(torch.as_tensor(np.asarray(inputs[b:b + batch_size])).to(device).float())
+                 .to(torch.uint8).cpu().numpy() for b in range(0, len(inputs), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.uint8)
+
     def predict(self, final: torch.Tensor) -> Prediction:
         features = self.features(final)
         if self.coef.shape[1] != features.shape[1]:
@@ -221,9 +229,7 @@ class ReadoutStage(StageBase):
     def end_epoch(self, validation=None) -> dict:
         """Fit on the gathered features; `validation()` gives the validation node and labels."""
         inputs, labels = validation()
-        features = np.concatenate([self.head.features(torch.from_numpy(np.asarray(inputs[b:b + 256])).float()
-                                                      .to(self.head.intercept.device)).to(torch.uint8).cpu().numpy()
-                                   for b in range(0, len(inputs), 256)])
+        features = self.head.features_of(inputs)
         train = np.concatenate(self._features)
         train_labels = np.concatenate(self._labels)
         self._features, self._labels = [], []
