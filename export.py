@@ -182,7 +182,7 @@ def read_out(output, silent, graph):
 def load_trained(path: str):
     """(model, payload) of a finished run folder (its final checkpoint) or a checkpoint file."""
     from checkpoints import load_checkpoint
-    from train import restore_model
+    from pipeline import restore_model
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "metrics.json")):
             raise UserError(f"{path} is not a finished run (no metrics.json); give a checkpoint file instead")

@@ -1,5 +1,6 @@
-"""The data pipeline of a run: raw images -> front-end spike times (through the on-disk
-encoding cache) -> the train / validation / test splits the trainer reads.
+"""What a run is built from: its model (from a model name and settings, or restored from a
+checkpoint) and its data (raw images -> front-end spike times, through the on-disk encoding
+cache -> the train / validation / test splits the trainer reads).
 """
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 import numpy as np
 
 import data
+import models
+from checkpoints import check_compatible
 from network_trainer import Split
 from encoding_cache import EncodingCache
 from s1c1 import encode
@@ -82,3 +85,59 @@ def _save_cache(cache, name, frontend, source, array, log):
         log(f"warning: cannot write the encoding cache in {cache.root} ({error.strerror}); "
             f"continuing without it")
         return array
+
+
+# ---------------------------------------------------------------- the model
+
+def readout_choice(kind, C):
+    """`--readout` / `--readout-c` as a `models.ReadoutChoice`, or None when neither is given."""
+    return None if kind is None and C is None else models.ReadoutChoice(kind, C)
+
+
+def build_model(name: str, num_classes: int, settings: dict, choice, dataset=None):
+    """`models.create_model` with a bad setting or readout reported in one line."""
+    try:
+        return models.create_model(name, num_classes=num_classes, readout_choice=choice, settings=settings)
+    except (ValueError, TypeError) as error:
+        if dataset is not None and dataset.model_settings and not _takes(name, dataset.model_settings):
+            needs = ", ".join(f"{k}={v}" for k, v in dataset.model_settings.items())
+            raise UserError(f"{name}: {dataset.name} needs a model that takes {needs} ({error})") from None
+        raise UserError(f"{name}: {error}") from None
+
+
+def _takes(name: str, settings: dict) -> bool:
+    try:
+        models.create_model(name, settings=settings)
+        return True
+    except (ValueError, TypeError):
+        return False
+
+
+def check_input_size(model, dataset) -> None:
+    """Refuse images too small for the model's layers before any work (one line, no traceback)."""
+    size = "x".join(str(v) for v in dataset.train_images.shape[1:])
+    try:
+        shape = model.frontend.output_shape(tuple(dataset.train_images.shape[1:]))
+        shapes = model.node_shapes(shape)
+    except ValueError as error:
+        raise UserError(f"{dataset.name} inputs ({size}) do not fit this model: {error}") from None
+    if any(min(s) < 1 for s in shapes):
+        sizes = " -> ".join("x".join(str(v) for v in s) for s in shapes)
+        raise UserError(f"{dataset.name} inputs ({size}) are too small for this model: node shapes {sizes}")
+
+
+def restore_model(payload: dict):
+    """The trained model a checkpoint holds (its model, settings, readout and weights)."""
+    name = payload.get("model")
+    if name not in models.list_models():
+        raise UserError(f"checkpoint names an unknown model {name!r}")
+    overrides = dict(payload.get("overrides") or {})
+    choice = payload.get("readout_choice")
+    if "readout_choice" not in payload:
+        # checkpoints written before readout choices were kept apart from the settings
+        choice = {"kind": overrides.pop("readout", None), "C": overrides.pop("readout_C", None)}
+    choice = readout_choice(**choice) if choice else None
+    model = build_model(name, payload.get("num_classes"), overrides, choice)
+    check_compatible(payload, model, name)
+    model.load_state_dict(payload["state_dict"])
+    return model

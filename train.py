@@ -19,9 +19,9 @@ import image_folders
 import launcher
 import models
 import run_config
-from checkpoints import check_compatible, load_checkpoint, take_stages
+from checkpoints import load_checkpoint, take_stages
 from network_trainer import NetworkTrainer, TrainConfig
-from pipeline import prepare_splits
+from pipeline import build_model, check_input_size, prepare_splits, readout_choice, restore_model
 from run_config import parse_settings
 from run_folder import RunDirectory, default_run_name
 from utils import (UserError, atomic_write_json, eprint, git_commit, package_versions, resolve_device,
@@ -319,43 +319,6 @@ def init_checkpoint_path(path: str) -> str:
     return os.path.abspath(path)
 
 
-def readout_choice(kind, C):
-    """`--readout` / `--readout-c` as a `models.ReadoutChoice`, or None when neither is given."""
-    return None if kind is None and C is None else models.ReadoutChoice(kind, C)
-
-
-def build_model(name: str, num_classes: int, settings: dict, choice, dataset=None):
-    """`models.create_model` with a bad setting or readout reported in one line."""
-    try:
-        return models.create_model(name, num_classes=num_classes, readout_choice=choice, settings=settings)
-    except (ValueError, TypeError) as error:
-        if dataset is not None and dataset.model_settings and not _takes(name, dataset.model_settings):
-            needs = ", ".join(f"{k}={v}" for k, v in dataset.model_settings.items())
-            raise UserError(f"{name}: {dataset.name} needs a model that takes {needs} ({error})") from None
-        raise UserError(f"{name}: {error}") from None
-
-
-def _takes(name: str, settings: dict) -> bool:
-    try:
-        models.create_model(name, settings=settings)
-        return True
-    except (ValueError, TypeError):
-        return False
-
-
-def check_input_size(model, dataset) -> None:
-    """Refuse images too small for the model's layers before any work (one line, no traceback)."""
-    size = "x".join(str(v) for v in dataset.train_images.shape[1:])
-    try:
-        shape = model.frontend.output_shape(tuple(dataset.train_images.shape[1:]))
-        shapes = model.node_shapes(shape)
-    except ValueError as error:
-        raise UserError(f"{dataset.name} inputs ({size}) do not fit this model: {error}") from None
-    if any(min(s) < 1 for s in shapes):
-        sizes = " -> ".join("x".join(str(v) for v in s) for s in shapes)
-        raise UserError(f"{dataset.name} inputs ({size}) are too small for this model: node shapes {sizes}")
-
-
 def resumable_overrides(parser=None) -> set:
     """The flags a resumed run may be given again: the resumable runtime fields' flags and --resume."""
     return set(run_config.resumable_flags(parser or build_parser())) | {"--resume"}
@@ -394,23 +357,6 @@ def _saved_runtime(parser, argv, folder, given):
             return _merged(parser, argv, run_config.from_json(json.load(handle))[1], given)
     except (OSError, ValueError, KeyError, TypeError):
         return given
-
-
-def restore_model(payload: dict):
-    """The trained model a checkpoint holds (its model, settings, readout and weights)."""
-    name = payload.get("model")
-    if name not in models.list_models():
-        raise UserError(f"checkpoint names an unknown model {name!r}")
-    overrides = dict(payload.get("overrides") or {})
-    choice = payload.get("readout_choice")
-    if "readout_choice" not in payload:
-        # checkpoints written before readout choices were kept apart from the settings
-        choice = {"kind": overrides.pop("readout", None), "C": overrides.pop("readout_C", None)}
-    choice = readout_choice(**choice) if choice else None
-    model = build_model(name, payload.get("num_classes"), overrides, choice)
-    check_compatible(payload, model, name)
-    model.load_state_dict(payload["state_dict"])
-    return model
 
 
 def _evaluate_only(checkpoint, config, runtime, device, log) -> dict:

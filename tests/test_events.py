@@ -6,6 +6,7 @@ import torch
 
 import data
 import event_recordings
+import pipeline
 import train
 from frontends import EventBins
 from s1c1 import FrontEnd, encode
@@ -123,8 +124,8 @@ def test_event_settings_need_a_conv_model():
                            np.zeros((2, 2, 8, 8), np.uint8), np.array([0, 1]), classes=["a", "b"],
                            model_settings=dict(event_recordings.EVENT_SETTINGS))
     with pytest.raises(UserError, match="tavanaei2017: tonic:X needs a model that takes frontend.kind=events"):
-        train.build_model("tavanaei2017", 2, dict(dataset.model_settings), None, dataset)
-    model = train.build_model("mozafari2018", 2, dict(dataset.model_settings), None, dataset)
+        pipeline.build_model("tavanaei2017", 2, dict(dataset.model_settings), None, dataset)
+    model = pipeline.build_model("mozafari2018", 2, dict(dataset.model_settings), None, dataset)
     assert model.blocks[0].conv.weight.shape[1] == 2 and model.frontend.kind == "events"
 
 
