@@ -41,9 +41,9 @@ class MajorityHeads(nn.Module):
         self.fallback = fallback
         self.num_classes = heads[0].num_classes
 
-    def _votes(self, final):
+    def _votes(self, final, training: bool = False):
         parts = [head.potentials(final) for head in self.heads]
-        predictions = [head.decide(potentials) for head, (_, potentials) in zip(self.heads, parts)]
+        predictions = [head.decide(potentials, training) for head, (_, potentials) in zip(self.heads, parts)]
         votes = torch.stack([p.classes for p in predictions], dim=1)
         return parts, predictions, votes
 
@@ -59,10 +59,14 @@ class MajorityHeads(nn.Module):
         if exact:       # each head learns from its own votes only: three independent sequences
             votes = torch.stack([head.reinforce_exact(final, labels).classes for head in self.heads], dim=1)
             return majority_vote(votes, self.num_classes, self.fallback)
-        parts, predictions, votes = self._votes(final)
+        parts, predictions, votes = self._votes(final, training=True)
         for head, (padded, _), prediction in zip(self.heads, parts, predictions):
             head.learn_from(padded, prediction, reward_signal(prediction.classes, labels))
         return majority_vote(votes, self.num_classes, self.fallback)
+
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        for head in self.heads:
+            head.start_epoch(epoch, seed)
 
     def adapt(self, hit, miss, adaptive_min, adaptive_int) -> None:
         for head in self.heads:
@@ -136,7 +140,7 @@ class RewardedChain(nn.Module):
         winners, post = self.hidden.winners(padded)
         decision_input = self.hidden.forward_final(st.final_map(times, steps))
         padded_decision, potentials = self.decision.potentials(decision_input)
-        prediction = self.decision.decide(potentials)
+        prediction = self.decision.decide(potentials, training=True)
         reward = reward_signal(prediction.classes, labels)
         learn_hidden, learn_decision = self.learners(phase)
         if learn_hidden:
@@ -144,6 +148,9 @@ class RewardedChain(nn.Module):
         if learn_decision:
             self.decision.learn_from(padded_decision, prediction, reward)
         return prediction.classes
+
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        self.decision.start_epoch(epoch, seed)
 
     def adapt(self, hit, miss, adaptive_min, adaptive_int) -> None:
         self.hidden.rstdp.adapt(hit, miss, adaptive_min, adaptive_int)

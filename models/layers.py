@@ -22,6 +22,7 @@ from spiking.layers import Convolution
 from spiking.learning import RSTDP, STDP
 from spiking.sequential import MIN_SHORTCUT_THRESHOLD, reinforce_sequential_, within_bounds
 from spiking.settings import MAX_COUNT, require, setting, settings
+from utils import derived_seed
 
 # the zoo's shared constants (Mozafari et al. 2018/2019, SpykeTorch's MozafariDeep)
 WEIGHT_MEAN, WEIGHT_STD = 0.8, 0.05
@@ -85,7 +86,10 @@ class HiddenSpec:
 class DecisionSpec:
     """A decision layer: zero-pad by `pad` -> conv with `neurons_per_class * classes` maps ->
     the neuron with the largest final potential decides (`fire` without threshold, one winner);
-    trained by R-STDP (a reward and a punish rule)."""
+    trained by R-STDP (a reward and a punish rule). `dropout` p > 0: in every training epoch
+    each decision neuron (feature) is left out with probability p (a fresh seeded draw per
+    epoch): it cannot win, so it neither decides nor learns, as if its weights were zero
+    (Mozafari et al. 2018's dropout, which mozafari2018_shallow uses); evaluation uses all."""
     in_channels: int = setting(1, low=1, high=MAX_COUNT)
     kernel_size: int = setting(1, low=1, high=MAX_KERNEL)
     neurons_per_class: int = setting(20, low=1, high=MAX_COUNT)
@@ -97,6 +101,7 @@ class DecisionSpec:
     upper_bound: float = DECISION_BOUNDS[1]
     weight_mean: float = WEIGHT_MEAN
     weight_std: float = setting(WEIGHT_STD, low=0)
+    dropout: float = setting(0.0, low=0, high=1)
 
     def check(self) -> None:
         _check_rule(self.reward, "reward", self.lower_bound, self.upper_bound)
@@ -107,6 +112,13 @@ def _check_rule(rates: tuple, name: str, lower: float, upper: float) -> None:
     require(len(rates) == 2, f"{name} must be a pair (a_plus, a_minus), got {rates!r}")
     require(0 <= lower < upper, f"the weight bounds must satisfy 0 <= lower_bound < upper_bound "
                                 f"(weights stay non-negative), got {lower} and {upper}")
+
+
+def draw_dropout(count: int, p: float, seed: int, *labels) -> torch.Tensor:
+    """Which of `count` features an epoch leaves out: each independently with probability `p`,
+    drawn from `derived_seed(seed, *labels)` (the same on every rank). Bool [count]."""
+    generator = torch.Generator().manual_seed(derived_seed(seed, *labels))
+    return torch.rand(count, generator=generator) < p
 
 
 def pad4(pad: int) -> tuple[int, int, int, int]:
@@ -375,13 +387,31 @@ class DecisionLayer(nn.Module):
                                 spec.kernel_size, spec.weight_mean, spec.weight_std)
         self.rstdp = RSTDP(STDP(self.conv, spec.reward, spec.use_stabilizer, spec.lower_bound, spec.upper_bound),
                            STDP(self.conv, spec.punish, spec.use_stabilizer, spec.lower_bound, spec.upper_bound))
+        if spec.dropout > 0:
+            # the neurons this training epoch leaves out (`start_epoch`); absent without dropout
+            self.register_buffer("dropped", torch.zeros(self.conv.out_channels, dtype=torch.bool))
+
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        """Draw this training epoch's dropped neurons (with `spec.dropout` > 0)."""
+        if self.spec.dropout > 0:
+            self.dropped.copy_(draw_dropout(len(self.dropped), self.spec.dropout, seed, "dropout", self.name, epoch))
+
+    def _allowed(self) -> torch.Tensor | None:
+        """The neurons that may win while training [F] (None: all)."""
+        dropped = getattr(self, "dropped", None)
+        return None if dropped is None or not bool(dropped.any()) else ~dropped
 
     def potentials(self, final: torch.Tensor):
         """(the padded input, for the R-STDP receptive fields; final potentials [B, F, h, w])."""
         return (F.pad(final, pad4(self.spec.pad)),
                 sf.conv2d(final, self.conv.weight, padding=self.spec.pad))
 
-    def decide(self, potentials: torch.Tensor) -> Prediction:
+    def decide(self, potentials: torch.Tensor, training: bool = False) -> Prediction:
+        """The decision on final potentials [B, F, h, w]; `training`: without this epoch's
+        dropped neurons (their potentials count as 0, as zero weights would give)."""
+        allowed = self._allowed() if training else None
+        if allowed is not None:
+            potentials = potentials * allowed.view(1, -1, 1, 1)
         winners = sf.select_winners(st.decision_scores(potentials, self.time_steps), 1, 0)
         feature = winners[:, 0, 0]
         classes = torch.where(feature >= 0, feature // self.spec.neurons_per_class, feature)
@@ -402,7 +432,7 @@ class DecisionLayer(nn.Module):
         if exact:
             return self.reinforce_exact(final, labels).classes
         padded, potentials = self.potentials(final)
-        prediction = self.decide(potentials)
+        prediction = self.decide(potentials, training=True)
         self.learn_from(padded, prediction, reward_signal(prediction.classes, labels))
         return prediction.classes
 
@@ -411,7 +441,7 @@ class DecisionLayer(nn.Module):
         """The sequential R-STDP step; returns each sample's decision as it was made."""
         with parallel.summed_change(self.conv.weight, self.spec.lower_bound, self.spec.upper_bound):
             winners, potentials = reinforce_sequential_(self.rstdp, final, labels, self.feature_class(),
-                                                        self.time_steps, self.spec.pad)
+                                                        self.time_steps, self.spec.pad, self._allowed())
         feature = winners[:, 0, 0]
         classes = torch.where(feature >= 0, feature // self.spec.neurons_per_class, feature)
         return Prediction(classes, class_margins(potentials, self.num_classes), winners)

@@ -45,11 +45,10 @@ from frontends import GaborFrontEnd
 from spiking import parallel
 from spiking import times as st
 from spiking.settings import MAX_COUNT, setting, settings
-from utils import derived_seed
 
 from ._registry import register_model
 from .family import ConvFamily, FamilyConfig
-from .layers import HiddenLayer, HiddenSpec, Prediction, reward_signal
+from .layers import HiddenLayer, HiddenSpec, Prediction, draw_dropout, reward_signal
 from .stages import RSTDPStage
 
 
@@ -87,9 +86,7 @@ class FirstSpikeDecision(nn.Module):
 
     def start_epoch(self, epoch: int, seed: int) -> None:
         """Draw this epoch's dropped features: each independently with probability `dropout`."""
-        generator = torch.Generator().manual_seed(derived_seed(seed, "dropout", epoch))
-        drawn = torch.rand(len(self.dropped), generator=generator) < self.dropout
-        self.dropped.copy_(drawn.to(self.dropped.device))
+        self.dropped.copy_(draw_dropout(len(self.dropped), self.dropout, seed, "dropout", epoch))
 
     def _survivors(self, padded: torch.Tensor, training: bool):
         """The S2 layer's survivors (`HiddenLayer.survivors`); while training, the dropped

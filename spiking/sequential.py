@@ -28,16 +28,21 @@ MIN_SHORTCUT_THRESHOLD = 0.01
 
 
 
-def decision_picks(potentials: torch.Tensor, time_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def decision_picks(potentials: torch.Tensor, time_steps: int,
+                   allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The one-winner decision of a layer that fires only at its last step, on flat rows.
 
     As `get_k_winners(k=1, r=0)` of `fire(potentials)`: only positive potentials spike;
     `score = p + T * max(p)` in float32; the first flat index `feature * L + position` among
     equal scores wins; no positive potential is silence.
 
+    `allowed` (bool [N]): only these may spike (the others count as potential 0).
+
     Shape: potentials [B, N] (N = F * L flattened) -> (flat index [B] long, silent [B] bool).
     """
     spiking = potentials > 0
+    if allowed is not None:
+        spiking &= allowed
     truncated = torch.where(spiking, potentials, 0.0)
     v = truncated.amax(dim=1, keepdim=True).mul_(time_steps)
     best, index = torch.where(spiking, truncated + v, 0.0).max(dim=1)
@@ -84,7 +89,8 @@ def chained_versions(flat_weight: torch.Tensor, features: torch.Tensor, rates: t
 
 @torch.no_grad()
 def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tensor,
-                          feature_class: torch.Tensor, time_steps: int, padding: int = 0):
+                          feature_class: torch.Tensor, time_steps: int, padding: int = 0,
+                          allowed: torch.Tensor | None = None):
     """R-STDP of a one-winner decision layer, sample after sample, computed for a whole batch.
 
     The algorithm is SpykeTorch's per-sample loop: sample i decides with the weights left by
@@ -115,6 +121,9 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     up to the float32 summation order of the potentials (tests compare decisions, winners and
     weights across batch sizes).
 
+    `allowed` (bool [F], dropout): only these features may win, as if the others' weights
+    were zero (they then never win, so their weights never change either).
+
     Shape: final [B, C, H, W] (binary), labels [B], feature_class LongTensor [F] ->
     (winners LongTensor [B, 1, 3] of (feature, row, col), -1 when silent; the final potentials
     each sample decided on [B, F, h, w]).
@@ -128,6 +137,7 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     padded = torch.nn.functional.pad(final, (padding,) * 4)
     out_h, out_w = padded.shape[2] - kh + 1, padded.shape[3] - kw + 1
     cells = out_h * out_w
+    allowed = None if allowed is None else allowed.to(device).repeat_interleave(cells)     # [F * L]
     s = padded.stride()
     fields = padded.as_strided((batch, out_h, out_w, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
     labels = labels.to(device)
@@ -150,7 +160,7 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     while start < batch:
         rest = potentials[start:]
         count = rest.shape[0]
-        index, silent = decision_picks(rest.flatten(1), time_steps)   # guesses; the first is exact
+        index, silent = decision_picks(rest.flatten(1), time_steps, allowed)   # guesses; the first is exact
         feature = index // cells
         reward = torch.where(silent, 0, torch.where(feature_class[feature] == labels[start:], 1, -1))
         updating = (reward != 0).nonzero().flatten()                  # round-relative indices
@@ -186,7 +196,7 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
             sees = (updating.unsqueeze(0) < order) & (order <= following.unsqueeze(0))   # [n, u]
             sample_ids, version_ids = sees.nonzero(as_tuple=True)
             checked[sample_ids, f_up[version_ids]] = version_potentials[sample_ids, version_ids]
-            index2, silent2 = decision_picks(checked.flatten(1), time_steps)
+            index2, silent2 = decision_picks(checked.flatten(1), time_steps, allowed)
             wrong = ((index2 != index) | (silent2 != silent)).nonzero().flatten()
             good = int(wrong[0]) if len(wrong) else count
         else:

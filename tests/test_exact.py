@@ -50,14 +50,16 @@ def decision_layer(seed=1, channels=20, per_class=4):
                          10, 15)
 
 
-def reference_rstdp(layer, final, labels):
-    """The spec's per-sample R-STDP, written with the wave-level primitives."""
+def reference_rstdp(layer, final, labels, dropped=None):
+    """The spec's per-sample R-STDP, written with the wave-level primitives; `dropped` [F]:
+    those neurons decide with zero weights (dropout) and so never win."""
     weight, pad, per_class = layer.conv.weight, layer.spec.pad, layer.spec.neurons_per_class
     kh = weight.shape[-1]
     decided = []
     for i in range(len(final)):
         x = final[i:i + 1]
-        potentials = sf.conv2d(x, weight, padding=pad)
+        seen = weight if dropped is None else weight * (~dropped).float().view(-1, 1, 1, 1)
+        potentials = sf.conv2d(x, seen, padding=pad)
         f, r, c = sf.select_winners(st.decision_scores(potentials, 15), 1, 0)[0, 0].tolist()
         decided.append((f, r, c))
         if f < 0:
