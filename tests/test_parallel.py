@@ -136,6 +136,12 @@ def test_sweep_plans_the_grid_and_splits_values():
                              "--dataset", "iris")
     with pytest.raises(sweep.UserError):
         sweep.split_values("1,,2")
+    # compare.py forwards train.py's options; paths become absolute for runs that execute elsewhere
+    mine, forward = sweep.split_train_args(["--models", "m", "--init-from", "runs/a", "--epochs", "0", "0", "9",
+                                            "--cache-dir=c"], {"--models"})
+    assert mine == ["--models", "m"] and forward == ["--init-from", "runs/a", "--epochs", "0", "0", "9", "--cache-dir=c"]
+    assert sweep.absolute_paths(forward) == ["--init-from", os.path.abspath("runs/a"), "--epochs", "0", "0", "9",
+                                             "--cache-dir=" + os.path.abspath("c")]
 
 
 def _sweep(tmp_path, name, *extra):
