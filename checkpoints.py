@@ -47,12 +47,7 @@ def load_checkpoint(path: str) -> dict:
 
 def check_compatible(payload: dict, model, model_name: str) -> None:
     """Refuse a checkpoint made for another model, other hyperparameters or another front end."""
-    if payload.get("model") != model_name:
-        raise UserError(f"checkpoint is for model {payload.get('model')!r}, not {model_name!r}")
-    if payload.get("num_classes") != model.num_classes:
-        raise UserError(f"checkpoint has {payload.get('num_classes')} classes, the data has {model.num_classes}")
-    if payload.get("frontend_key") != model.frontend.key():
-        raise UserError("checkpoint was made with other front-end parameters")
+    check_same_model(payload, model, model_name)
     ours = json.loads(json.dumps(model.hyperparameters()))
     theirs = _with_new_settings(payload.get("hyperparameters") or {}, ours)
     if theirs != ours:
@@ -64,6 +59,17 @@ def check_compatible(payload: dict, model, model_name: str) -> None:
     if set(theirs) != set(state) or any(theirs[k].shape != state[k].shape and state[k].numel()
                                         for k in state):
         raise UserError("checkpoint weights do not match the model's layers")
+
+
+def check_same_model(payload: dict, model, model_name: str, what: str = "checkpoint") -> None:
+    """Refuse a checkpoint made for another model, number of classes or front end; `what`
+    names it in the one-line error."""
+    if payload.get("model") != model_name:
+        raise UserError(f"{what} is for model {payload.get('model')!r}, not {model_name!r}")
+    if payload.get("num_classes") != model.num_classes:
+        raise UserError(f"{what} has {payload.get('num_classes')} classes, the data has {model.num_classes}")
+    if payload.get("frontend_key") != model.frontend.key():
+        raise UserError(f"{what} was made with other front-end parameters")
 
 
 def _with_new_settings(theirs: dict, ours: dict) -> dict:
@@ -84,13 +90,7 @@ def take_stages(payload: dict, model, model_name: str, stages) -> list[str]:
     differ (a threshold, a pooling, the decision's rates), but every copied tensor must keep its
     shape. A buffer the checkpoint lacks (a threshold calibration it did not make) keeps the
     model's own value. Returns the copied state keys."""
-    if payload.get("model") != model_name:
-        raise UserError(f"--init-from: the checkpoint is for model {payload.get('model')!r}, not {model_name!r}")
-    if payload.get("num_classes") != model.num_classes:
-        raise UserError(f"--init-from: the checkpoint has {payload.get('num_classes')} classes, "
-                        f"the data has {model.num_classes}")
-    if payload.get("frontend_key") != model.frontend.key():
-        raise UserError("--init-from: the checkpoint was made with other front-end parameters")
+    check_same_model(payload, model, model_name, "--init-from: the checkpoint")
     names = {id(module): name for name, module in model.named_modules()}
     prefixes = [names[id(module)] for stage in stages for module in stage.trained_modules()]
     parameters = {name for name, _ in model.named_parameters()}

@@ -38,7 +38,7 @@ def main(argv=None) -> list[dict]:
     import torch.nn.functional as F
 
     import data
-    from checkpoints import load_checkpoint
+    from checkpoints import load_checkpoint, take_stages
     from diagnostics import fit_probe
     from network_trainer import run_epoch
     from pipeline import build_model, prepare_splits
@@ -59,12 +59,8 @@ def main(argv=None) -> list[dict]:
     stage = stages[args.layer]
     layer, node = stage.layer, stage.input_node
     below = [name for name, s in stages.items() if s.kind == "stdp" and s.input_node < node]
-    keep = {}
-    names = {id(m): n for n, m in model.named_modules()}
-    for name in below + ([] if args.train_images else [args.layer]):
-        prefix = names[id(stages[name].layer)] + "."
-        keep.update({k: v for k, v in payload["state_dict"].items() if k.startswith(prefix)})
-    model.load_state_dict(keep, strict=False)
+    take_stages(payload, model, saved.model,
+                [stages[name] for name in below + ([] if args.train_images else [args.layer])])
     model.eval()
     config = RunConfig(model=saved.model, dataset=saved.dataset, seed=saved.seed, val_size=saved.val_size)
     splits, _ = prepare_splits(config, Runtime(data_root=args.data_root, cache_dir=args.cache_dir,
