@@ -50,7 +50,7 @@ def summarize(run_dir: str) -> dict:
         # the decision: a linear readout, else the last stage's kind (rstdp, bptt, bpstdp...)
         "readout": (config.get("hyperparameters") or {}).get("readout")
         or ((config.get("stages") or [[None, "rstdp"]])[-1][1]),
-        "settings": " ".join(run.get("settings") or []),
+        "settings": _settings(config, run),
         "seed": run.get("seed"),
         "parameters": metrics.get("parameters"),
         "stages": " ".join(stages) or None,
@@ -70,6 +70,19 @@ def summarize(run_dir: str) -> dict:
         "probes": {name: values["probe_accuracy"] for name, values in (metrics.get("layers") or {}).items()
                    if "probe_accuracy" in values},
     }
+
+
+def _settings(config: dict, run: dict) -> str:
+    """What the run's model differs in from the model's defaults today ("conv3.pool=3"): so a
+    row trained before a default changed says so. The run's own --set values when its record
+    predates hyperparameters or names a model this version lacks."""
+    import models
+    name, recorded = config.get("model"), config.get("hyperparameters")
+    if not recorded or name not in models.list_models():
+        return " ".join(run.get("settings") or [])
+    classes = len((config.get("dataset") or {}).get("classes") or []) or 10
+    changes = models.setting_changes(name, recorded, classes)
+    return " ".join(f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in sorted(changes.items()))
 
 
 def _format(value) -> str:

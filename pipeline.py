@@ -126,6 +126,15 @@ def check_input_size(model, dataset) -> None:
         raise UserError(f"{dataset.name} inputs ({size}) are too small for this model: node shapes {sizes}")
 
 
+def pinned_settings(name: str, record: dict, overrides: dict, num_classes: int) -> dict:
+    """The settings that rebuild a recorded model (a checkpoint, or a run's config.json) as it
+    was trained, so that a model default changed since then does not change it: its recorded
+    hyperparameters, or its overrides when the record predates them."""
+    if not record.get("hyperparameters"):
+        return overrides
+    return models.recorded_settings(name, record["hyperparameters"], num_classes)
+
+
 def restore_model(payload: dict):
     """The trained model a checkpoint holds (its model, settings, readout and weights)."""
     name = payload.get("model")
@@ -137,7 +146,7 @@ def restore_model(payload: dict):
         # checkpoints written before readout choices were kept apart from the settings
         choice = {"kind": overrides.pop("readout", None), "C": overrides.pop("readout_C", None)}
     choice = readout_choice(**choice) if choice else None
-    model = build_model(name, payload.get("num_classes"), overrides, choice)
+    model = build_model(name, payload.get("num_classes"), pinned_settings(name, payload, overrides, payload.get("num_classes")), choice)
     check_compatible(payload, model, name)
     model.load_state_dict(payload["state_dict"])
     return model

@@ -21,7 +21,8 @@ import models
 import run_config
 from checkpoints import load_checkpoint, take_stages
 from network_trainer import NetworkTrainer, TrainConfig
-from pipeline import build_model, check_input_size, prepare_splits, readout_choice, restore_model
+from pipeline import (build_model, check_input_size, pinned_settings, prepare_splits, readout_choice,
+                      restore_model)
 from run_config import parse_settings
 from run_folder import RunDirectory, default_run_name
 from utils import (UserError, atomic_write_json, eprint, git_commit, package_versions, resolve_device,
@@ -198,15 +199,15 @@ def _main(argv) -> dict:
     if runtime.nproc > 1 and "RANK" not in os.environ:
         return launcher.spawn_ranks(argv, runtime)
     rank, world = launcher.join_group(runtime, evaluating=bool(args.eval_only))
-    run = None
+    run, recorded = None, None
     try:
         if args.resume and rank == 0:
-            config, run = _resume(parser, argv, args)     # its runtime: _saved_runtime above
+            config, run, recorded = _resume(parser, argv, args)     # its runtime: _saved_runtime above
         if world > 1:       # every rank trains with rank 0's (resumed) configuration
             import torch.distributed as dist
-            box = [config, runtime]
+            box = [config, runtime, recorded]
             dist.broadcast_object_list(box, src=0)
-            config, runtime = box
+            config, runtime, recorded = box
         if rank != 0:
             runtime = dataclasses.replace(runtime, progress=False)
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -219,7 +220,7 @@ def _main(argv) -> dict:
         log = print if rank == 0 else (lambda *_: None)
         if args.eval_only:
             return _evaluate_only(args.eval_only, config, runtime, device, log)
-        return _train(config, runtime, argv, run, bool(args.resume), rank, world, threads, device, log)
+        return _train(config, runtime, argv, run, recorded, rank, world, threads, device, log)
     finally:
         if run is not None:
             run.release()
@@ -228,7 +229,9 @@ def _main(argv) -> dict:
             dist.destroy_process_group()
 
 
-def _train(config, runtime, argv, run, resuming: bool, rank: int, world: int, threads: int, device, log) -> dict:
+def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads: int, device, log) -> dict:
+    """One training run; `recorded` (when resuming): the interrupted run's config.json."""
+    resuming = recorded is not None
     writes = rank == 0
     if world > 1 and not writes:
         torch.distributed.barrier()     # rank 0 downloads, encodes and fills the cache first
@@ -243,6 +246,8 @@ def _train(config, runtime, argv, run, resuming: bool, rank: int, world: int, th
     # with --also-readout, --readout-c is the extra readout's C, not the decision's
     side = config.also_readout and config.readout in (None, "rstdp")
     choice = readout_choice(config.readout, None if side else config.readout_c)
+    if resuming:        # the model as the run recorded it, whatever today's defaults are
+        overrides = pinned_settings(config.model, recorded, overrides, dataset.num_classes)
     model = build_model(config.model, dataset.num_classes, overrides, choice, dataset)
     check_input_size(model, dataset)
     serial = [s.name for s in model.stages if not s.data_parallel]
@@ -326,7 +331,7 @@ def resumable_overrides(parser=None) -> set:
 
 def _resume(parser, argv, args):
     """The interrupted run's own configuration and its folder, opened (locked). Returns
-    (config, run); its runtime comes from `_saved_runtime`."""
+    (config, run, its config.json); its runtime comes from `_saved_runtime`."""
     allowed = resumable_overrides(parser)
     extra = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in allowed]
     if extra:
@@ -335,11 +340,12 @@ def _resume(parser, argv, args):
     run = RunDirectory.open(args.resume)
     try:
         with open(run.file("config.json")) as handle:
-            config, _ = run_config.from_json(json.load(handle))
+            recorded = json.load(handle)
+        config, _ = run_config.from_json(recorded)
     except (OSError, ValueError, KeyError, TypeError) as error:
         run.release()
         raise UserError(f"{args.resume} has no readable config.json: not a run folder") from error
-    return config, run
+    return config, run, recorded
 
 
 def _merged(parser, argv, saved, given):

@@ -41,7 +41,7 @@ def main(argv=None) -> list[dict]:
     from checkpoints import load_checkpoint, take_stages
     from diagnostics import fit_probe
     from network_trainer import run_epoch
-    from pipeline import build_model, prepare_splits
+    from pipeline import build_model, pinned_settings, prepare_splits
     from run_config import RunConfig, Runtime, from_json, parse_settings
     from spiking import times as st
     from utils import derived_seed, seed_everything
@@ -50,8 +50,10 @@ def main(argv=None) -> list[dict]:
         saved, _ = from_json(json.load(handle))
     payload = load_checkpoint(os.path.join(args.run, "checkpoints", "best.ckpt"))
     seed_everything(saved.seed)
-    settings = {**(payload.get("overrides") or {}), **parse_settings(args.settings)}
     dataset = data.load_dataset(saved.dataset, args.data_root, download=False)
+    # the run's model as it was trained (whatever today's defaults), then --set
+    settings = {**pinned_settings(saved.model, payload, payload.get("overrides") or {}, dataset.num_classes),
+                **parse_settings(args.settings)}
     model = build_model(saved.model, dataset.num_classes, settings, None)
     stages = {stage.name: stage for stage in model.stages}
     if args.layer not in stages or stages[args.layer].kind != "stdp":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from typing import Any, Callable
 
 import torch
@@ -60,6 +61,41 @@ def create_model(name: str, num_classes: int = 10, *, readout_choice=None, setti
             extra = {"readout": readout_choice}
         settings = resolve_overrides(defaults, settings)
     return factory(num_classes=num_classes, **extra, **settings)
+
+
+def recorded_settings(name: str, hyperparameters: dict, num_classes: int = 10) -> dict[str, Any]:
+    """The dotted settings that rebuild model `name` as a run recorded it (`hyperparameters`:
+    its `hyperparameters()` after a JSON round trip), whatever today's defaults are: every
+    config field the record holds, nested groups by their fields ({"conv1.threshold": 15, ...}).
+    Fields added since the record was written keep their defaults; recorded keys that are not
+    config fields (a family model's readout, chosen by its `ReadoutChoice`) are left out."""
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    with torch.random.fork_rng(devices=[]):
+        defaults = _MODELS[name](num_classes=num_classes).config
+
+    def walk(config, record: dict, prefix: str) -> dict:
+        found = {}
+        for field in dataclasses.fields(config):
+            if field.name not in record:
+                continue
+            current, value = getattr(config, field.name), record[field.name]
+            if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                found.update(walk(current, value, prefix + field.name + "."))
+            else:
+                found[prefix + field.name] = value
+        return found
+    return walk(defaults, hyperparameters, "")
+
+
+def setting_changes(name: str, hyperparameters: dict, num_classes: int = 10) -> dict[str, Any]:
+    """The recorded settings (`recorded_settings`) that differ from model `name`'s defaults
+    today, values as JSON holds them: what a run changed, or what a default has changed since."""
+    with torch.random.fork_rng(devices=[]):
+        defaults = json.loads(json.dumps(_MODELS[name](num_classes=num_classes).hyperparameters()))
+    ours = recorded_settings(name, defaults, num_classes)
+    return {key: value for key, value in recorded_settings(name, hyperparameters, num_classes).items()
+            if ours.get(key) != value}
 
 
 def resolve_overrides(config, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -5,12 +5,17 @@
 | 0 | front end | 6 DoG maps, T = 15 | 6 x 28 x 28 |
 | 1 | conv1 | pad 2, conv 6->30 k5, fire > 15, STDP k=5 r=3, pool 2 | 30 x 14 x 14 |
 | 2 | conv2 | pad 1, conv 30->150 k3, fire > 10, STDP k=8 r=1, pool 2 | 150 x 7 x 7 |
-| 3 | conv3 | pad 1, conv 150->250 k3, fire > 50, STDP k=15 r=1 (stabilised), pool 3 | 250 x 2 x 2 |
-| 4 | decision | pad 2, conv 250->200 k5, largest final potential decides, R-STDP | 200 x 2 x 2 |
+| 3 | conv3 | pad 1, conv 150->250 k3, fire > 50, STDP k=15 r=1 (stabilised), pool 2 | 250 x 3 x 3 |
+| 4 | decision | pad 2, conv 250->200 k5, largest final potential decides, R-STDP | 200 x 3 x 3 |
 
 Fixes relative to the seed: the default `--epochs` has one count per stage (the seed's crashed);
 the decision width follows the number of classes; the seed's unreported spike counters (host
 syncs on every sample) are gone.
+
+Changed from the seed: conv3 is pooled by 2, not 3 (the seed's layout: `--set conv3.pool=3`,
+whose 7 x 7 maps pooled by 3 also drop their last row and column). On full MNIST with the same
+STDP layers (seed 0) R-STDP reached 92.92 % against 90.14 %, and its gap to a logistic readout
+of the same features fell from 5.8 to 3.7 points (README, "The zoo on full MNIST").
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ from spiking.settings import settings
 
 from ._registry import register_model
 from .family import DEEP_CONV2, DEEP_CONV3, DEEP_DECISION, MOZAFARI_CONV1, ConvFamily, FamilyConfig
-from .layers import DecisionSpec, HiddenSpec
+from .decision import DecisionSpec
+from .layers import HiddenSpec
 
 
 @settings
@@ -28,7 +34,7 @@ class Deep2024Config(FamilyConfig):
     LAYERS = ("conv1", "conv2", "conv3")
     conv1: HiddenSpec = MOZAFARI_CONV1
     conv2: HiddenSpec = DEEP_CONV2
-    conv3: HiddenSpec = DEEP_CONV3
+    conv3: HiddenSpec = dataclasses.replace(DEEP_CONV3, pool=2)
     decision: DecisionSpec = DEEP_DECISION
     default_epochs: tuple = (2, 4, 4, 100)
 

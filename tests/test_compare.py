@@ -40,3 +40,23 @@ def test_compare_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         compare.main([str(tmp_path)])
     assert "is not a finished run" in capsys.readouterr().err
+
+
+def test_the_settings_column_says_what_differs_from_todays_defaults(tmp_path):
+    """A run's row names the settings it ran with that differ from the model's defaults now:
+    its own --set values, and a default changed since it ran (conv3.pool here)."""
+    import json
+
+    import models
+    hyperparameters = json.loads(json.dumps(models.create_model("deep2024").hyperparameters()))
+    hyperparameters["conv3"]["pool"] = 3                        # an older default
+    hyperparameters["decision"]["reward"] = [0.01, -0.005]      # a --set
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model": "deep2024", "hyperparameters": hyperparameters,
+                                                    "run": {"settings": ["decision.reward=(0.01,-0.005)"]}}))
+    (folder / "metrics.json").write_text(json.dumps({"accuracy": 0.9}))
+    assert compare.summarize(str(folder))["settings"] == "conv3.pool=3 decision.reward=[0.01,-0.005]"
+    (folder / "config.json").write_text(json.dumps({"model": "gone2023", "hyperparameters": hyperparameters,
+                                                    "run": {"settings": ["x=1"]}}))
+    assert compare.summarize(str(folder))["settings"] == "x=1"

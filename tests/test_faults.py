@@ -92,7 +92,7 @@ def test_corrupted_and_foreign_checkpoints_are_refused(tmp_path, capsys):
     save_checkpoint(str(tmp_path / "model.ckpt"), {**payload, "model": "deep2024"})
     expected = {"truncated": "corrupted or truncated", "bitflip": "corrupted or truncated",
                 "empty": "not a checkpoint", "version": "unsupported format",
-                "model": "other hyperparameters"}
+                "model": "do not match the model's layers"}
     for name, message in expected.items():
         with pytest.raises(SystemExit) as exit_info:
             train.main(["--eval-only", str(tmp_path / f"{name}.ckpt"), "--out-dir", str(tmp_path),

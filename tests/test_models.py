@@ -4,7 +4,8 @@ import torch
 
 import models
 from frontends import GaborFrontEnd, PixelInput, ReceptiveFields
-from models.layers import HiddenLayer, HiddenSpec, reward_signal
+from models.decision import reward_signal
+from models.layers import HiddenLayer, HiddenSpec
 from models.stages import RSTDPStage
 from spiking import functional as sf
 from spiking.learning import STDP
@@ -13,7 +14,7 @@ from tests.conftest import random_times
 
 SHAPES = {   # node shapes on MNIST, spec section 5 and the seed's verified tables
     "mozafari2018": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
-    "deep2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 2, 2), (200, 2, 2)],
+    "deep2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 3, 3), (200, 3, 3)],
     "deepr2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (200, 2, 2)],
     "deepr2024_greedy": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (200, 2, 2)],
     "inception2024": [(6, 28, 28), (30, 14, 14), (75, 7, 7), (300, 2, 2), (200, 2, 2)],

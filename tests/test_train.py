@@ -137,8 +137,10 @@ def test_mismatched_checkpoint_is_refused(tmp_path, cache_dir, capsys):
     trained = run_main(tmp_path, cache_dir, "--dry-run")
     payload = load_checkpoint(os.path.join(trained["run_dir"], "checkpoints", "best.ckpt"))
     base = ["--out-dir", str(tmp_path), "--cache-dir", cache_dir, "--no-progress"]
-    for change, message in ((("hyperparameters", {**payload["hyperparameters"], "adaptive_min": 0.5}),
-                             "other hyperparameters (adaptive_min)"),
+    # the model is rebuilt from the recorded hyperparameters, so only a setting this version
+    # no longer has can differ from them
+    for change, message in ((("hyperparameters", {**payload["hyperparameters"], "retired_setting": 0.5}),
+                             "other hyperparameters (retired_setting)"),
                             (("frontend_key", "0" * 16), "other front-end parameters"),
                             (("num_classes", 3), "3 classes")):
         altered = dict(payload)
@@ -265,3 +267,52 @@ def test_a_resumed_run_spawns_as_it_was_run_unless_told_otherwise(tmp_path):
     assert (runtime(["--resume", str(tmp_path)]).nproc, runtime(["--resume", str(tmp_path)]).device) == (2, "cpu")
     assert runtime(["--resume", str(tmp_path), "--nproc", "1"]).nproc == 1
     assert runtime(["--resume", str(tmp_path / "missing")]).nproc == 1      # _resume reports it
+
+
+@pytest.fixture
+def changed_default(monkeypatch):
+    """mozafari2018 with another conv2 threshold default, as a later version of the zoo might
+    ship: a run made before the change must still resume and evaluate as it was trained."""
+    import dataclasses
+
+    import models
+    from models import _registry
+    original = _registry._MODELS["mozafari2018"]
+
+    def mozafari2018(num_classes=10, readout=None, **overrides):
+        model = original(num_classes, readout)
+        conv2 = dataclasses.replace(model.config.conv2, threshold=model.config.conv2.threshold + 3)
+        return original(num_classes, readout, **{"conv2": conv2, **overrides})
+
+    def change():
+        monkeypatch.setitem(_registry._MODELS, "mozafari2018", mozafari2018)
+        assert models.create_model("mozafari2018").config.conv2.threshold != original().config.conv2.threshold
+    return change
+
+
+def test_a_changed_model_default_leaves_earlier_runs_resumable_and_evaluable(tmp_path, cache_dir, monkeypatch,
+                                                                            changed_default):
+    args = ("--epochs", "1", "1", "2")
+    reference = run_main(tmp_path, cache_dir, *args, name="whole")
+    original = NetworkTrainer._train_epoch
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(NetworkTrainer, "_train_epoch", interrupted)
+    with pytest.raises(SystemExit):
+        run_main(tmp_path, cache_dir, *args, name="cut")
+    monkeypatch.setattr(NetworkTrainer, "_train_epoch", original)
+    changed_default()
+    resumed = train.main(["--resume", str(tmp_path / "cut"), "--no-progress"])
+    assert comparable(resumed) == comparable(reference)
+    whole, cut = final_state(reference["run_dir"]), final_state(resumed["run_dir"])
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    evaluated = train.main(["--eval-only", os.path.join(reference["run_dir"], "checkpoints", "best.ckpt"),
+                            "--out-dir", str(tmp_path), "--run-name", "eval", "--cache-dir", cache_dir,
+                            "--no-progress"])
+    assert evaluated["accuracy"] == reference["accuracy"]
