@@ -179,7 +179,7 @@ def _decision_spread(model, times: np.ndarray, device, batch_size: int) -> dict:
     classes = np.concatenate(classes)
     decided = classes[classes >= 0]
     out = {"top_class_share": float(np.bincount(decided).max() / len(decided)) if len(decided) else 0.0}
-    from models.layers import DecisionLayer
+    from models.decision import DecisionLayer
     layer = getattr(model.head, "decision", model.head)      # deepr2024: the chain's decision layer
     neurons = np.concatenate(neurons) if neurons else np.zeros(0, dtype=np.int64)
     neurons = neurons[neurons >= 0]

@@ -63,7 +63,8 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
     """The model's inference network as a `nir.NIRGraph` whose input is node 0 (`input_shape`
     = the front end's [C, H, W]); see the module docstring for the semantics."""
     from models.heads import RewardedChain
-    from models.layers import DecisionLayer, HiddenLayer, conv_size
+    from models.decision import DecisionLayer
+    from models.layers import HiddenLayer, conv_size
     from models.readout import LinearReadout
     nir = _nir()
     if not hasattr(model, "blocks") or len(model.blocks) == 0:

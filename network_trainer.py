@@ -36,12 +36,11 @@ import torch
 from tqdm import tqdm
 
 from checkpoints import CHECKPOINT_FORMAT, check_compatible, load_checkpoint
-from diagnostics import layer_diagnostics
-from metrics import classification_metrics, confusion_matrix, diagnose
+from evaluation import test_report
+from metrics import diagnose
 from node_cache import NodeCache, as_tensor
 from run_outputs import NoOutputs, RunOutputs
 from spiking import parallel
-from spiking import times as st
 from utils import UserError, derived_seed, fault_point
 
 
@@ -311,106 +310,9 @@ class NetworkTrainer:
 
     def test(self) -> dict:
         """Evaluate the model as it is on the test split (once per reported number), write the
-        run's final outputs and return the metrics (what `--eval-only` runs on a checkpoint)."""
-        self.outputs.open()
-        began = time.time()
-        labels, predictions, scores = self.evaluate("test", 0, self.model.predict_needs)
-        classes = self.meta.get("classes") or [str(c) for c in range(self.model.num_classes)]
-        metrics = classification_metrics(labels, predictions, scores, self.model.num_classes)
-        seconds = time.time() - began
-        metrics.update(model=self.meta["model"], dataset=self.meta.get("dataset"),
-                       parameters=self.model.parameter_count(), test_seconds=seconds,
-                       inference_img_per_s=len(labels) / seconds, stage_seconds=dict(self.state.elapsed),
-                       selected_epochs=dict(self.state.selected),
-                       train_samples=len(self.splits["train"]), val_samples=len(self.splits["val"]),
-                       spike_rates=self._test_spike_rates(), layers=self._layer_diagnostics())
-        if self.config.also_readout:
-            metrics["also_readout"] = self._also_readout(self.config.also_readout, self.config.readout_c)
-        if self.config.feature_images:
-            self.outputs.features(self.model.feature_images())
-        if self.config.activation_maps:
-            self._activation_maps(self.config.activation_maps)
-        self.outputs.draw_history(self.state.history)       # the whole history, also after --resume
-        # metrics.json last: its presence says the run is complete
-        self.outputs.test(metrics, confusion_matrix(labels, predictions, self.model.num_classes), classes)
-        return metrics
-
-    @torch.no_grad()
-    def _also_readout(self, kind: str, C: float | None) -> dict:
-        """A linear readout fitted on the features the decision layer reads (its input node,
-        through the head's own hidden layer where it has one: deepr2024's R-STDP conv3), beside
-        the model's own decision: trained on the training split, C chosen on the validation
-        split (unless given), the test split touched once. Returns its summary and test metrics."""
-        from models.readout import LinearReadout
-        began = time.time()
-        node = self.model.stages[-1].input_node
-        hidden = getattr(self.model.head, "hidden", None)
-        readout = LinearReadout(kind, self.model.num_classes, prefix=hidden, C=C).to(self.device)
-        finals = {split: self.nodes.get(split, node, "final") for split in ("train", "val", "test")}
-        flat = {split: readout.features_of(finals[split], self.config.eval_batch_size) for split in ("train", "val")}
-        try:
-            fitted = readout.fit(flat["train"], self.splits["train"].labels, flat["val"],
-                                 self.splits["val"].labels, seed=self.config.seed)
-        except ValueError as error:
-            raise UserError(f"--also-readout {kind}: {error}") from None
-        batch = self.config.eval_batch_size
-        predictions = [readout.predict(as_tensor(finals["test"][b:b + batch]).to(self.device).float())
-                       for b in range(0, len(finals["test"]), batch)]
-        test = classification_metrics(self.splits["test"].labels,
-                                      np.concatenate([p.classes.cpu().numpy() for p in predictions]),
-                                      np.concatenate([p.scores.float().cpu().numpy() for p in predictions]),
-                                      self.model.num_classes)
-        summary = {"kind": kind, "node": node, "through_head_layer": hidden is not None,
-                   "features": int(flat["train"].shape[1]), **fitted,
-                   "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
-                   "silence_rate": test["silence_rate"], "seconds": time.time() - began}
-        self.log(f"also {kind} readout on node {node}: test accuracy {test['accuracy']:.4f} "
-                 f"(C {fitted['C']:.3g}, validation {fitted['val_accuracy']:.4f}) in {summary['seconds']:.0f}s")
-        return summary
-
-    def _layer_diagnostics(self) -> dict:
-        """Per-layer activity, winners and linear probes on the training and validation splits
-        (`diagnostics.layer_diagnostics`); {} when their spike times are not at hand (eval-only)."""
-        train, val = self.splits["train"], self.splits["val"]
-        if train.times is None or val.times is None:
-            return {}
-        began = time.time()
-        size = 2 * self.config.batch_size if self.config.dry_run else len(train) + len(val)
-        try:
-            layers = layer_diagnostics(self.model, train.times[:size], train.labels[:size], val.times[:size],
-                                       val.labels[:size], min(self.config.probe_samples, size),
-                                       self.device, self.config.eval_batch_size, self.config.seed)
-        except (MemoryError, RuntimeError, ValueError) as error:
-            # diagnostics describe the run; they must never cost it its results
-            self.log(f"warning: layer diagnostics skipped ({type(error).__name__}: {str(error)[:200]}); "
-                     f"--probe-samples 0 skips the probes")
-            return {}
-        for name, values in layers.items():
-            self.log(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
-        if layers:
-            self.log(f"layer diagnostics in {time.time() - began:.1f}s")
-        return layers
-
-    @torch.no_grad()
-    def _test_spike_rates(self) -> dict:
-        """Fraction of neurons that spike at each node, on up to 256 test images."""
-        x = st.final_map(as_tensor((self.splits["test"].times[:256])).to(self.device),
-                         self.model.time_steps)
-        rates = {}
-        for index, block in enumerate(self.model.blocks[:-1]):
-            x = block.forward_final(x)
-            rates[f"node{index + 1}"] = float(x.mean())
-        return rates
-
-    # ------------------------------------------------------------------ artifacts
-    @torch.no_grad()
-    def _activation_maps(self, count: int) -> None:
-        """Per-layer activity of `count` test samples (`model.activation_traces`)."""
-        inputs = self.nodes.get("test", 0, "times")
-        self.model.start_evaluation("test")
-        for sample in range(min(count, len(inputs))):
-            traces = self.model.activation_traces(as_tensor(inputs[sample:sample + 1]).to(self.device))
-            self.outputs.activation_maps(sample, traces, self.model.time_steps)
+        run's final outputs and return the metrics (what `--eval-only` runs on a checkpoint):
+        `evaluation.test_report`."""
+        return test_report(self)
 
     def _bar(self, total: int, description: str):
         return tqdm(total=total, desc=description, unit="img", unit_scale=True, leave=False,

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from spiking import times as st
 
-from .layers import Prediction
+from .decision import Prediction
 
 
 class NetworkModel(nn.Module):

@@ -41,7 +41,7 @@ from spiking.settings import MAX_COUNT, require, setting, settings
 
 from ._registry import register_model
 from .base import NetworkModel
-from .layers import Prediction
+from .decision import Prediction
 from .stages import LearnerStage
 
 

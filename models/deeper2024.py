@@ -27,7 +27,8 @@ from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .family import DEEP_CONV2, DEEP_CONV3, MOZAFARI_CONV1, ConvFamily, FamilyConfig
-from .layers import DecisionSpec, HiddenSpec
+from .decision import DecisionSpec
+from .layers import HiddenSpec
 
 
 @settings

@@ -26,7 +26,8 @@ from spiking.settings import settings
 from ._registry import register_model
 from .family import DEEP_CONV2, DEEP_CONV3, DEEP_DECISION, MOZAFARI_CONV1, ConvFamily, FamilyConfig
 from .heads import RewardedChain
-from .layers import DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
+from .decision import DecisionLayer, DecisionSpec
+from .layers import HiddenLayer, HiddenSpec
 
 
 @settings

@@ -19,7 +19,8 @@ from s1c1 import FrontEnd
 from spiking.settings import setting, settings
 
 from .base import SpikingModel
-from .layers import ADAPTIVE_WINDOW, DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
+from .decision import DecisionLayer, DecisionSpec
+from .layers import ADAPTIVE_WINDOW, HiddenLayer, HiddenSpec
 from .readout import READOUTS, LinearReadout, ReadoutStage
 from .stages import RSTDPStage, STDPStage
 

@@ -13,7 +13,8 @@ import torch.nn as nn
 from spiking import parallel
 from spiking import times as st
 
-from .layers import DecisionLayer, HiddenLayer, Prediction, reward_signal
+from .decision import DecisionLayer, Prediction, reward_signal
+from .layers import HiddenLayer
 
 
 def majority_vote(votes: torch.Tensor, num_classes: int, fallback: int) -> torch.Tensor:

@@ -21,7 +21,8 @@ from spiking.settings import require, setting, settings
 from ._registry import register_model
 from .family import MOZAFARI_CONV1, ConvFamily, FamilyConfig
 from .composite import Branches
-from .layers import MAX_KERNEL, DecisionSpec, HiddenLayer, HiddenSpec
+from .decision import DecisionSpec
+from .layers import MAX_KERNEL, HiddenLayer, HiddenSpec
 
 BRANCH = HiddenSpec(in_channels=75, out_channels=100, kernel_size=3, threshold=50.0, kwta=15,
                     inhibition_radius=1, pad=1)

@@ -35,7 +35,7 @@ from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .base import NetworkModel
-from .layers import Prediction
+from .decision import Prediction
 from .stages import LearnerStage
 
 

@@ -36,7 +36,7 @@ from spiking.settings import MAX_COUNT, setting, settings
 
 from ._registry import register_model
 from .base import NetworkModel
-from .layers import Prediction
+from .decision import Prediction
 from .readout import LinearReadout, ReadoutStage
 from .stages import LearnerStage
 

@@ -19,7 +19,8 @@ from spiking.settings import require, setting, settings
 from ._registry import register_model
 from .family import DEEP_DECISION, MOZAFARI_CONV1, MOZAFARI_CONV2, ConvFamily, FamilyConfig
 from .heads import MajorityHeads
-from .layers import MAX_KERNEL, DecisionLayer, DecisionSpec, HiddenSpec
+from .decision import DecisionLayer, DecisionSpec
+from .layers import MAX_KERNEL, HiddenSpec
 
 
 @settings

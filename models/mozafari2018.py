@@ -20,7 +20,8 @@ from spiking.settings import settings
 
 from ._registry import register_model
 from .family import MOZAFARI_CONV1, MOZAFARI_CONV2, ConvFamily, FamilyConfig
-from .layers import DecisionSpec, HiddenSpec
+from .decision import DecisionSpec
+from .layers import HiddenSpec
 
 
 @settings

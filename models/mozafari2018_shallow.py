@@ -48,7 +48,8 @@ from spiking.settings import MAX_COUNT, setting, settings
 
 from ._registry import register_model
 from .family import ConvFamily, FamilyConfig
-from .layers import HiddenLayer, HiddenSpec, Prediction, draw_dropout, reward_signal
+from .decision import Prediction, draw_dropout, reward_signal
+from .layers import HiddenLayer, HiddenSpec
 from .stages import RSTDPStage
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import Prediction
+from .decision import Prediction
 from .stages import StageBase
 
 READOUTS = ("rstdp", "svm", "logistic")

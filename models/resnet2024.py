@@ -27,7 +27,8 @@ from spiking.settings import require, setting, settings
 from ._registry import register_model
 from .family import DEEP_CONV2, DEEP_CONV3, MOZAFARI_CONV1, ConvFamily, FamilyConfig
 from .composite import Residual
-from .layers import MAX_KERNEL, DecisionSpec, HiddenLayer, HiddenSpec
+from .decision import DecisionSpec
+from .layers import MAX_KERNEL, HiddenLayer, HiddenSpec
 
 
 @settings

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from models.layers import draw_dropout
+from models.decision import draw_dropout
 from test_exact import BATCHES, decision_data, decision_layer, reference_rstdp
 
 

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import models
-from models.layers import DecisionLayer, DecisionSpec, HiddenLayer, HiddenSpec
+from models.decision import DecisionLayer, DecisionSpec
+from models.layers import HiddenLayer, HiddenSpec
 from models.stages import RSTDPStage, STDPStage
 from spiking import functional as sf
 from spiking import times as st

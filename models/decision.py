@@ -1,0 +1,191 @@
+"""Decision layers of the STDP / R-STDP zoo: the R-STDP decision (`DecisionSpec`,
+`DecisionLayer`), the `Prediction` every model returns, and the class scores and reward signal
+the decision layers share (majority heads and deepr's chain build on them, `models.heads`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from spiking import functional as sf
+from spiking import parallel
+from spiking import times as st
+from spiking.layers import Convolution
+from spiking.learning import RSTDP, STDP
+from spiking.sequential import reinforce_sequential_
+from spiking.settings import MAX_COUNT, setting, settings
+from utils import derived_seed
+
+from .layers import MAX_KERNEL, WEIGHT_MEAN, WEIGHT_STD, check_rule, conv_size, pad4
+
+# Mozafari et al. 2018's R-STDP rates and weight bounds
+REWARD_RATES, PUNISH_RATES = (0.004, -0.003), (-0.004, 0.0005)
+DECISION_BOUNDS = (0.2, 0.8)
+
+
+@settings
+class DecisionSpec:
+    """A decision layer: zero-pad by `pad` -> conv with `neurons_per_class * classes` maps ->
+    the neuron with the largest final potential decides (`fire` without threshold, one winner);
+    trained by R-STDP (a reward and a punish rule). `dropout` p > 0: in every training epoch
+    each decision neuron (feature) is left out with probability p (a fresh seeded draw per
+    epoch): it cannot win, so it neither decides nor learns, as if its weights were zero
+    (Mozafari et al. 2018's dropout, which mozafari2018_shallow uses); evaluation uses all."""
+    in_channels: int = setting(1, low=1, high=MAX_COUNT)
+    kernel_size: int = setting(1, low=1, high=MAX_KERNEL)
+    neurons_per_class: int = setting(20, low=1, high=MAX_COUNT)
+    pad: int = setting(0, low=0, high=MAX_KERNEL)
+    reward: tuple = REWARD_RATES
+    punish: tuple = PUNISH_RATES
+    use_stabilizer: bool = False
+    lower_bound: float = DECISION_BOUNDS[0]
+    upper_bound: float = DECISION_BOUNDS[1]
+    weight_mean: float = WEIGHT_MEAN
+    weight_std: float = setting(WEIGHT_STD, low=0)
+    dropout: float = setting(0.0, low=0, high=1)
+
+    def check(self) -> None:
+        check_rule(self.reward, "reward", self.lower_bound, self.upper_bound)
+        check_rule(self.punish, "punish", self.lower_bound, self.upper_bound)
+
+
+def draw_dropout(count: int, p: float, seed: int, *labels) -> torch.Tensor:
+    """Which of `count` features an epoch leaves out: each independently with probability `p`,
+    drawn from `derived_seed(seed, *labels)` (the same on every rank). Bool [count]."""
+    generator = torch.Generator().manual_seed(derived_seed(seed, *labels))
+    return torch.rand(count, generator=generator) < p
+
+
+@dataclass
+class Prediction:
+    """classes [B] (-1 = silence), scores [B, num_classes] (higher = more that class; for ROC AUC),
+    winners [B, 1, 3] (feature, row, col of the deciding neuron, -1 when silent)."""
+    classes: torch.Tensor
+    scores: torch.Tensor
+    winners: torch.Tensor
+
+
+def class_margins(potentials: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class scores of a decision layer: each class's largest final potential minus the largest
+    of the other classes (positive only for the winning class). Raw potentials grow with the
+    input's spike count, so they rank poorly across samples; margins are comparable (ROC AUC).
+
+    Shape: potentials [B, classes * neurons_per_class, H, W] -> [B, classes].
+    """
+    per_class = potentials.shape[1:].numel() // num_classes
+    best = potentials.reshape(potentials.shape[0], num_classes, per_class).amax(dim=2)
+    if num_classes == 1:
+        return best
+    top = best.topk(2, dim=1).values
+    leader = best.argmax(dim=1, keepdim=True)
+    others = torch.where(torch.arange(num_classes, device=best.device) == leader,
+                         top[:, 1:2], top[:, :1])
+    return best - others
+
+
+def reward_signal(decisions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """+1 for a correct decision, -1 for a wrong one, 0 for silence (-1)."""
+    labels = labels.to(decisions.device)
+    return torch.where(decisions < 0, 0, torch.where(decisions == labels, 1, -1))
+
+
+class DecisionLayer(nn.Module):
+    """`DecisionSpec` as a head, reading final maps [B, C, H, W]."""
+    needs = "final"
+
+    def __init__(self, spec: DecisionSpec, num_classes: int, time_steps: int, name: str = "decision"):
+        super().__init__()
+        self.spec, self.num_classes, self.time_steps, self.name = spec, num_classes, time_steps, name
+        self.conv = Convolution(spec.in_channels, spec.neurons_per_class * num_classes,
+                                spec.kernel_size, spec.weight_mean, spec.weight_std)
+        self.rstdp = RSTDP(STDP(self.conv, spec.reward, spec.use_stabilizer, spec.lower_bound, spec.upper_bound),
+                           STDP(self.conv, spec.punish, spec.use_stabilizer, spec.lower_bound, spec.upper_bound))
+        if spec.dropout > 0:
+            # the neurons this training epoch leaves out (`start_epoch`); absent without dropout
+            self.register_buffer("dropped", torch.zeros(self.conv.out_channels, dtype=torch.bool))
+
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        """Draw this training epoch's dropped neurons (with `spec.dropout` > 0)."""
+        if self.spec.dropout > 0:
+            self.dropped.copy_(draw_dropout(len(self.dropped), self.spec.dropout, seed, "dropout", self.name, epoch))
+
+    def _allowed(self) -> torch.Tensor | None:
+        """The neurons that may win while training [F] (None: all)."""
+        dropped = getattr(self, "dropped", None)
+        return None if dropped is None or not bool(dropped.any()) else ~dropped
+
+    def potentials(self, final: torch.Tensor):
+        """(the padded input, for the R-STDP receptive fields; final potentials [B, F, h, w])."""
+        return (F.pad(final, pad4(self.spec.pad)),
+                sf.conv2d(final, self.conv.weight, padding=self.spec.pad))
+
+    def decide(self, potentials: torch.Tensor, training: bool = False) -> Prediction:
+        """The decision on final potentials [B, F, h, w]; `training`: without this epoch's
+        dropped neurons (their potentials count as 0, as zero weights would give)."""
+        allowed = self._allowed() if training else None
+        if allowed is not None:
+            potentials = potentials * allowed.view(1, -1, 1, 1)
+        winners = sf.select_winners(st.decision_scores(potentials, self.time_steps), 1, 0)
+        feature = winners[:, 0, 0]
+        classes = torch.where(feature >= 0, feature // self.spec.neurons_per_class, feature)
+        return Prediction(classes, class_margins(potentials, self.num_classes), winners)
+
+    def predict(self, final: torch.Tensor) -> Prediction:
+        return self.decide(self.potentials(final)[1])
+
+    @torch.no_grad()
+    def reinforce(self, final: torch.Tensor, labels: torch.Tensor, phase: int = 0,
+                  exact: bool = True) -> torch.Tensor:
+        """One R-STDP step: reward correct decisions, punish wrong ones, skip silent ones.
+
+        The output spikes only at the last step, so every input that spiked at all pairs
+        (`pre >= post = 1`); the final map is the pre count. `exact`: sample after sample
+        (`spiking.sequential.reinforce_sequential_`); otherwise all samples decide with the
+        batch's starting weights and their updates are summed. Returns the decisions [B]."""
+        if exact:
+            return self.reinforce_exact(final, labels).classes
+        padded, potentials = self.potentials(final)
+        prediction = self.decide(potentials, training=True)
+        self.learn_from(padded, prediction, reward_signal(prediction.classes, labels))
+        return prediction.classes
+
+    @torch.no_grad()
+    def reinforce_exact(self, final: torch.Tensor, labels: torch.Tensor) -> Prediction:
+        """The sequential R-STDP step; returns each sample's decision as it was made."""
+        with parallel.summed_change(self.conv.weight, self.spec.lower_bound, self.spec.upper_bound):
+            winners, potentials = reinforce_sequential_(self.rstdp, final, labels, self.feature_class(),
+                                                        self.time_steps, self.spec.pad, self._allowed())
+        feature = winners[:, 0, 0]
+        classes = torch.where(feature >= 0, feature // self.spec.neurons_per_class, feature)
+        return Prediction(classes, class_margins(potentials, self.num_classes), winners)
+
+    def feature_class(self) -> torch.Tensor:
+        """The class of every decision feature [F]."""
+        return torch.arange(self.conv.out_channels, device=self.conv.weight.device) // self.spec.neurons_per_class
+
+    def learn_from(self, padded: torch.Tensor, prediction: Prediction, reward: torch.Tensor) -> None:
+        post = torch.ones(padded.shape[0], 1, device=padded.device)
+        self.rstdp.update(padded, post, prediction.winners, reward)
+
+    def adapt(self, hit: float, miss: float, adaptive_min: float, adaptive_int: float) -> None:
+        self.rstdp.adapt(hit, miss, adaptive_min, adaptive_int)
+
+    def rates(self) -> dict:
+        return {"reward_a_plus": float(self.rstdp.reward.a_plus[0]),
+                "punish_a_plus": float(self.rstdp.punish.a_plus[0])}
+
+    def stdp_layers(self) -> list:
+        return []
+
+    def macs(self, shape) -> int:
+        _, height, width = shape
+        k, pad = self.spec.kernel_size, self.spec.pad
+        return self.conv.weight.numel() * conv_size(height, pad, k) * conv_size(width, pad, k)
+
+    def output_shape(self, shape):
+        _, height, width = shape
+        return (self.conv.out_channels,) + tuple(conv_size(s, self.spec.pad, self.spec.kernel_size)
+                                                 for s in (height, width))
