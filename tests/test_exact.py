@@ -22,7 +22,7 @@ BATCHES = (1, 7, 32, 128)
 
 def drive(stage, inputs, labels, batch, epochs=1):
     """The trainer's loop: batches that never straddle a rate change or a window."""
-    decisions, counts = [], []
+    counts = []
     for _ in range(epochs):
         stage.start_epoch(len(inputs))
         position = 0
@@ -198,61 +198,6 @@ def test_rewarded_chain_is_the_same_at_every_batch_size(name, gen):
         assert results[batch][1] == results[1][1]
         for key, value in results[1][0].items():
             assert torch.allclose(results[batch][0][key].float(), value.float(), atol=1e-5, rtol=0), key
-
-
-class _Splits(dict):
-    pass
-
-
-def trainer_for_validation(accuracies, patience, smoothing):
-    """A NetworkTrainer whose validation returns the given accuracies, epoch after epoch."""
-    import numpy as np
-    from network_trainer import NetworkTrainer, TrainConfig
-    model = models.create_model("mozafari2018")
-    config = TrainConfig(epochs=(0, 0, len(accuracies)), patience=patience, smoothing=smoothing,
-                         rank=1)                                    # rank 1 writes no files
-    trainer = NetworkTrainer(model, {}, None, config, {"model": "mozafari2018"})
-    labels = np.zeros(1000, dtype=np.int64)
-    values = iter(accuracies)
-
-    def evaluate(*_, **__):
-        correct = int(round(next(values) * 1000))
-        return labels, np.r_[np.zeros(correct), np.ones(1000 - correct)].astype(np.int64), None
-    trainer.evaluate = evaluate
-    return trainer
-
-
-def run_validations(accuracies, patience, smoothing, hits=None):
-    trainer = trainer_for_validation(accuracies, patience, smoothing)
-    stage = trainer.model.stages[-1]
-    for epoch, _ in enumerate(accuracies):
-        row = {"stage": stage.name, "epoch": epoch + 1, "train_hit": (hits or [0.5] * len(accuracies))[epoch]}
-        stop = trainer._validate(stage, row)
-        trainer.state.history.append(row)
-        if stop:
-            return epoch + 1, trainer.state
-    return None, trainer.state
-
-
-def test_a_lucky_epoch_does_not_stop_a_rising_curve():
-    rising = [0.80 + 0.004 * e for e in range(30)]
-    rising[3] = 0.95                                                # one lucky validation
-    stopped, state = run_validations(rising, patience=5, smoothing=5)
-    assert stopped is None and state.best_epoch == 4                # kept the lucky one, went on
-    stopped, _ = run_validations(rising, patience=5, smoothing=1)
-    assert stopped == 9                                             # the raw rule stops early
-
-
-def test_a_flat_noisy_curve_stops_after_patience_and_keeps_the_best_epoch():
-    flat = [0.90, 0.91, 0.90, 0.92, 0.90, 0.91, 0.90, 0.91, 0.90, 0.91, 0.90, 0.91, 0.90]
-    stopped, state = run_validations(flat, patience=4, smoothing=3)
-    # median of 3: 0.90, 0.905, 0.90, 0.91 (epoch 4), then never above 0.91: stops at epoch 8
-    assert stopped == 8 and state.best_epoch == 4 and state.best_val == pytest.approx(0.92)
-
-
-def test_validation_ties_go_to_the_higher_training_hit_rate():
-    stopped, state = run_validations([0.9, 0.9, 0.9], patience=10, smoothing=1, hits=[0.5, 0.7, 0.6])
-    assert stopped is None and state.best_epoch == 2
 
 
 @pytest.mark.parametrize("name", ["itsadeepizza2023", "tavanaei2017", "tavanaei2017_mnist"])
