@@ -13,6 +13,7 @@ import models
 from checkpoints import check_compatible
 from network_trainer import Split
 from encoding_cache import EncodingCache
+from models.layers import LayoutError
 from s1c1 import encode
 from utils import UserError, derived_seed, resolve_device
 
@@ -119,6 +120,8 @@ def check_input_size(model, dataset) -> None:
     try:
         shape = model.frontend.output_shape(tuple(dataset.train_images.shape[1:]))
         shapes = model.node_shapes(shape)
+    except LayoutError as error:
+        raise UserError(str(error)) from None
     except ValueError as error:
         raise UserError(f"{dataset.name} inputs ({size}) do not fit this model: {error}") from None
     if any(min(s) < 1 for s in shapes):

@@ -122,7 +122,8 @@ def resolve_overrides(config, overrides: dict[str, Any]) -> dict[str, Any]:
             try:
                 result[key] = dataclasses.replace(base, **resolve_overrides(base, nested[key]))
             except ValueError as error:     # name the group: "conv1.kwta must be >= 1, got 0"
-                raise ValueError(f"{key}.{error}") from None
+                named = str(error).split(" ")[0] in {f.name for f in dataclasses.fields(base)}
+                raise ValueError(f"{key}.{error}" if named else f"{key}: {error}") from None
         else:
             result[key] = _coerce(key, current, top[key])
     return result

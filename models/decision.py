@@ -19,7 +19,7 @@ from spiking.sequential import reinforce_sequential_
 from spiking.settings import MAX_COUNT, setting, settings
 from utils import derived_seed
 
-from .layers import MAX_KERNEL, WEIGHT_MEAN, WEIGHT_STD, check_rule, conv_size, pad4
+from .layers import MAX_KERNEL, WEIGHT_MEAN, WEIGHT_STD, check_input_maps, check_rule, conv_size, pad4
 
 # Mozafari et al. 2018's R-STDP rates and weight bounds
 REWARD_RATES, PUNISH_RATES = (0.004, -0.003), (-0.004, 0.0005)
@@ -186,6 +186,7 @@ class DecisionLayer(nn.Module):
         return self.conv.weight.numel() * conv_size(height, pad, k) * conv_size(width, pad, k)
 
     def output_shape(self, shape):
+        check_input_maps(self.name, self.spec.in_channels, shape)
         _, height, width = shape
         return (self.conv.out_channels,) + tuple(conv_size(s, self.spec.pad, self.spec.kernel_size)
                                                  for s in (height, width))

@@ -91,6 +91,18 @@ def conv_size(size: int, pad: int, kernel: int) -> int:
     return size + 2 * pad - kernel + 1
 
 
+class LayoutError(ValueError):
+    """Layers whose settings do not fit together (a `--set` of one layer's maps without the
+    next layer's `in_channels`), found from the node shapes before any work."""
+
+
+def check_input_maps(name: str, expected: int, shape) -> None:
+    """Refuse an input node of another number of maps than the layer's kernels read."""
+    if shape[0] != expected:
+        raise LayoutError(f"{name} reads {expected} input maps, but its input has {shape[0]} "
+                         f"(set its in_channels to {shape[0]})")
+
+
 class HiddenLayer(nn.Module):
     """`HiddenSpec` as a block. Node shapes: [B, C, H, W] -> pooled [B, F, H'', W'']."""
 
@@ -296,6 +308,7 @@ class HiddenLayer(nn.Module):
         return self.conv.weight.numel() * conv_size(height, pad, k) * conv_size(width, pad, k)
 
     def output_shape(self, shape):
+        check_input_maps(self.name, self.spec.in_channels, shape)
         _, height, width = shape
         height, width = (conv_size(s, self.spec.pad, self.spec.kernel_size) for s in (height, width))
         if self.spec.pool > 1:

@@ -130,6 +130,12 @@ def test_the_reported_set_and_readout_crashes_are_one_line_errors_or_work(tmp_pa
     expect_error(capsys, base + ["--set", "conv1.kwta=0"], "conv1.kwta must be >= 1, got 0")
     expect_error(capsys, base + ["--set", "conv1.threshold=-5"], "conv1.threshold must be >= 0, got -5.0")
     expect_error(capsys, base + ["--set", "frontend.time_steps=300"], "frontend.time_steps must be <= 254")
+    expect_error(capsys, base + ["--set", "decision.upper_bound=0.1"], "decision: the weight bounds must satisfy")
+    # one layer's maps changed without the next layer's in_channels: found before any work
+    expect_error(capsys, base + ["--set", "conv2.out_channels=100"],
+                 "decision reads 250 input maps, but its input has 100 (set its in_channels to 100)")
+    expect_error(capsys, base + ["--set", "conv2.in_channels=7"], "conv2 reads 7 input maps, but its input has 30")
+    expect_error(capsys, base + ["--model", "inception2024", "--set", "branch.in_channels=30"], "reads 30 input maps")
     expect_error(capsys, base + ["--model", "lagacherie2024", "--readout", "rstdp"], "no R-STDP decision layer")
     metrics = train.main(base + ["--model", "lagacherie2024", "--set", "readout_C=0.5", "--dry-run",
                                  "--run-name", "lagacherie"])
