@@ -74,7 +74,7 @@ def check_same_model(payload: dict, model, model_name: str, what: str = "checkpo
 
 def _with_new_settings(theirs: dict, ours: dict) -> dict:
     """A checkpoint's hyperparameters with the settings added since it was written taken from
-    `ours` (a model built from the checkpoint's own overrides holds them at their defaults)."""
+    `ours` (a model rebuilt from the checkpoint's record holds them at their defaults)."""
     merged = dict(theirs)
     for key, value in ours.items():
         if key not in merged:

@@ -95,10 +95,12 @@ def readout_choice(kind, C):
     return None if kind is None and C is None else models.ReadoutChoice(kind, C)
 
 
-def build_model(name: str, num_classes: int, settings: dict, choice, dataset=None):
-    """`models.create_model` with a bad setting or readout reported in one line."""
+def build_model(name: str, num_classes: int, settings: dict, choice, dataset=None, keep_none: bool = False):
+    """`models.create_model` with a bad setting or readout reported in one line (`keep_none`:
+    the settings are a record's, whose None values are values)."""
     try:
-        return models.create_model(name, num_classes=num_classes, readout_choice=choice, settings=settings)
+        return models.create_model(name, num_classes=num_classes, readout_choice=choice, settings=settings,
+                                   keep_none=keep_none)
     except (ValueError, TypeError) as error:
         if dataset is not None and dataset.model_settings and not _takes(name, dataset.model_settings):
             needs = ", ".join(f"{k}={v}" for k, v in dataset.model_settings.items())
@@ -149,7 +151,10 @@ def restore_model(payload: dict):
         # checkpoints written before readout choices were kept apart from the settings
         choice = {"kind": overrides.pop("readout", None), "C": overrides.pop("readout_C", None)}
     choice = readout_choice(**choice) if choice else None
-    model = build_model(name, payload.get("num_classes"), pinned_settings(name, payload, overrides, payload.get("num_classes")), choice)
+    if not isinstance(payload.get("num_classes"), int) or payload["num_classes"] < 1:
+        raise UserError(f"checkpoint has no valid number of classes ({payload.get('num_classes')!r})")
+    model = build_model(name, payload["num_classes"], pinned_settings(name, payload, overrides, payload["num_classes"]),
+                        choice, keep_none=bool(payload.get("hyperparameters")))
     check_compatible(payload, model, name)
     model.load_state_dict(payload["state_dict"])
     return model

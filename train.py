@@ -248,7 +248,8 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
     choice = readout_choice(config.readout, None if side else config.readout_c)
     if resuming:        # the model as the run recorded it, whatever today's defaults are
         overrides = pinned_settings(config.model, recorded, overrides, dataset.num_classes)
-    model = build_model(config.model, dataset.num_classes, overrides, choice, dataset)
+    model = build_model(config.model, dataset.num_classes, overrides, choice, dataset,
+                        keep_none=resuming and bool(recorded.get("hyperparameters")))
     check_input_size(model, dataset)
     serial = [s.name for s in model.stages if not s.data_parallel]
     if world > 1 and serial:
@@ -381,7 +382,8 @@ def _evaluate_only(checkpoint, config, runtime, device, log) -> dict:
     run = RunDirectory.create(runtime.out_dir, runtime.run_name or "eval-" + default_run_name(name, dataset.slug))
     atomic_write_json(run.file("config.json"), {**run_config.to_json(config, runtime),
                                                  "checkpoint": os.path.abspath(checkpoint),
-                                                 "model": name, "dataset": summary,
+                                                 "model": name, "hyperparameters": model.hyperparameters(),
+                                                 "dataset": summary,
                                                  "versions": package_versions(), "git_commit": git_commit()})
     # the training run drew the learned features already
     trainer_config = TrainConfig(epochs=(0,) * len(model.stages), activation_maps=config.activation_maps,

@@ -54,7 +54,7 @@ def main(argv=None) -> list[dict]:
     # the run's model as it was trained (whatever today's defaults), then --set
     settings = {**pinned_settings(saved.model, payload, payload.get("overrides") or {}, dataset.num_classes),
                 **parse_settings(args.settings)}
-    model = build_model(saved.model, dataset.num_classes, settings, None)
+    model = build_model(saved.model, dataset.num_classes, settings, None, keep_none=True)
     stages = {stage.name: stage for stage in model.stages}
     if args.layer not in stages or stages[args.layer].kind != "stdp":
         raise SystemExit(f"{args.layer} is not an STDP layer of {saved.model}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 from typing import Any, Callable
@@ -24,8 +25,9 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, num_classes: int = 10, *, readout_choice=None, settings: dict | None = None,
-                 **more_settings):
-    """Build a registered model; `None` settings are dropped so model defaults stay in force.
+                 keep_none: bool = False, **more_settings):
+    """Build a registered model; `None` settings are dropped so model defaults stay in force
+    (`keep_none`: they set the field to None, as a recorded `recorded_settings` value does).
 
     `settings` (and keyword `more_settings`) set fields of the model's config dataclass; a dotted
     key reaches into a nested one (`{"conv1.threshold": 20}`, `{"frontend.time_steps": 30}`).
@@ -42,7 +44,7 @@ def create_model(name: str, num_classes: int = 10, *, readout_choice=None, setti
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
     factory = _MODELS[name]
-    settings = {k: v for k, v in {**(settings or {}), **more_settings}.items() if v is not None}
+    settings = {k: v for k, v in {**(settings or {}), **more_settings}.items() if keep_none or v is not None}
     extra = {}
     if settings or readout_choice is not None:
         # the defaults come from a probe built without consuming the caller's seeded RNG, so
@@ -90,12 +92,18 @@ def recorded_settings(name: str, hyperparameters: dict, num_classes: int = 10) -
 
 def setting_changes(name: str, hyperparameters: dict, num_classes: int = 10) -> dict[str, Any]:
     """The recorded settings (`recorded_settings`) that differ from model `name`'s defaults
-    today, values as JSON holds them: what a run changed, or what a default has changed since."""
+    today, values as JSON holds them: what a run changed, or what a default has changed since.
+    The schedule's defaults (`default_epochs`, ...) are left out: a run records what it ran."""
+    ours = _default_settings(name, num_classes)
+    return {key: value for key, value in recorded_settings(name, hyperparameters, num_classes).items()
+            if ours.get(key) != value and not key.startswith("default_")}
+
+
+@functools.lru_cache(maxsize=None)
+def _default_settings(name: str, num_classes: int) -> dict[str, Any]:
     with torch.random.fork_rng(devices=[]):
         defaults = json.loads(json.dumps(_MODELS[name](num_classes=num_classes).hyperparameters()))
-    ours = recorded_settings(name, defaults, num_classes)
-    return {key: value for key, value in recorded_settings(name, hyperparameters, num_classes).items()
-            if ours.get(key) != value}
+    return recorded_settings(name, defaults, num_classes)
 
 
 def resolve_overrides(config, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -130,8 +138,8 @@ def resolve_overrides(config, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _coerce(key: str, current: Any, value: Any) -> Any:
-    if current is None or dataclasses.is_dataclass(value):
-        return value
+    if current is None or value is None or dataclasses.is_dataclass(value):
+        return value        # None only arrives from a record (`keep_none`); the checks judge it
     if dataclasses.is_dataclass(current):
         names = ", ".join(f"{key}.{f.name}" for f in dataclasses.fields(current))
         raise ValueError(f"setting {key!r} is a group; set one of its fields: {names}")

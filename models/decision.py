@@ -96,9 +96,11 @@ class DecisionLayer(nn.Module):
     """`DecisionSpec` as a head, reading final maps [B, C, H, W]."""
     needs = "final"
 
-    def __init__(self, spec: DecisionSpec, num_classes: int, time_steps: int, name: str = "decision"):
+    def __init__(self, spec: DecisionSpec, num_classes: int, time_steps: int, name: str = "decision",
+                 setting: str | None = None):
         super().__init__()
         self.spec, self.num_classes, self.time_steps, self.name = spec, num_classes, time_steps, name
+        self.setting = setting or name      # the config group that sets it (for error messages)
         self.conv = Convolution(spec.in_channels, spec.neurons_per_class * num_classes,
                                 spec.kernel_size, spec.weight_mean, spec.weight_std)
         self.rstdp = RSTDP(STDP(self.conv, spec.reward, spec.use_stabilizer, spec.lower_bound, spec.upper_bound),
@@ -186,7 +188,7 @@ class DecisionLayer(nn.Module):
         return self.conv.weight.numel() * conv_size(height, pad, k) * conv_size(width, pad, k)
 
     def output_shape(self, shape):
-        check_input_maps(self.name, self.spec.in_channels, shape)
+        check_input_maps(self.name, self.setting, self.spec.in_channels, shape)
         _, height, width = shape
         return (self.conv.out_channels,) + tuple(conv_size(s, self.spec.pad, self.spec.kernel_size)
                                                  for s in (height, width))

@@ -52,7 +52,7 @@ class Inception2024(ConvFamily):
     def add_head(self, config, num_classes: int) -> None:
         smallest = min(config.branch_kernels)
         branches = [HiddenLayer(dataclasses.replace(config.branch, kernel_size=k), self.time_steps,
-                                f"conv3{'abc'[i]}") for i, k in enumerate(config.branch_kernels)]
+                                f"conv3{'abc'[i]}", "branch") for i, k in enumerate(config.branch_kernels)]
         out_pads = [(k - smallest) // 2 for k in config.branch_kernels]   # to the k3 output size
         self.add_block(Branches(branches, out_pads, config.branch_pool, self.time_steps))
         super().add_head(config, num_classes)

@@ -96,19 +96,21 @@ class LayoutError(ValueError):
     next layer's `in_channels`), found from the node shapes before any work."""
 
 
-def check_input_maps(name: str, expected: int, shape) -> None:
-    """Refuse an input node of another number of maps than the layer's kernels read."""
+def check_input_maps(name: str, setting: str, expected: int, shape) -> None:
+    """Refuse an input node of another number of maps than the layer's kernels read; `setting`:
+    the config group that sets the layer (inception's conv3a..c: "branch")."""
     if shape[0] != expected:
         raise LayoutError(f"{name} reads {expected} input maps, but its input has {shape[0]} "
-                         f"(set its in_channels to {shape[0]})")
+                          f"(--set {setting}.in_channels={shape[0]})")
 
 
 class HiddenLayer(nn.Module):
     """`HiddenSpec` as a block. Node shapes: [B, C, H, W] -> pooled [B, F, H'', W'']."""
 
-    def __init__(self, spec: HiddenSpec, time_steps: int, name: str):
+    def __init__(self, spec: HiddenSpec, time_steps: int, name: str, setting: str | None = None):
         super().__init__()
         self.spec, self.time_steps, self.name = spec, time_steps, name
+        self.setting = setting or name      # the config group that sets it (for error messages)
         self.conv = Convolution(spec.in_channels, spec.out_channels, spec.kernel_size,
                                 spec.weight_mean, spec.weight_std)
         self.stdp = STDP(self.conv, spec.learning_rate, spec.use_stabilizer,
@@ -308,7 +310,7 @@ class HiddenLayer(nn.Module):
         return self.conv.weight.numel() * conv_size(height, pad, k) * conv_size(width, pad, k)
 
     def output_shape(self, shape):
-        check_input_maps(self.name, self.spec.in_channels, shape)
+        check_input_maps(self.name, self.setting, self.spec.in_channels, shape)
         _, height, width = shape
         height, width = (conv_size(s, self.spec.pad, self.spec.kernel_size) for s in (height, width))
         if self.spec.pool > 1:

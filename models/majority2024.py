@@ -42,7 +42,7 @@ class Majority2024Config(FamilyConfig):
 class Majority2024(ConvFamily):
     def add_head(self, config, num_classes: int) -> None:
         heads = [DecisionLayer(dataclasses.replace(config.head, kernel_size=k), num_classes, self.time_steps,
-                               f"decision_k{k}") for k in config.head_kernels]
+                               f"decision_k{k}", "head") for k in config.head_kernels]
         self.add_block(MajorityHeads(heads, config.fallback_head))
 
 

@@ -133,9 +133,12 @@ def test_the_reported_set_and_readout_crashes_are_one_line_errors_or_work(tmp_pa
     expect_error(capsys, base + ["--set", "decision.upper_bound=0.1"], "decision: the weight bounds must satisfy")
     # one layer's maps changed without the next layer's in_channels: found before any work
     expect_error(capsys, base + ["--set", "conv2.out_channels=100"],
-                 "decision reads 250 input maps, but its input has 100 (set its in_channels to 100)")
+                 "decision reads 250 input maps, but its input has 100 (--set decision.in_channels=100)")
     expect_error(capsys, base + ["--set", "conv2.in_channels=7"], "conv2 reads 7 input maps, but its input has 30")
-    expect_error(capsys, base + ["--model", "inception2024", "--set", "branch.in_channels=30"], "reads 30 input maps")
+    expect_error(capsys, base + ["--model", "inception2024", "--set", "conv2.out_channels=100"],
+                 "conv3a reads 75 input maps, but its input has 100 (--set branch.in_channels=100)")
+    expect_error(capsys, base + ["--model", "majority2024", "--set", "conv2.out_channels=100"],
+                 "decision_k3 reads 250 input maps, but its input has 100 (--set head.in_channels=100)")
     expect_error(capsys, base + ["--model", "lagacherie2024", "--readout", "rstdp"], "no R-STDP decision layer")
     metrics = train.main(base + ["--model", "lagacherie2024", "--set", "readout_C=0.5", "--dry-run",
                                  "--run-name", "lagacherie"])

@@ -282,11 +282,14 @@ def changed_default(monkeypatch):
     def mozafari2018(num_classes=10, readout=None, **overrides):
         model = original(num_classes, readout)
         conv2 = dataclasses.replace(model.config.conv2, threshold=model.config.conv2.threshold + 3)
-        return original(num_classes, readout, **{"conv2": conv2, **overrides})
+        # a None default made explicit (the same pooling): a recorded None must stay None
+        conv1 = dataclasses.replace(model.config.conv1, pool_stride=model.config.conv1.pool)
+        return original(num_classes, readout, **{"conv1": conv1, "conv2": conv2, **overrides})
 
     def change():
         monkeypatch.setitem(_registry._MODELS, "mozafari2018", mozafari2018)
         assert models.create_model("mozafari2018").config.conv2.threshold != original().config.conv2.threshold
+        assert original().config.conv1.pool_stride is None
     return change
 
 
