@@ -19,7 +19,8 @@ from spiking.sequential import reinforce_sequential_
 from spiking.settings import MAX_COUNT, setting, settings
 from utils import derived_seed
 
-from .layers import MAX_KERNEL, WEIGHT_MEAN, WEIGHT_STD, check_input_maps, check_rule, conv_size, pad4
+from .layers import (MAX_KERNEL, WEIGHT_MEAN, WEIGHT_STD, check_input_maps, check_rule, conv_macs, conv_size,
+                     pad4)
 
 # Mozafari et al. 2018's R-STDP rates and weight bounds
 REWARD_RATES, PUNISH_RATES = (0.004, -0.003), (-0.004, 0.0005)
@@ -183,9 +184,7 @@ class DecisionLayer(nn.Module):
         return []
 
     def macs(self, shape) -> int:
-        _, height, width = shape
-        k, pad = self.spec.kernel_size, self.spec.pad
-        return self.conv.weight.numel() * conv_size(height, pad, k) * conv_size(width, pad, k)
+        return conv_macs(self.conv.weight, self.spec.pad, self.spec.kernel_size, shape)
 
     def output_shape(self, shape):
         check_input_maps(self.name, self.setting, self.spec.in_channels, shape)

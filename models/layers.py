@@ -91,6 +91,12 @@ def conv_size(size: int, pad: int, kernel: int) -> int:
     return size + 2 * pad - kernel + 1
 
 
+def conv_macs(weight: torch.Tensor, pad: int, kernel: int, shape) -> int:
+    """Multiply-adds of one convolution by `weight` on an input of `shape` [C, H, W]."""
+    _, height, width = shape
+    return weight.numel() * conv_size(height, pad, kernel) * conv_size(width, pad, kernel)
+
+
 class LayoutError(ValueError):
     """Layers whose settings do not fit together (a `--set` of one layer's maps without the
     next layer's `in_channels`), found from the node shapes before any work."""
@@ -305,9 +311,7 @@ class HiddenLayer(nn.Module):
 
     def macs(self, shape) -> int:
         """Multiply-adds of one convolution of this layer on an input of `shape` [C, H, W]."""
-        _, height, width = shape
-        k, pad = self.spec.kernel_size, self.spec.pad
-        return self.conv.weight.numel() * conv_size(height, pad, k) * conv_size(width, pad, k)
+        return conv_macs(self.conv.weight, self.spec.pad, self.spec.kernel_size, shape)
 
     def output_shape(self, shape):
         check_input_maps(self.name, self.setting, self.spec.in_channels, shape)
