@@ -131,13 +131,16 @@ def check_input_size(model, dataset) -> None:
         raise UserError(f"{dataset.name} inputs ({size}) are too small for this model: node shapes {sizes}")
 
 
-def pinned_settings(name: str, record: dict, overrides: dict, num_classes: int) -> dict:
-    """The settings that rebuild a recorded model (a checkpoint, or a run's config.json) as it
-    was trained, so that a model default changed since then does not change it: its recorded
-    hyperparameters, or its overrides when the record predates them."""
+def build_recorded(name: str, num_classes: int, record: dict, overrides: dict, choice, dataset=None,
+                   more: dict | None = None):
+    """`build_model` of a recorded model (a checkpoint, or a run's config.json) as it was
+    trained, so that a model default changed since then does not change it: from its recorded
+    hyperparameters (whose None values are values), or from its overrides when the record
+    predates them; `more`: settings on top (bench/layer_study.py's --set)."""
     if not record.get("hyperparameters"):
-        return overrides
-    return models.recorded_settings(name, record["hyperparameters"], num_classes)
+        return build_model(name, num_classes, {**overrides, **(more or {})}, choice, dataset)
+    settings = {**models.recorded_settings(name, record["hyperparameters"], num_classes), **(more or {})}
+    return build_model(name, num_classes, settings, choice, dataset, keep_none=True)
 
 
 def restore_model(payload: dict):
@@ -153,8 +156,7 @@ def restore_model(payload: dict):
     choice = readout_choice(**choice) if choice else None
     if not isinstance(payload.get("num_classes"), int) or payload["num_classes"] < 1:
         raise UserError(f"checkpoint has no valid number of classes ({payload.get('num_classes')!r})")
-    model = build_model(name, payload["num_classes"], pinned_settings(name, payload, overrides, payload["num_classes"]),
-                        choice, keep_none=bool(payload.get("hyperparameters")))
+    model = build_recorded(name, payload["num_classes"], payload, overrides, choice)
     check_compatible(payload, model, name)
     model.load_state_dict(payload["state_dict"])
     return model

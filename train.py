@@ -21,7 +21,7 @@ import models
 import run_config
 from checkpoints import load_checkpoint, take_stages
 from network_trainer import NetworkTrainer, TrainConfig
-from pipeline import (build_model, check_input_size, pinned_settings, prepare_splits, readout_choice,
+from pipeline import (build_model, build_recorded, check_input_size, prepare_splits, readout_choice,
                       restore_model)
 from run_config import parse_settings
 from run_folder import RunDirectory, default_run_name
@@ -247,9 +247,9 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
     side = config.also_readout and config.readout in (None, "rstdp")
     choice = readout_choice(config.readout, None if side else config.readout_c)
     if resuming:        # the model as the run recorded it, whatever today's defaults are
-        overrides = pinned_settings(config.model, recorded, overrides, dataset.num_classes)
-    model = build_model(config.model, dataset.num_classes, overrides, choice, dataset,
-                        keep_none=resuming and bool(recorded.get("hyperparameters")))
+        model = build_recorded(config.model, dataset.num_classes, recorded, overrides, choice, dataset)
+    else:
+        model = build_model(config.model, dataset.num_classes, overrides, choice, dataset)
     check_input_size(model, dataset)
     serial = [s.name for s in model.stages if not s.data_parallel]
     if world > 1 and serial:

@@ -41,7 +41,7 @@ def main(argv=None) -> list[dict]:
     from checkpoints import load_checkpoint, take_stages
     from diagnostics import fit_probe
     from network_trainer import run_epoch
-    from pipeline import build_model, pinned_settings, prepare_splits
+    from pipeline import build_recorded, prepare_splits
     from run_config import RunConfig, Runtime, from_json, parse_settings
     from spiking import times as st
     from utils import derived_seed, seed_everything
@@ -52,9 +52,8 @@ def main(argv=None) -> list[dict]:
     seed_everything(saved.seed)
     dataset = data.load_dataset(saved.dataset, args.data_root, download=False)
     # the run's model as it was trained (whatever today's defaults), then --set
-    settings = {**pinned_settings(saved.model, payload, payload.get("overrides") or {}, dataset.num_classes),
-                **parse_settings(args.settings)}
-    model = build_model(saved.model, dataset.num_classes, settings, None, keep_none=True)
+    model = build_recorded(saved.model, dataset.num_classes, payload, payload.get("overrides") or {}, None,
+                           more=parse_settings(args.settings))
     stages = {stage.name: stage for stage in model.stages}
     if args.layer not in stages or stages[args.layer].kind != "stdp":
         raise SystemExit(f"{args.layer} is not an STDP layer of {saved.model}")

@@ -47,10 +47,7 @@ def create_model(name: str, num_classes: int = 10, *, readout_choice=None, setti
     settings = {k: v for k, v in {**(settings or {}), **more_settings}.items() if keep_none or v is not None}
     extra = {}
     if settings or readout_choice is not None:
-        # the defaults come from a probe built without consuming the caller's seeded RNG, so
-        # the real model's weights are the ones a seeded run without settings would draw
-        with torch.random.fork_rng(devices=[]):
-            defaults = factory(num_classes=num_classes).config
+        defaults = _default_config(factory, num_classes)
         names = {f.name for f in dataclasses.fields(defaults)}
         if readout_choice is not None and "readout" in names:
             if readout_choice.kind == "rstdp":
@@ -73,8 +70,6 @@ def recorded_settings(name: str, hyperparameters: dict, num_classes: int = 10) -
     config fields (a family model's readout, chosen by its `ReadoutChoice`) are left out."""
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
-    with torch.random.fork_rng(devices=[]):
-        defaults = _MODELS[name](num_classes=num_classes).config
 
     def walk(config, record: dict, prefix: str) -> dict:
         found = {}
@@ -87,23 +82,26 @@ def recorded_settings(name: str, hyperparameters: dict, num_classes: int = 10) -
             else:
                 found[prefix + field.name] = value
         return found
-    return walk(defaults, hyperparameters, "")
+    return walk(_default_config(_MODELS[name], num_classes), hyperparameters, "")
 
 
 def setting_changes(name: str, hyperparameters: dict, num_classes: int = 10) -> dict[str, Any]:
     """The recorded settings (`recorded_settings`) that differ from model `name`'s defaults
     today, values as JSON holds them: what a run changed, or what a default has changed since.
     The schedule's defaults (`default_epochs`, ...) are left out: a run records what it ran."""
-    ours = _default_settings(name, num_classes)
+    defaults = json.loads(json.dumps(dataclasses.asdict(_default_config(_MODELS[name], num_classes))))
+    ours = recorded_settings(name, defaults, num_classes)
     return {key: value for key, value in recorded_settings(name, hyperparameters, num_classes).items()
             if ours.get(key) != value and not key.startswith("default_")}
 
 
 @functools.lru_cache(maxsize=None)
-def _default_settings(name: str, num_classes: int) -> dict[str, Any]:
+def _default_config(factory: Callable, num_classes: int):
+    """A factory's default config (frozen), from a probe model built once and without
+    consuming the caller's seeded RNG, so a seeded model's weights are the ones a run without
+    settings would draw. Keyed by the factory itself: a replaced factory gets its own."""
     with torch.random.fork_rng(devices=[]):
-        defaults = json.loads(json.dumps(_MODELS[name](num_classes=num_classes).hyperparameters()))
-    return recorded_settings(name, defaults, num_classes)
+        return factory(num_classes=num_classes).config
 
 
 def resolve_overrides(config, overrides: dict[str, Any]) -> dict[str, Any]:
