@@ -99,7 +99,9 @@ class S1C1(nn.Module):
 def as_image_batch(images) -> torch.Tensor:
     """uint8 [N, H, W] / [N, C, H, W] (0..255) or float in [0, 1] -> float [N, C, H, W] in [0, 1];
     tabular features [N, F] are returned as float, unscaled."""
-    images = torch.as_tensor(np.asarray(images))
+    array = np.asarray(images)
+    # a read-only array (a memory-mapped dataset) is copied: torch cannot wrap it safely
+    images = torch.as_tensor(array if array.flags.writeable else array.copy())
     if images.dim() == 2:
         return images.float()
     if images.dim() == 3:

@@ -62,10 +62,12 @@ def export_and_compare(model, times, tmp_path, name):
 @pytest.mark.parametrize("name", ["mozafari2018", "deep2024", "deeper2024", "deepr2024", "kheradpisheh2018"])
 def test_exported_graphs_decide_as_the_tool(name, tmp_path):
     torch.manual_seed(0)
-    layers = models.create_model(name).config.LAYERS + (("conv3",) if name == "deepr2024" else ())
+    layers = models.create_model(name).config.LAYERS + {"deepr2024": ("conv3",), "deeper2024": ("conv4",)}.get(name, ())
     # every layer calibrated to 30 % activity (untrained weights fire nearly everywhere), so
-    # the calibrated thresholds are exported too
+    # the calibrated thresholds are exported too; deeper2024 without its skip around conv4
     settings = {f"{layer}.target_activity": 0.3 for layer in layers}
+    if name == "deeper2024":
+        settings.update({"merge": "none", "decision.in_channels": 200})
     model = models.create_model(name, num_classes=4, settings={"frontend.time_steps": 8, **settings})
     model.eval()
     images = (torch.rand(24, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.9).float()
@@ -92,7 +94,7 @@ def test_exported_graphs_decide_as_the_tool(name, tmp_path):
     assert len(set(expected.tolist())) > 1      # the decisions differ between images
 
 
-@pytest.mark.parametrize("name", ["resnet2024", "inception2024", "majority2024", "tavanaei2017"])
+@pytest.mark.parametrize("name", ["resnet2024", "deeper2024", "inception2024", "majority2024", "tavanaei2017"])
 def test_models_without_an_exact_export_are_refused_in_one_line(name):
     model = models.create_model(name)
     with pytest.raises(UserError, match="(has no exact NIR export|covers the conv)"):

@@ -19,7 +19,7 @@ SHAPES = {   # node shapes on MNIST, spec section 5 and the seed's verified tabl
     "deepr2024_greedy": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (200, 2, 2)],
     "inception2024": [(6, 28, 28), (30, 14, 14), (75, 7, 7), (300, 2, 2), (200, 2, 2)],
     "majority2024": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
-    "deeper2024": [(6, 28, 28), (30, 15, 15), (150, 7, 7), (250, 7, 7), (200, 3, 3), (100, 3, 3)],
+    "deeper2024": [(6, 28, 28), (30, 15, 15), (150, 7, 7), (250, 7, 7), (450, 3, 3), (200, 3, 3)],
     "resnet2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (400, 2, 2), (200, 3, 3)],
     "kheradpisheh2018": [(2, 28, 28), (32, 15, 15), (150, 9, 9), (10, 1, 1)],
     "chevalier2019": [(784,), (100,), (10,)],
@@ -274,6 +274,24 @@ def test_residual_merges(merge, gen):
     final = st.final_map(times, 15)
     assert torch.equal(block.forward_final(final), st.final_map(block.forward_times(times), 15))
     assert block.output_shape((150, 7, 7)) == (channels, 2, 2)
+
+
+@pytest.mark.parametrize("merge", ["concat", "none"])
+def test_deeper2024_conv4_with_and_without_its_skip(merge, gen):
+    from spiking import times as st
+    channels = 450 if merge == "concat" else 200
+    model = models.create_model("deeper2024", settings={"merge": merge, "decision.in_channels": channels})
+    block = model.blocks[3]
+    conv4 = block.main if merge == "concat" else block
+    assert [layer.name for b in model.blocks[:4] for layer in b.stdp_layers()] == ["conv1", "conv2", "conv3", "conv4"]
+    assert conv4.spec.pool == (1 if merge == "concat" else 2)     # with a skip, the block pools
+    times = random_times(2, 250, 7, 7, 15, never=0.5, generator=gen)
+    fired = conv4.fire_times(times)
+    merged = torch.cat([fired, times], dim=1) if merge == "concat" else fired
+    assert torch.equal(block.forward_times(times), st.pool_times(merged, 2))
+    assert block.output_shape((250, 7, 7)) == (channels, 3, 3)
+    with pytest.raises(ValueError, match=f"set decision.in_channels={channels}"):
+        models.create_model("deeper2024", settings={"merge": merge, "decision.in_channels": 300})
 
 
 def test_checkpoints_written_before_a_setting_existed_still_load():
