@@ -67,7 +67,9 @@ def recorded_settings(name: str, hyperparameters: dict, num_classes: int = 10) -
     its `hyperparameters()` after a JSON round trip), whatever today's defaults are: every
     config field the record holds, nested groups by their fields ({"conv1.threshold": 15, ...}).
     Fields added since the record was written keep their defaults; recorded keys that are not
-    config fields (a family model's readout, chosen by its `ReadoutChoice`) are left out."""
+    config fields (a family model's readout, chosen by its `ReadoutChoice`) are left out. A
+    field added since, whose setting names an `absent` value (`spiking.settings.setting`), takes
+    that value: what the recorded run computed before the field existed."""
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
 
@@ -75,6 +77,8 @@ def recorded_settings(name: str, hyperparameters: dict, num_classes: int = 10) -
         found = {}
         for field in dataclasses.fields(config):
             if field.name not in record:
+                if "absent" in field.metadata:
+                    found[prefix + field.name] = field.metadata["absent"]
                 continue
             current, value = getattr(config, field.name), record[field.name]
             if dataclasses.is_dataclass(current) and isinstance(value, dict):

@@ -52,7 +52,7 @@ class Deeper2024Config(FamilyConfig):
     conv3: HiddenSpec = dataclasses.replace(DEEP_CONV3, pool=1)
     conv4: HiddenSpec = HiddenSpec(in_channels=250, out_channels=200, kernel_size=3, threshold=128.0,
                                    kwta=20, inhibition_radius=1, pad=1, pool=2)
-    merge: str = setting("concat", choices=Residual.MERGES)
+    merge: str = setting("concat", choices=Residual.MERGES, absent="none")     # runs before the skip: none
     skip_threshold: float = setting(0.0, low=0)
     decision: DecisionSpec = dataclasses.replace(DEEP_DECISION, in_channels=450)
     default_epochs: tuple = (2, 4, 4, 4, 100)

@@ -25,10 +25,16 @@ MAX_COUNT = 4096            # maps, neurons, winners, kernel sizes, pads: far ab
 MAX_TIME_STEPS = 254        # spike times are uint8 and T itself means "never"
 
 
-def setting(default=dataclasses.MISSING, *, low=None, high=None, above=None, choices=None):
+def setting(default=dataclasses.MISSING, *, low=None, high=None, above=None, choices=None,
+            absent=dataclasses.MISSING):
     """A dataclass field with its accepted values (see the module docstring); without a
-    default, a required one."""
-    return dataclasses.field(default=default, metadata={"low": low, "high": high, "above": above, "choices": choices})
+    default, a required one. `absent`: for a setting added after runs were recorded whose
+    default differs from what those runs computed, the value that reproduces them (a record
+    without the field is read as holding it; `models.recorded_settings`)."""
+    metadata = {"low": low, "high": high, "above": above, "choices": choices}
+    if absent is not dataclasses.MISSING:
+        metadata["absent"] = absent
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def settings(cls):

@@ -294,6 +294,20 @@ def test_deeper2024_conv4_with_and_without_its_skip(merge, gen):
         models.create_model("deeper2024", settings={"merge": merge, "decision.in_channels": 300})
 
 
+def test_a_run_recorded_before_a_setting_existed_is_rebuilt_as_it_ran():
+    import json
+    # deeper2024 recorded before `merge` existed: conv4 alone, its decision reading 200 maps
+    earlier = {"merge": "none", "decision.in_channels": 200, "decision.kernel_size": 3, "decision.pad": 1}
+    record = json.loads(json.dumps(models.create_model("deeper2024", settings=earlier).hyperparameters()))
+    del record["merge"]
+    settings = models.recorded_settings("deeper2024", record)
+    assert settings["merge"] == "none"               # its `absent` value, not today's default
+    assert settings["decision.in_channels"] == 200
+    rebuilt = models.create_model("deeper2024", settings=settings)
+    assert rebuilt.blocks[3].name == "conv4" and rebuilt.blocks[3].spec.pool == 2
+    assert models.setting_changes("deeper2024", record) == earlier     # what compare.py's settings column shows
+
+
 def test_checkpoints_written_before_a_setting_existed_still_load():
     import json
     from checkpoints import check_compatible
