@@ -93,8 +93,57 @@ def _format(value) -> str:
     return str(value)
 
 
+CONFIG_COLUMNS = ("configuration", "runs", "seeds", "test_accuracy", "mean_test_accuracy", "mean_macro_f1",
+                  "also_readout", "mean_gap", "mean_probes", "mean_train_seconds", "mean_inference_img_per_s")
+
+
+def configurations(rows: list[dict]) -> list[dict]:
+    """The runs grouped by what they compute (model, decision, settings), seeds side by side:
+    every seed's test accuracy, the means, and the mean gap between the linear readout fitted
+    beside the decision (`--also-readout`) and the decision itself. In first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row.get("model"), row.get("readout"), row.get("settings") or ""), []).append(row)
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    summary = []
+    for (model, readout, settings), members in groups.items():
+        label = model + ("" if readout in (None, "rstdp") else f" ({readout})") + (f" [{settings}]" if settings else "")
+        accuracies = [r.get("test_accuracy") for r in members]
+        readouts = [r.get("also_readout_accuracy") for r in members]
+        gaps = [b - a for a, b in zip(accuracies, readouts) if a is not None and b is not None]
+        layers = [name for name in (members[0].get("probes") or {})]
+        probes = {name: mean([(r.get("probes") or {}).get(name) for r in members]) for name in layers}
+        summary.append({
+            "configuration": label, "model": model, "runs": " ".join(r["run"] for r in members),
+            "seeds": " ".join(str(r.get("seed")) for r in members),
+            "test_accuracy": " ".join(_format(a) for a in accuracies),
+            "test_accuracies": [a for a in accuracies if a is not None],
+            "mean_test_accuracy": mean(accuracies), "mean_macro_f1": mean([r.get("macro_f1") for r in members]),
+            "also_readout": " ".join(_format(a) for a in readouts if a is not None) or None,
+            "readout_accuracies": [a for a in readouts if a is not None],
+            "mean_gap": mean(gaps), "probes": probes,
+            "mean_probes": " ".join(f"{k} {v:.4f}" for k, v in probes.items() if v is not None) or None,
+            "mean_train_seconds": mean([r.get("train_seconds") for r in members]),
+            "mean_inference_img_per_s": mean([r.get("inference_img_per_s") for r in members]),
+            "per_class_f1": {c: mean([(r.get("per_class_f1") or {}).get(c) for r in members])
+                             for c in (members[0].get("per_class_f1") or {})},
+        })
+    return summary
+
+
+def _markdown(columns, rows) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(_format(row.get(c)) for c in columns) + " |" for row in rows]
+
+
 def write_outputs(rows: list[dict], out: str) -> str:
-    """comparison.csv, comparison.md and comparison.png in `out`; returns the markdown table."""
+    """comparison.csv (one row per run), comparison.md (the runs, then the configurations:
+    seeds grouped) and comparison.png in `out`; returns the markdown."""
+    from plots import comparison_figure
     os.makedirs(out, exist_ok=True)
     for row in rows:
         row["probe_accuracies"] = " ".join(f"{k} {v:.4f}" for k, v in row.get("probes", {}).items()) or None
@@ -103,62 +152,15 @@ def write_outputs(rows: list[dict], out: str) -> str:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(os.path.join(out, "comparison.csv"), buffer.getvalue())
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_format(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    groups = configurations(rows)
+    lines = _markdown(COLUMNS, rows)
+    if len(groups) < len(rows):
+        lines += ["", "By configuration (the seeds of one model and settings together; gap: the "
+                  "--also-readout accuracy minus the decision's):", ""] + _markdown(CONFIG_COLUMNS, groups)
     table = "\n".join(lines) + "\n"
     atomic_write_text(os.path.join(out, "comparison.md"), table)
-    save_figure(comparison_figure(rows), os.path.join(out, "comparison.png"))
+    save_figure(comparison_figure(groups), os.path.join(out, "comparison.png"))
     return table
-
-
-def comparison_figure(rows: list[dict]):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.ticker
-    import matplotlib.pyplot as plt
-    import numpy as np
-    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(19, 4.5))
-    for row in rows:
-        if row.get("train_seconds") is not None and row.get("test_accuracy") is not None:
-            left.scatter(row["train_seconds"], row["test_accuracy"])
-            left.annotate(row["run"], (row["train_seconds"], row["test_accuracy"]), fontsize=7,
-                          xytext=(3, 3), textcoords="offset points")
-    left.set_xlabel("training time (s)")
-    left.set_ylabel("test accuracy")
-    left.set_title("accuracy vs training time (one point per run)")
-    left.grid(alpha=0.3)
-    for row in rows:
-        probes = row.get("probes") or {}
-        if probes:
-            line, = middle.plot(range(len(probes)), list(probes.values()), marker="o", label=row["run"])
-            for i, name in enumerate(probes):
-                middle.annotate(name, (i, probes[name]), fontsize=6, xytext=(2, -8), textcoords="offset points")
-            if row.get("test_accuracy") is not None:
-                middle.scatter([len(probes)], [row["test_accuracy"]], marker="*", s=80, color=line.get_color())
-            if row.get("also_readout_accuracy") is not None:
-                middle.scatter([len(probes)], [row["also_readout_accuracy"]], marker="x", s=60,
-                               color=line.get_color())
-    middle.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    middle.set_xlabel("layer (forward order); star: the decision's test accuracy, x: --also-readout's")
-    middle.set_ylabel("linear probe accuracy (validation)")
-    middle.set_title("class information reaching each layer")
-    middle.grid(alpha=0.3)
-    if any(row.get("probes") for row in rows):
-        middle.legend(fontsize=7, loc="lower left")
-    classes = sorted({c for row in rows for c in row.get("per_class_f1", {})}, key=lambda c: int(c) if c.isdigit() else c)
-    width = 0.8 / max(1, len(rows))
-    x = np.arange(len(classes))
-    for i, row in enumerate(rows):
-        right.bar(x + i * width, [row.get("per_class_f1", {}).get(c, 0) for c in classes], width,
-                  label=row["run"])
-    right.set_xticks(x + 0.4 - width / 2, classes)
-    right.set_xlabel("class")
-    right.set_ylabel("F1 (test)")
-    right.set_ylim(0, 1)
-    right.set_title("per-class F1")
-    right.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    return figure
 
 
 OWN_OPTIONS = {"--out-dir", "--set", "--ray-address", "--cpus-per-run", "--max-parallel", "--shared-fs",

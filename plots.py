@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -154,3 +155,78 @@ def layers_figure(layers: dict, accuracy: float | None = None):
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     return figure
+
+
+def comparison_figure(configurations: list[dict]):
+    """`compare.configurations`, one colour each: test accuracy of every seed (dots), its mean
+    (bar) and the linear readout beside the decision (x); the linear probe of each layer (mean
+    over seeds), ending in the decision's and the readout's test accuracy; per-class F1;
+    accuracy against training time and against inference speed."""
+    count = len(configurations)
+    colours = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    figure, axes = plt.subplots(2, 3, figsize=(20, 4 + 0.45 * max(count, 8)))
+    bars, probes, classes, timing, speed, unused = axes.flatten()
+    unused.axis("off")
+    order = sorted(range(count), key=lambda i: configurations[i]["mean_test_accuracy"] or 0)
+    for y, i in enumerate(order):
+        group = configurations[i]
+        if group["mean_test_accuracy"] is not None:
+            bars.barh(y, group["mean_test_accuracy"], color=colours(i % colours.N), alpha=0.45)
+        bars.scatter(group["test_accuracies"], [y] * len(group["test_accuracies"]), color=colours(i % colours.N),
+                     zorder=3, s=18, label="decision, each seed" if y == 0 else None)
+        bars.scatter(group["readout_accuracies"], [y] * len(group["readout_accuracies"]), marker="x",
+                     color="black", zorder=3, label="linear readout beside it" if y == 0 else None)
+    labels = [_short(configurations[i]["configuration"]) for i in order]
+    bars.set_yticks(range(count), labels, fontsize=7)
+    low = min([a for g in configurations for a in g["test_accuracies"] + g["readout_accuracies"]] or [0])
+    bars.set_xlim(max(0.0, min(low, 0.9) - 0.02), 1.0)
+    bars.set_xlabel("test accuracy")
+    bars.set_title("test accuracy (bar: mean over seeds)")
+    bars.grid(alpha=0.3, axis="x")
+    bars.legend(fontsize=7, loc="lower right")
+    for i, group in enumerate(configurations):
+        layers = {k: v for k, v in group["probes"].items() if v is not None}
+        if not layers:
+            continue
+        colour = colours(i % colours.N)
+        probes.plot(range(len(layers)), list(layers.values()), marker="o", color=colour,
+                    label=_short(group["configuration"]))
+        for x, name in enumerate(layers):
+            probes.annotate(name, (x, layers[name]), fontsize=6, xytext=(2, -8), textcoords="offset points")
+        if group["mean_test_accuracy"] is not None:
+            probes.scatter([len(layers)], [group["mean_test_accuracy"]], marker="*", s=80, color=colour)
+        if group["readout_accuracies"]:
+            probes.scatter([len(layers)], [np.mean(group["readout_accuracies"])], marker="x", s=50, color=colour)
+    probes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    probes.set_xlabel("layer (forward order); then star: the decision's test accuracy, x: the readout's")
+    probes.set_ylabel("linear probe accuracy (validation)")
+    probes.set_title("class information reaching each layer (mean over seeds)")
+    probes.grid(alpha=0.3)
+    if probes.lines:
+        probes.legend(fontsize=6, loc="lower left")
+    names = sorted({c for g in configurations for c in g["per_class_f1"]}, key=lambda c: int(c) if c.isdigit() else c)
+    if names:
+        grid = np.array([[configurations[i]["per_class_f1"].get(c) or np.nan for c in names] for i in order[::-1]])
+        image = classes.imshow(grid, aspect="auto", cmap="viridis", vmin=min(0.8, np.nanmin(grid)), vmax=1.0)
+        classes.set_xticks(range(len(names)), names, fontsize=7)
+        classes.set_yticks(range(count), labels[::-1], fontsize=7)
+        figure.colorbar(image, ax=classes, fraction=0.04)
+    classes.set_title("per-class F1 (test, mean over seeds)")
+    for axis, key, label in ((timing, "mean_train_seconds", "training time (s)"),
+                             (speed, "mean_inference_img_per_s", "inference (images/s)")):
+        for i, group in enumerate(configurations):
+            if group[key] is not None and group["mean_test_accuracy"] is not None:
+                axis.scatter(group[key], group["mean_test_accuracy"], color=colours(i % colours.N), s=30)
+                axis.annotate(group["model"], (group[key], group["mean_test_accuracy"]), fontsize=6,
+                              xytext=(3, 3), textcoords="offset points")
+        axis.set_xlabel(label)
+        axis.set_ylabel("test accuracy (mean over seeds)")
+        axis.grid(alpha=0.3)
+    timing.set_title("accuracy against training time")
+    speed.set_title("accuracy against inference speed")
+    figure.tight_layout()
+    return figure
+
+
+def _short(label: str, limit: int = 48) -> str:
+    return label if len(label) <= limit else label[:limit - 3] + "..."

@@ -60,3 +60,25 @@ def test_the_settings_column_says_what_differs_from_todays_defaults(tmp_path):
     (folder / "config.json").write_text(json.dumps({"model": "gone2023", "hyperparameters": hyperparameters,
                                                     "run": {"settings": ["x=1"]}}))
     assert compare.summarize(str(folder))["settings"] == "x=1"
+
+
+def test_configurations_put_the_seeds_of_one_setting_together(tmp_path):
+    def row(run, seed, accuracy, readout, settings="", probes=None):
+        return {"run": run, "model": "deep2024", "readout": "rstdp", "settings": settings, "seed": seed,
+                "test_accuracy": accuracy, "also_readout_accuracy": readout, "macro_f1": accuracy,
+                "train_seconds": 100.0 * (seed + 1), "inference_img_per_s": 1000.0,
+                "probes": probes or {"conv1": 0.9, "conv2": 0.8 + seed / 10},
+                "per_class_f1": {"0": accuracy, "1": readout}}
+    rows = [row("a-seed0", 0, 0.90, 0.96), row("b-seed0", 0, 0.80, None, "conv3.pool=3"),
+            row("a-seed1", 1, 0.94, 0.97)]
+    first, second = compare.configurations(rows)
+    assert first["configuration"] == "deep2024" and first["runs"] == "a-seed0 a-seed1" and first["seeds"] == "0 1"
+    assert first["test_accuracy"] == "0.9000 0.9400"
+    assert first["mean_test_accuracy"] == pytest.approx(0.92)
+    assert first["mean_gap"] == pytest.approx(0.045)              # (0.06 + 0.03) / 2
+    assert first["probes"] == pytest.approx({"conv1": 0.9, "conv2": 0.85})
+    assert first["mean_train_seconds"] == pytest.approx(150.0)
+    assert second["configuration"] == "deep2024 [conv3.pool=3]" and second["mean_gap"] is None
+    table = compare.write_outputs(rows, str(tmp_path / "out"))
+    assert "By configuration" in table and "| deep2024 | a-seed0 a-seed1 | 0 1 |" in table
+    assert (tmp_path / "out" / "comparison.png").is_file()
