@@ -32,11 +32,19 @@ or `logistic`) is `Flatten` -> `Affine` (coef, intercept) -> `Output`, class = t
 sample whose readout input has no spike is silent. The graph's metadata repeats these rules
 (`readout`, `neurons_per_class`, `time_steps`, `classes`).
 
-Exported: every chain of hidden conv layers with an R-STDP decision layer or a linear readout
-(mozafari2018, deep2024, deeper2024, deepr2024 and deepr2024_greedy (conv3 is a hidden layer of
-the head), kheradpisheh2018, and any of them with `--readout`). Refused in one line: parallel
-branches (inception2024), skip-path merges (resnet2024), voting heads (majority2024) and the
-non-convolutional systems, which this export does not cover.
+A skip path concatenated with a layer's spikes (`Residual` with `merge=concat`: resnet2024,
+deeper2024) is kept as separate sources: pooling commutes with concatenation, so each source is
+pooled on its own, and the next convolution (or readout) is one `Conv2d` (`Affine`) per source,
+`NAME_from_SOURCE`, holding its slice of the input channels, all feeding one node, which sums
+its inputs as NIR defines: the next layer's `Threshold`, or for a decision layer (a linear
+readout) an identity 1x1 `Conv2d` (`Affine`) named after it.
+
+Exported: every chain of hidden conv layers, with skip paths concatenated or dropped, ending in
+an R-STDP decision layer or a linear readout (mozafari2018, deep2024, deeper2024, resnet2024,
+deepr2024 and deepr2024_greedy (conv3 is a hidden layer of the head), kheradpisheh2018, and any
+of them with `--readout`). Refused in one line: parallel branches (inception2024), a skip path
+merged by OR (resnet2024's `merge=or`), voting heads (majority2024) and the non-convolutional
+systems, which this export does not cover.
 """
 from __future__ import annotations
 
@@ -62,8 +70,9 @@ def _nir():
 def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = ""):
     """The model's inference network as a `nir.NIRGraph` whose input is node 0 (`input_shape`
     = the front end's [C, H, W]); see the module docstring for the semantics."""
-    from models.heads import RewardedChain
+    from models.composite import Residual
     from models.decision import DecisionLayer
+    from models.heads import RewardedChain
     from models.layers import HiddenLayer, conv_size
     from models.readout import LinearReadout
     nir = _nir()
@@ -71,67 +80,117 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
         raise UserError(f"{name or type(model).__name__}: NIR export covers the conv STDP / R-STDP models only")
     nodes = {"input": nir.Input(input_type={"input": np.array(input_shape)})}
     edges = []
-    last = "input"
-    shape = tuple(input_shape)
+    # the maps reaching the next layer: (node, [C, H, W]) sources concatenated on channels, in
+    # order (one, except after a skip path's concatenation)
+    parts = [("input", tuple(input_shape))]
 
-    def add(key, node, after):
+    def add(key, node, *after):
         nodes[key] = node
-        edges.append((after, key))
+        edges.extend((source, key) for source in after)
         return key
 
-    def hidden(layer: HiddenLayer, after: str, shape: tuple) -> tuple[str, tuple]:
-        spec = layer.spec
+    def zeros(count):
+        return np.zeros(count, np.float32)
+
+    def convolve(key, weight, pad, parts) -> list:
+        """Conv2d of the concatenated parts: one node per part with its slice of the weight's
+        input channels (named `key` when there is one part); a node fed by all of them sums
+        them (NIR adds a node's inputs). Returns the conv nodes."""
+        keys, offset = [], 0
+        for source, shape in parts:
+            piece = weight[:, offset:offset + shape[0]]
+            offset += shape[0]
+            keys.append(add(key if len(parts) == 1 else f"{key}_from_{source}", nir.Conv2d(
+                input_shape=shape[1:], weight=np.ascontiguousarray(piece), stride=1, padding=pad, dilation=1,
+                groups=1, bias=zeros(len(weight))), source))
+        return keys
+
+    def spatial(parts) -> tuple:
+        return (sum(shape[0] for _, shape in parts),) + tuple(parts[0][1][1:])
+
+    def pooled(key, after, shape, pool, stride, padding) -> tuple:
+        """Spike max-pooling of a binary wave [C, H, W]: "any spike in the window"."""
+        if padding:
+            # (a full C x C identity: NIR's shape inference does not read grouped weights)
+            identity = np.eye(shape[0], dtype=np.float32)[:, :, None, None]
+            after = add(f"{key}_pad", nir.Conv2d(input_shape=shape[1:], weight=identity, stride=1, padding=padding,
+                                                 dilation=1, groups=1, bias=zeros(shape[0])), after)
+        after = add(key, nir.SumPool2d(kernel_size=np.array([pool, pool]), stride=np.array([stride, stride]),
+                                       padding=np.array([0, 0])), after)
+        out = (shape[0],) + tuple((s + 2 * padding - pool) // stride + 1 for s in shape[1:])
+        return add(f"{key}_fire", nir.Threshold(threshold=np.zeros(out, np.float32)), after), out
+
+    def hidden(layer: HiddenLayer, parts: list) -> list:
+        spec, shape = layer.spec, spatial(parts)
         weight = layer.conv.weight.detach().cpu().numpy().astype(np.float32)
-        key = add(layer.name, nir.Conv2d(input_shape=shape[1:], weight=weight, stride=1, padding=spec.pad,
-                                         dilation=1, groups=1, bias=np.zeros(len(weight), np.float32)), after)
+        convs = convolve(layer.name, weight, spec.pad, parts)
         conv_shape = (spec.out_channels,) + tuple(conv_size(s, spec.pad, spec.kernel_size) for s in shape[1:])
-        key = add(f"{layer.name}_fire", nir.Threshold(threshold=np.full(conv_shape, layer.threshold, np.float32)), key)
+        key = add(f"{layer.name}_fire", nir.Threshold(threshold=np.full(conv_shape, layer.threshold, np.float32)),
+                  *convs)
         if spec.pool > 1:
-            if spec.pool_padding:
-                # (a full C x C identity: NIR's shape inference does not read grouped weights)
-                identity = np.eye(spec.out_channels, dtype=np.float32)[:, :, None, None]
-                key = add(f"{layer.name}_pool_pad", nir.Conv2d(
-                    input_shape=conv_shape[1:], weight=identity, stride=1, padding=spec.pool_padding, dilation=1,
-                    groups=1, bias=np.zeros(spec.out_channels, np.float32)), key)
-            stride = spec.pool_stride or spec.pool
-            key = add(f"{layer.name}_pool", nir.SumPool2d(kernel_size=np.array([spec.pool, spec.pool]),
-                                                          stride=np.array([stride, stride]),
-                                                          padding=np.array([0, 0])), key)
-            out = layer.output_shape(shape)
-            key = add(f"{layer.name}_pool_fire", nir.Threshold(threshold=np.zeros(out, np.float32)), key)
-        return key, layer.output_shape(shape)
+            key, conv_shape = pooled(f"{layer.name}_pool", key, conv_shape, spec.pool, spec.pool_stride or spec.pool,
+                                     spec.pool_padding)
+        return [(key, conv_shape)]
+
+    def refuse(block):
+        raise UserError(f"{name}: its block {type(block).__name__} ({_describe(block)}) has no exact NIR "
+                        f"export here; exported are chains of conv layers (with skip paths concatenated or "
+                        f"dropped) ending in a decision layer or a linear readout")
 
     for block in model.blocks[:-1]:
-        if not isinstance(block, HiddenLayer):
-            raise UserError(f"{name}: its block {type(block).__name__} ({_describe(block)}) has no exact NIR "
-                            f"export here; exported are chains of conv layers with a decision layer or a "
-                            f"linear readout")
-        last, shape = hidden(block, last, shape)
+        if isinstance(block, HiddenLayer):
+            parts = hidden(block, parts)
+        elif isinstance(block, Residual) and block.merge in ("concat", "none"):
+            # pooling commutes with concatenation: each part is pooled on its own
+            merged = hidden(block.main, parts) + (parts if block.merge == "concat" else [])
+            if block.pool > 1:
+                merged = [pooled(f"{block.main.name}_pool" if i == 0 else f"{block.main.name}_skip_pool"
+                                 + (f"{i}" if len(merged) > 2 else ""), key, shape, block.pool, block.pool, 0)
+                          for i, (key, shape) in enumerate(merged)]
+            parts = merged
+        else:
+            refuse(block)
     head = model.blocks[-1]
     metadata = {"model": name, "time_steps": int(model.time_steps), "classes": list(classes or []),
                 "input": "cumulative first-spike wave of the front end's maps: 1 where spiked at or before the step",
                 "step": "one NIR step = one time step; the graph is stateless; read the decision at the last step"}
     if isinstance(head, RewardedChain):
-        last, shape = hidden(head.hidden, last, shape)
+        parts = hidden(head.hidden, parts)
         head = head.decision
     if isinstance(head, DecisionLayer):
         weight = head.conv.weight.detach().cpu().numpy().astype(np.float32)
-        last = add(head.name, nir.Conv2d(input_shape=shape[1:], weight=weight, stride=1, padding=head.spec.pad,
-                                         dilation=1, groups=1, bias=np.zeros(len(weight), np.float32)), last)
-        out_shape = head.output_shape(shape)
+        out_shape = head.output_shape(spatial(parts))
+        convs = convolve(head.name, weight, head.spec.pad, parts)
+        last = convs[0]
+        if len(convs) > 1:          # the parts' potentials summed by an identity 1x1 conv
+            last = add(head.name, nir.Conv2d(input_shape=out_shape[1:], weight=np.eye(
+                len(weight), dtype=np.float32)[:, :, None, None], stride=1, padding=0, dilation=1, groups=1,
+                bias=zeros(len(weight))), *convs)
         metadata.update(readout="at the last step, the positive outputs v score v + time_steps * max(v) in "
                                 "float32; the largest score over [feature, row, col] (the first on ties) decides "
                                 "class = feature // neurons_per_class; silent when no output is > 0",
                         neurons_per_class=int(head.spec.neurons_per_class))
     elif isinstance(head, LinearReadout):
         if head.prefix is not None:
-            last, shape = hidden(head.prefix, last, shape)
-        last = add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0), last)
+            parts = hidden(head.prefix, parts)
         coef = head.coef.detach().cpu().numpy().astype(np.float32)
-        if coef.shape[1] != int(np.prod(shape)):
+        intercept = head.intercept.detach().cpu().numpy().astype(np.float32)
+        if coef.shape[1] != int(np.prod(spatial(parts))):
             raise UserError(f"{name}: the linear readout is not fitted (coef {coef.shape}); train it first")
-        last = add(f"readout_{head.kind}", nir.Affine(weight=coef, bias=head.intercept.detach().cpu().numpy()
-                                                      .astype(np.float32)), last)
+        # flattening [C, H, W] keeps channels outermost: each part owns a block of coef's columns
+        affines, offset = [], 0
+        for i, (source, shape) in enumerate(parts):
+            size = int(np.prod(shape))
+            suffix = "" if len(parts) == 1 else f"_from_{source}"
+            flat = add(f"flatten{suffix}", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0), source)
+            affines.append(add(f"readout_{head.kind}{suffix}", nir.Affine(
+                weight=np.ascontiguousarray(coef[:, offset:offset + size]),
+                bias=intercept if i == 0 else zeros(len(intercept))), flat))
+            offset += size
+        last = affines[0]
+        if len(affines) > 1:        # summed by an identity
+            last = add(f"readout_{head.kind}", nir.Affine(weight=np.eye(len(coef), dtype=np.float32),
+                                                          bias=zeros(len(coef))), *affines)
         out_shape = (coef.shape[0],)
         metadata.update(readout="argmax of the last step's output (first on ties); silent when the "
                                 "flattened readout input has no spike", neurons_per_class=1)
@@ -148,7 +207,7 @@ def _describe(block) -> str:
     if isinstance(block, Branches):
         return "parallel branches concatenated"
     if isinstance(block, Residual):
-        return "a skip path merged with a conv layer"
+        return f"a skip path merged with a conv layer by {block.merge}"
     if isinstance(block, MajorityHeads):
         return "three decision heads voting"
     if type(block).__name__ == "FirstSpikeDecision":

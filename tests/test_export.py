@@ -59,16 +59,22 @@ def export_and_compare(model, times, tmp_path, name):
     return got, expected
 
 
-@pytest.mark.parametrize("name", ["mozafari2018", "deep2024", "deeper2024", "deepr2024", "kheradpisheh2018"])
-def test_exported_graphs_decide_as_the_tool(name, tmp_path):
+CONV4_ALONE = {"merge": "none", "decision.in_channels": 200}
+
+
+@pytest.mark.parametrize("name, extra, readout", [
+    ("mozafari2018", {}, None), ("deep2024", {}, None), ("deeper2024", {}, None), ("deeper2024", CONV4_ALONE, None),
+    ("deepr2024", {}, None), ("kheradpisheh2018", {}, None), ("resnet2024", {}, None), ("resnet2024", {}, "logistic")])
+def test_exported_graphs_decide_as_the_tool(name, extra, readout, tmp_path):
+    from models.readout import ReadoutChoice
     torch.manual_seed(0)
-    layers = models.create_model(name).config.LAYERS + {"deepr2024": ("conv3",), "deeper2024": ("conv4",)}.get(name, ())
+    layers = models.create_model(name).config.LAYERS + {"deepr2024": ("conv3",), "deeper2024": ("conv4",),
+                                                         "resnet2024": ("conv3",)}.get(name, ())
     # every layer calibrated to 30 % activity (untrained weights fire nearly everywhere), so
-    # the calibrated thresholds are exported too; deeper2024 without its skip around conv4
+    # the calibrated thresholds are exported too
     settings = {f"{layer}.target_activity": 0.3 for layer in layers}
-    if name == "deeper2024":
-        settings.update({"merge": "none", "decision.in_channels": 200})
-    model = models.create_model(name, num_classes=4, settings={"frontend.time_steps": 8, **settings})
+    model = models.create_model(name, num_classes=4, settings={"frontend.time_steps": 8, **settings, **extra},
+                                readout_choice=ReadoutChoice(readout) if readout else None)
     model.eval()
     images = (torch.rand(24, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.9).float()
     times = model.frontend.build()(images)
@@ -76,8 +82,9 @@ def test_exported_graphs_decide_as_the_tool(name, tmp_path):
     x = times
     with torch.no_grad():
         for block in model.blocks[:-1]:
-            block.conv.weight.uniform_(0, 1, generator=generator)
-            block.calibrate(x)
+            layer = getattr(block, "main", block)       # a skip block's conv layer reads the block's input
+            layer.conv.weight.uniform_(0, 1, generator=generator)
+            layer.calibrate(x)
             x = block.forward_times(x)
         head = model.blocks[-1]
         if hasattr(head, "hidden"):
@@ -86,17 +93,22 @@ def test_exported_graphs_decide_as_the_tool(name, tmp_path):
         decision = getattr(head, "decision", head)
         if hasattr(decision, "conv"):
             decision.conv.weight.uniform_(0, 1, generator=generator)
-        if hasattr(head, "coef"):       # kheradpisheh2018: a linear readout, fitted here at random
+        if hasattr(head, "coef"):       # a linear readout, fitted here at random
             head.coef = torch.randn(4, x.flatten(1).shape[1], generator=generator)
             head.intercept = torch.randn(4, generator=generator)
     got, expected = export_and_compare(model, times, tmp_path, name)
     assert torch.equal(got, expected)
     assert len(set(expected.tolist())) > 1      # the decisions differ between images
+    if getattr(model.blocks[-2], "merge", None) == "concat":
+        # the concatenated maps reach the next layer as two sources whose convolutions are summed
+        nodes = nir.read(str(tmp_path / f"{name}.nir")).nodes
+        assert sum("_from_" in key for key in nodes) >= 2 and any(key.endswith("skip_pool") for key in nodes)
 
 
-@pytest.mark.parametrize("name", ["resnet2024", "deeper2024", "inception2024", "majority2024", "tavanaei2017"])
-def test_models_without_an_exact_export_are_refused_in_one_line(name):
-    model = models.create_model(name)
+@pytest.mark.parametrize("name, extra", [("resnet2024", {"merge": "or", "decision.in_channels": 250}),
+                                         ("inception2024", {}), ("majority2024", {}), ("tavanaei2017", {})])
+def test_models_without_an_exact_export_are_refused_in_one_line(name, extra):
+    model = models.create_model(name, settings=extra)
     with pytest.raises(UserError, match="(has no exact NIR export|covers the conv)"):
         export.to_nir(model, (6, 28, 28), None, name)
 
