@@ -12,6 +12,7 @@ from spiking import engine
 from spiking import functional as sf
 from spiking import times as st
 from spiking.layers import Convolution
+from spiking.settings import require
 
 from .layers import HiddenLayer, pad4
 
@@ -52,6 +53,14 @@ class Branches(nn.Module):
             raise ValueError(f"branch outputs differ in size after padding: {sorted(sizes)}")
         height, width = sizes.pop()
         return (channels, height // self.pool, width // self.pool)
+
+
+def require_merged_channels(main, merge: str, decision) -> None:
+    """A config's check that the decision after a skip block (main layer spec `main`, merged by
+    `merge`) reads the channels the merge gives it (concat: the main layer's and its input's)."""
+    merged = main.out_channels + (main.in_channels if merge == "concat" else 0)
+    require(decision.in_channels == merged, f"merge={merge} gives the decision {merged} input channels: "
+                                            f"set decision.in_channels={merged}, got {decision.in_channels}")
 
 
 class Residual(nn.Module):

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from spiking.settings import require, setting, settings
+from spiking.settings import setting, settings
 
 from ._registry import register_model
-from .composite import Residual
+from .composite import Residual, require_merged_channels
 from .decision import DecisionSpec
 from .family import DEEP_CONV2, DEEP_CONV3, DEEP_DECISION, MOZAFARI_CONV1, ConvFamily, FamilyConfig
 from .layers import HiddenLayer, HiddenSpec
@@ -58,10 +58,7 @@ class Deeper2024Config(FamilyConfig):
     default_epochs: tuple = (2, 4, 4, 4, 100)
 
     def check(self) -> None:
-        merged = self.conv4.out_channels + (self.conv4.in_channels if self.merge == "concat" else 0)
-        require(self.decision.in_channels == merged,
-                f"merge={self.merge} gives the decision {merged} input channels: "
-                f"set decision.in_channels={merged}, got {self.decision.in_channels}")
+        require_merged_channels(self.conv4, self.merge, self.decision)
 
 
 class Deeper2024(ConvFamily):

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from spiking.settings import require, setting, settings
+from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .family import DEEP_CONV2, DEEP_CONV3, MOZAFARI_CONV1, ConvFamily, FamilyConfig
-from .composite import Residual
+from .composite import Residual, require_merged_channels
 from .decision import DecisionSpec
 from .layers import MAX_KERNEL, HiddenLayer, HiddenSpec
 
@@ -44,10 +44,7 @@ class ResNet2024Config(FamilyConfig):
     default_epochs: tuple = (2, 4, 4, 100)
 
     def check(self) -> None:
-        merged = self.conv3.out_channels + (self.conv3.in_channels if self.merge == "concat" else 0)
-        require(self.decision.in_channels == merged,
-                f"merge={self.merge} gives the decision {merged} input channels: "
-                f"set decision.in_channels={merged}, got {self.decision.in_channels}")
+        require_merged_channels(self.conv3, self.merge, self.decision)
 
 
 class ResNet2024(ConvFamily):
