@@ -19,7 +19,7 @@ SHAPES = {   # node shapes on MNIST, spec section 5 and the seed's verified tabl
     "deepr2024_greedy": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (200, 2, 2)],
     "inception2024": [(6, 28, 28), (30, 14, 14), (75, 7, 7), (300, 2, 2), (200, 2, 2)],
     "majority2024": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
-    "deeper2024": [(6, 28, 28), (30, 15, 15), (150, 7, 7), (250, 7, 7), (450, 3, 3), (200, 3, 3)],
+    "deeper2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 3, 3), (450, 3, 3), (200, 3, 3)],
     "resnet2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (400, 2, 2), (200, 3, 3)],
     "kheradpisheh2018": [(2, 28, 28), (32, 15, 15), (150, 9, 9), (10, 1, 1)],
     "chevalier2019": [(784,), (100,), (10,)],
@@ -280,11 +280,13 @@ def test_residual_merges(merge, gen):
 def test_deeper2024_conv4_with_and_without_its_skip(merge, gen):
     from spiking import times as st
     channels = 450 if merge == "concat" else 200
-    model = models.create_model("deeper2024", settings={"merge": merge, "decision.in_channels": channels})
+    # conv4 pooled by 2 (the full-MNIST run's layout): with a skip, the block pools after the merge
+    model = models.create_model("deeper2024", settings={"merge": merge, "decision.in_channels": channels,
+                                                        "conv3.pool": 1, "conv4.pool": 2})
     block = model.blocks[3]
     conv4 = block.main if merge == "concat" else block
     assert [layer.name for b in model.blocks[:4] for layer in b.stdp_layers()] == ["conv1", "conv2", "conv3", "conv4"]
-    assert conv4.spec.pool == (1 if merge == "concat" else 2)     # with a skip, the block pools
+    assert conv4.spec.pool == (1 if merge == "concat" else 2)
     times = random_times(2, 250, 7, 7, 15, never=0.5, generator=gen)
     fired = conv4.fire_times(times)
     merged = torch.cat([fired, times], dim=1) if merge == "concat" else fired
@@ -297,7 +299,8 @@ def test_deeper2024_conv4_with_and_without_its_skip(merge, gen):
 def test_a_run_recorded_before_a_setting_existed_is_rebuilt_as_it_ran():
     import json
     # deeper2024 recorded before `merge` existed: conv4 alone, its decision reading 200 maps
-    earlier = {"merge": "none", "decision.in_channels": 200, "decision.kernel_size": 3, "decision.pad": 1}
+    earlier = {"merge": "none", "decision.in_channels": 200, "decision.kernel_size": 3, "decision.pad": 1,
+               "conv4.pool": 2}
     record = json.loads(json.dumps(models.create_model("deeper2024", settings=earlier).hyperparameters()))
     del record["merge"]
     settings = models.recorded_settings("deeper2024", record)
