@@ -115,8 +115,8 @@ def configurations(rows: list[dict]) -> list[dict]:
         accuracies = [r.get("test_accuracy") for r in members]
         readouts = [r.get("also_readout_accuracy") for r in members]
         gaps = [b - a for a, b in zip(accuracies, readouts) if a is not None and b is not None]
-        layers = [name for name in (members[0].get("probes") or {})]
-        probes = {name: mean([(r.get("probes") or {}).get(name) for r in members]) for name in layers}
+        probes = {name: mean([(r.get("probes") or {}).get(name) for r in members])
+                  for name in (members[0].get("probes") or {})}
         summary.append({
             "configuration": label, "model": model, "runs": " ".join(r["run"] for r in members),
             "seeds": " ".join(str(r.get("seed")) for r in members),

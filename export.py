@@ -144,9 +144,10 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
             # pooling commutes with concatenation: each part is pooled on its own
             merged = hidden(block.main, parts) + (parts if block.merge == "concat" else [])
             if block.pool > 1:
-                merged = [pooled(f"{block.main.name}_pool" if i == 0 else f"{block.main.name}_skip_pool"
-                                 + (f"{i}" if len(merged) > 2 else ""), key, shape, block.pool, block.pool, 0)
-                          for i, (key, shape) in enumerate(merged)]
+                stem = block.main.name
+                names = [f"{stem}_pool"] + [f"{stem}_skip_pool{i or ''}" for i in range(len(merged) - 1)]
+                merged = [pooled(name, key, shape, block.pool, block.pool, 0)
+                          for name, (key, shape) in zip(names, merged)]
             parts = merged
         else:
             refuse(block)
