@@ -3,7 +3,7 @@ layer trained by reward together with the decision layer (deepr2024, joint or gr
 
 A head maps the final map (or the spike times, when `needs == "times"`) of its input node to a
 `Prediction`, and `reinforce` runs one R-STDP step; `phase` is the index of the adaptive-rate
-window inside the epoch (used by the greedy alternation).
+window since the stage began, counted across epochs (used by the greedy alternation).
 """
 from __future__ import annotations
 
@@ -95,10 +95,12 @@ class RewardedChain(nn.Module):
     The hidden layer's R-STDP winners come from pointwise inhibition and its own k-WTA; its
     un-inhibited spikes feed the decision layer. Schedules:
     - "joint": both layers learn from every sample;
-    - "greedy": the layers take turns, one adaptive-rate window each: windows 0, 2, 4... of an
-      epoch train the hidden layer, windows 1, 3, 5... the decision layer (a real alternation,
-      replacing the seed's `epoch + iteration % 2 == 0` precedence bug, which trained the hidden
-      layer only on even batches of epoch 0). Both layers adapt their rates after every window.
+    - "greedy": the layers take turns, one adaptive-rate window each: windows 0, 2, 4... of the
+      stage (counted across epochs) train the hidden layer, windows 1, 3, 5... the decision
+      layer (a real alternation, replacing the seed's `epoch + iteration % 2 == 0` precedence
+      bug, which trained the hidden layer only on even batches of epoch 0). Counting per epoch
+      instead left the decision untrained whenever an epoch had a single window (fewer than
+      1,500 samples). Both layers adapt their rates after every window.
     """
     needs = "times"
 
@@ -112,7 +114,7 @@ class RewardedChain(nn.Module):
         self.num_classes = decision.num_classes
 
     def learners(self, phase: int) -> tuple[bool, bool]:
-        """(hidden learns, decision learns) in adaptive-rate window `phase` of an epoch."""
+        """(hidden learns, decision learns) in adaptive-rate window `phase` of the stage."""
         if self.schedule == "joint":
             return True, True
         return phase % 2 == 0, phase % 2 == 1

@@ -180,6 +180,8 @@ class RSTDPStage(StageBase):
     (60,000 samples: sixty windows of 1,000, as the original's data-loader batches; 54,001: one
     of 1,001 and fifty-three of 1,000, rather than a last window of a single sample whose hit
     rate would zero the reward or punish rates for the next 1,000 samples).
+    The head's `phase` (the greedy alternation of deepr2024_greedy) counts windows since the
+    stage began, across epochs, so an epoch of one window (or an odd number) still alternates.
     """
     kind = "rstdp"
     supervised = True           # validated every epoch, best epoch kept, early stopping
@@ -192,6 +194,7 @@ class RSTDPStage(StageBase):
         self.window, self.adaptive_min, self.adaptive_int = window, adaptive_min, adaptive_int
         self.start_at_chance = start_at_chance
         self._counts, self._phase, self._sizes = [0, 0, 0], 0, [window]
+        self._earlier = 0               # windows of the stage's earlier epochs (every epoch has as many)
         self._decided = [0] * head.num_classes
 
     def start_epoch(self, size: int = 0, epoch: int = 0) -> None:
@@ -200,6 +203,7 @@ class RSTDPStage(StageBase):
         count = max(1, round(size / self.window)) if size else 1
         self._sizes = [size // count + (1 if i < size % count else 0) for i in range(count)] if size \
             else [self.window]
+        self._earlier = epoch * len(self._sizes)
         if epoch == 0 and self.start_at_chance:
             classes = self.head.num_classes
             self.head.adapt(1 / classes, 1 - 1 / classes, self.adaptive_min, self.adaptive_int)
@@ -214,7 +218,7 @@ class RSTDPStage(StageBase):
         return self._window_size() - sum(self._counts)
 
     def step(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict:
-        decisions = self.head.reinforce(inputs, labels, phase=self._phase, exact=self.exact)
+        decisions = self.head.reinforce(inputs, labels, phase=self._earlier + self._phase, exact=self.exact)
         local = decision_counts(decisions, labels)
         classes = torch.bincount(decisions[decisions >= 0].cpu(), minlength=len(self._decided)).tolist()
         self._decided = [a + b for a, b in zip(self._decided, classes)]

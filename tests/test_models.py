@@ -256,6 +256,24 @@ def test_greedy_stage_trains_only_the_scheduled_layer(gen):
     assert not torch.equal(chain.decision.conv.weight, decision0)
 
 
+def test_greedy_turns_continue_across_epochs_of_one_window(gen):
+    """An epoch of a single window (fewer than 1.5 windows of samples) alternates by epoch; counted
+    per epoch, the decision layer never learned on such data."""
+    model = models.create_model("deepr2024_greedy")
+    stage, chain = model.stages[-1], model.head
+    times = random_times(8, 150, 7, 7, 15, never=0.3, generator=gen)
+    labels = torch.randint(0, 10, (8,), generator=gen)
+    learned = []
+    for epoch in range(3):                                  # resuming at epoch 2 sees the same turn
+        stage.start_epoch(8, epoch=epoch)                   # one window of 8 (the default window: 1,000)
+        before = chain.hidden.conv.weight.clone(), chain.decision.conv.weight.clone()
+        stage.step(times, labels)
+        stage.end_epoch()
+        learned.append((not torch.equal(chain.hidden.conv.weight, before[0]),
+                        not torch.equal(chain.decision.conv.weight, before[1])))
+    assert learned == [(True, False), (False, True), (True, False)]
+
+
 @pytest.mark.parametrize("merge", ["concat", "or", "none"])
 def test_residual_merges(merge, gen):
     from spiking import engine
