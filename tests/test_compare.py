@@ -11,7 +11,7 @@ pytestmark = pytest.mark.cli       # end-to-end runs of the CLI (deselect: -m 'n
 
 def test_compare_trains_two_models_and_writes_the_table(tmp_path, capsys):
     common = ["--dataset", "synthetic", "--dry-run", "--no-progress", "--cache-dir", str(tmp_path / "cache"),
-              "--threads", "2", "--batch-size", "16"]
+              "--threads", "2", "--batch-size", "16", "--probe-samples", "0"]
     out = tmp_path / "sweep"
     rows = compare.main(["--models", "mozafari2018", "majority2024", "--out-dir", str(out)] + common)
     assert [r["model"] for r in rows] == ["mozafari2018", "majority2024"]

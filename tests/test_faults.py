@@ -23,7 +23,7 @@ pytestmark = pytest.mark.cli       # end-to-end runs of the CLI (deselect: -m 'n
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--dataset", "synthetic", "--epochs", "1", "1", "3", "--patience", "2", "--batch-size", "16",
-        "--threads", "1", "--no-progress"]
+        "--threads", "1", "--no-progress", "--probe-samples", "0"]
 
 
 def launch(argv, fault=None, **kwargs):

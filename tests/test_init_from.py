@@ -13,7 +13,7 @@ pytestmark = pytest.mark.cli
 def run(tmp_path, cache_dir, name, *extra):
     return train.main(["--dataset", "synthetic", "--out-dir", str(tmp_path), "--run-name", name,
                        "--cache-dir", cache_dir, "--no-progress", "--batch-size", "16", "--threads", "2",
-                       "--dry-run", *extra])
+                       "--dry-run", "--probe-samples", "0", *extra])
 
 
 def state(run_dir):

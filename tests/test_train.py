@@ -19,13 +19,16 @@ def cache_dir(tmp_path_factory):
 
 
 def run_main(tmp_path, cache_dir, *extra, name="run"):
+    # the layer probes (an lbfgs fit per layer) cost seconds a run: only the tests that read them ask
+    probes = [] if "--probe-samples" in extra else ["--probe-samples", "0"]
     argv = ["--dataset", "synthetic", "--out-dir", str(tmp_path), "--run-name", name,
-            "--cache-dir", cache_dir, "--no-progress", "--batch-size", "16", "--threads", "2", *extra]
+            "--cache-dir", cache_dir, "--no-progress", "--batch-size", "16", "--threads", "2", *probes, *extra]
     return train.main(argv)
 
 
 def test_dry_run_writes_every_artifact(tmp_path, cache_dir):
-    metrics = run_main(tmp_path, cache_dir, "--dry-run", "--activation-maps", "2", "--tensorboard")
+    metrics = run_main(tmp_path, cache_dir, "--dry-run", "--activation-maps", "2", "--tensorboard",
+                       "--probe-samples", "5000")
     run = tmp_path / "run"
     assert metrics["run_dir"] == str(run)
     for name in ("config.json", "metrics.json", "history.csv", "history.png", "confusion_matrix.csv",
