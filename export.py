@@ -22,7 +22,8 @@ Node types, per hidden layer (`HiddenLayer`):
   padding is a 1x1 identity `Conv2d` with that zero padding in front of it (so the pooling node
   itself never pads).
 
-The decision: the R-STDP decision layer is `Conv2d` (padding `pad`) -> `Output`; its class is
+The decision: the R-STDP decision layer is `Conv2d` (padding `pad`; the kernels it predicts
+with, averaged over windows with `decision.averaged`) -> `Output`; its class is
 read out as this tool (and SpykeTorch) does (`read_out`): at the last step each positive
 potential v scores v + T * max(v) in float32, the largest score over [features, rows, cols]
 (the first in that order on ties) decides class `feature // neurons_per_class`, and no
@@ -159,7 +160,7 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
         parts = hidden(head.hidden, parts)
         head = head.decision
     if isinstance(head, DecisionLayer):
-        weight = head.conv.weight.detach().cpu().numpy().astype(np.float32)
+        weight = head.evaluation_weight().detach().cpu().numpy().astype(np.float32)
         out_shape = head.output_shape(spatial(parts))
         convs = convolve(head.name, weight, head.spec.pad, parts)
         last = convs[0]

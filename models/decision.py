@@ -34,7 +34,13 @@ class DecisionSpec:
     trained by R-STDP (a reward and a punish rule). `dropout` p > 0: in every training epoch
     each decision neuron (feature) is left out with probability p (a fresh seeded draw per
     epoch): it cannot win, so it neither decides nor learns, as if its weights were zero
-    (Mozafari et al. 2018's dropout, which mozafari2018_shallow uses); evaluation uses all."""
+    (Mozafari et al. 2018's dropout, which mozafari2018_shallow uses); evaluation uses all.
+
+    `averaged`: training is unchanged, but the layer predicts (validation, test, inference) with
+    its kernels averaged over the training epoch's adaptive-rate windows: the weights at the end
+    of each window (about 1,000 samples, independent of the batch size), summed, divided by
+    their count (the averaged perceptron of Freund & Schapire 1999; one winner's R-STDP is a
+    perceptron-like rule). Before the first epoch ends it predicts with the weights as they are."""
     in_channels: int = setting(1, low=1, high=MAX_COUNT)
     kernel_size: int = setting(1, low=1, high=MAX_KERNEL)
     neurons_per_class: int = setting(20, low=1, high=MAX_COUNT)
@@ -47,6 +53,7 @@ class DecisionSpec:
     weight_mean: float = WEIGHT_MEAN
     weight_std: float = setting(WEIGHT_STD, low=0)
     dropout: float = setting(0.0, low=0, high=1)
+    averaged: bool = False
 
     def check(self) -> None:
         check_rule(self.reward, "reward", self.lower_bound, self.upper_bound)
@@ -109,11 +116,35 @@ class DecisionLayer(nn.Module):
         if spec.dropout > 0:
             # the neurons this training epoch leaves out (`start_epoch`); absent without dropout
             self.register_buffer("dropped", torch.zeros(self.conv.out_channels, dtype=torch.bool))
+        if spec.averaged:
+            # the sum of the kernels at the ends of this epoch's adaptive-rate windows, and how
+            # many (float64: the mean does not depend on the summation's rounding)
+            self.register_buffer("average_sum", torch.zeros(self.conv.weight.shape, dtype=torch.float64))
+            self.register_buffer("average_count", torch.zeros((), dtype=torch.long))
 
     def start_epoch(self, epoch: int, seed: int) -> None:
-        """Draw this training epoch's dropped neurons (with `spec.dropout` > 0)."""
+        """Draw this training epoch's dropped neurons (with `spec.dropout` > 0); restart the
+        average (with `spec.averaged`)."""
         if self.spec.dropout > 0:
             self.dropped.copy_(draw_dropout(len(self.dropped), self.spec.dropout, seed, "dropout", self.name, epoch))
+        if self.spec.averaged:
+            self.average_sum.zero_()
+            self.average_count.zero_()
+
+    def evaluation_weight(self) -> torch.Tensor:
+        """The kernels the layer predicts with: the epoch's average with `spec.averaged` (once a
+        window has ended), else the weights themselves. [F, C, kh, kw]"""
+        if self.spec.averaged and int(self.average_count) > 0:
+            return (self.average_sum / self.average_count).to(self.conv.weight.dtype)
+        return self.conv.weight
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint written without averaging: no average yet (predict with the weights)
+        if self.spec.averaged and prefix + "average_sum" not in state_dict:
+            state_dict = dict(state_dict)
+            state_dict[prefix + "average_sum"] = torch.zeros_like(self.average_sum)
+            state_dict[prefix + "average_count"] = torch.zeros_like(self.average_count)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _allowed(self) -> torch.Tensor | None:
         """The neurons that may win while training [F] (None: all)."""
@@ -137,7 +168,7 @@ class DecisionLayer(nn.Module):
         return Prediction(classes, class_margins(potentials, self.num_classes), winners)
 
     def predict(self, final: torch.Tensor) -> Prediction:
-        return self.decide(self.potentials(final)[1])
+        return self.decide(sf.conv2d(final, self.evaluation_weight(), padding=self.spec.pad))
 
     @torch.no_grad()
     def reinforce(self, final: torch.Tensor, labels: torch.Tensor, phase: int = 0,
@@ -174,7 +205,12 @@ class DecisionLayer(nn.Module):
         self.rstdp.update(padded, post, prediction.winners, reward)
 
     def adapt(self, hit: float, miss: float, adaptive_min: float, adaptive_int: float) -> None:
+        """The end of an adaptive-rate window: new rates from its hit and miss fractions; with
+        `spec.averaged`, the kernels join the epoch's average."""
         self.rstdp.adapt(hit, miss, adaptive_min, adaptive_int)
+        if self.spec.averaged:
+            self.average_sum += self.conv.weight
+            self.average_count += 1
 
     def rates(self) -> dict:
         return {"reward_a_plus": float(self.rstdp.reward.a_plus[0]),

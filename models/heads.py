@@ -49,7 +49,8 @@ class MajorityHeads(nn.Module):
         return parts, predictions, votes
 
     def predict(self, final: torch.Tensor) -> Prediction:
-        _, predictions, votes = self._votes(final)
+        predictions = [head.predict(final) for head in self.heads]      # each with its evaluation weights
+        votes = torch.stack([p.classes for p in predictions], dim=1)
         scores = torch.stack([p.scores for p in predictions]).mean(dim=0)
         return Prediction(majority_vote(votes, self.num_classes, self.fallback), scores,
                           predictions[self.fallback].winners)
