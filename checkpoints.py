@@ -61,10 +61,10 @@ def check_compatible(payload: dict, model, model_name: str) -> None:
         raise UserError("checkpoint weights do not match the model's layers")
 
 
-def check_same_model(payload: dict, model, model_name: str, what: str = "checkpoint") -> None:
-    """Refuse a checkpoint made for another model, number of classes or front end; `what`
-    names it in the one-line error."""
-    if payload.get("model") != model_name:
+def check_same_model(payload: dict, model, model_name: str | None, what: str = "checkpoint") -> None:
+    """Refuse a checkpoint made for another model (unless `model_name` is None), number of
+    classes or front end; `what` names it in the one-line error."""
+    if model_name is not None and payload.get("model") != model_name:
         raise UserError(f"{what} is for model {payload.get('model')!r}, not {model_name!r}")
     if payload.get("num_classes") != model.num_classes:
         raise UserError(f"{what} has {payload.get('num_classes')} classes, the data has {model.num_classes}")
@@ -86,11 +86,12 @@ def _with_new_settings(theirs: dict, ours: dict) -> dict:
 
 def take_stages(payload: dict, model, model_name: str, stages) -> list[str]:
     """Copy into `model` the weights and buffers that `stages` learn (`Stage.trained_modules`)
-    from a checkpoint of the same model and front end (`--init-from`); its other settings may
-    differ (a threshold, a pooling, the decision's rates), but every copied tensor must keep its
-    shape. A buffer the checkpoint lacks (a threshold calibration it did not make) keeps the
-    model's own value. Returns the copied state keys."""
-    check_same_model(payload, model, model_name, "--init-from: the checkpoint")
+    from a checkpoint with the same front end and classes (`--init-from`); its other settings
+    may differ (a threshold, a pooling, the decision's rates), and so may its model where the
+    copied layers have the same names (deep2024's conv1-conv3 into deepr2024), but every
+    copied tensor must keep its shape. A buffer the checkpoint lacks (a threshold calibration it
+    did not make) keeps the model's own value. Returns the copied state keys."""
+    check_same_model(payload, model, None, "--init-from: the checkpoint")
     names = {id(module): name for name, module in model.named_modules()}
     prefixes = [names[id(module)] for stage in stages for module in stage.trained_modules()]
     parameters = {name for name, _ in model.named_parameters()}

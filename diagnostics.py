@@ -1,7 +1,7 @@
 """Layer diagnostics of a trained convolutional spiking model: what each layer passes on.
 
 For every node between the front end and the decision (the output of each block before the
-head, and the hidden layer inside a rewarded head such as deepr2024's conv3):
+head):
 
 - `active`: the fraction of the node's outputs (features x positions, after pooling) that spike
   at all, on validation images;
@@ -92,12 +92,9 @@ def layer_diagnostics(model, train_times: np.ndarray, train_labels: np.ndarray, 
     if not hasattr(model, "head") or len(model.blocks) == 0:
         return {}
     nodes = layer_nodes(model)
-    hidden = getattr(model.head, "hidden", None)        # deepr2024: a rewarded conv3 in the head
     model.eval()
     model.start_evaluation("val")
     results = {name: {} for name, _, _ in nodes}
-    if hidden is not None:
-        results[hidden.name] = {}
 
     def finals(times: np.ndarray) -> dict:
         """{node name: final maps [N, ...] uint8} of every diagnosed node."""
@@ -107,8 +104,6 @@ def layer_diagnostics(model, train_times: np.ndarray, train_labels: np.ndarray, 
             for name, _, block in nodes:
                 x = block.forward_final(x)
                 out[name].append(x.to(torch.uint8).cpu())
-            if hidden is not None:
-                out[hidden.name].append(hidden.forward_final(x).to(torch.uint8).cpu())
         return {name: torch.cat(parts).numpy() for name, parts in out.items()}
 
     # activity and winners on up to ACTIVITY_IMAGES validation images
@@ -116,7 +111,7 @@ def layer_diagnostics(model, train_times: np.ndarray, train_labels: np.ndarray, 
     for name, maps in finals(sample).items():
         per_feature = maps.reshape(len(maps), maps.shape[1], -1).max(axis=(0, 2))
         results[name].update(active=float(maps.mean()), silent_features=float((per_feature == 0).mean()))
-    for name, counts in _winner_counts(model, nodes, hidden, sample, device, batch_size).items():
+    for name, counts in _winner_counts(model, nodes, sample, device, batch_size).items():
         results[name].update(counts)
     decision = _decision_spread(model, sample, device, batch_size)
     if probe_samples > 0 and len(train_times) and len(val_times):
@@ -141,12 +136,10 @@ def layer_diagnostics(model, train_times: np.ndarray, train_labels: np.ndarray, 
     return results
 
 
-def _winner_counts(model, nodes, hidden, times: np.ndarray, device, batch_size: int) -> dict:
+def _winner_counts(model, nodes, times: np.ndarray, device, batch_size: int) -> dict:
     """{node name: {"<layer>.never_win": f, "<layer>.winner_evenness": e}} for the STDP layers of
-    each block (their input is the block's input) and the head's hidden layer."""
+    each block (their input is the block's input)."""
     layers = [(name, index - 1, layer) for name, index, block in nodes for layer in block.stdp_layers()]
-    if hidden is not None:
-        layers.append((hidden.name, len(model.blocks) - 1, hidden))
     counts = {id(layer): np.zeros(layer.spec.out_channels, dtype=np.int64) for _, _, layer in layers}
     for begin in range(0, len(times), batch_size):
         x = torch.as_tensor(times[begin:begin + batch_size]).to(device)
@@ -180,7 +173,7 @@ def _decision_spread(model, times: np.ndarray, device, batch_size: int) -> dict:
     decided = classes[classes >= 0]
     out = {"top_class_share": float(np.bincount(decided).max() / len(decided)) if len(decided) else 0.0}
     from models.decision import DecisionLayer
-    layer = getattr(model.head, "decision", model.head)      # deepr2024: the chain's decision layer
+    layer = model.head
     neurons = np.concatenate(neurons) if neurons else np.zeros(0, dtype=np.int64)
     neurons = neurons[neurons >= 0]
     if isinstance(layer, DecisionLayer) and len(neurons):

@@ -45,15 +45,13 @@ def test_report(trainer) -> dict:
 
 @torch.no_grad()
 def also_readout(trainer, kind: str, C: float | None) -> dict:
-    """A linear readout fitted on the features the decision layer reads (its input node,
-    through the head's own hidden layer where it has one: deepr2024's R-STDP conv3), beside
-    the model's own decision: trained on the training split, C chosen on the validation
+    """A linear readout fitted on the features the decision layer reads (the head's input node:
+    for deepr2024 its conv3 as its last stage left it), beside the model's own decision: trained on the training split, C chosen on the validation
     split (unless given), the test split touched once. Returns its summary and test metrics."""
     from models.readout import LinearReadout
     began = time.time()
-    node = trainer.model.stages[-1].input_node
-    hidden = getattr(trainer.model.head, "hidden", None)
-    readout = LinearReadout(kind, trainer.model.num_classes, prefix=hidden, C=C).to(trainer.device)
+    node = len(trainer.model.blocks) - 1
+    readout = LinearReadout(kind, trainer.model.num_classes, C=C).to(trainer.device)
     finals = {split: trainer.nodes.get(split, node, "final") for split in ("train", "val", "test")}
     flat = {split: readout.features_of(finals[split], trainer.config.eval_batch_size) for split in ("train", "val")}
     try:
@@ -68,7 +66,7 @@ def also_readout(trainer, kind: str, C: float | None) -> dict:
                                   np.concatenate([p.classes.cpu().numpy() for p in predictions]),
                                   np.concatenate([p.scores.float().cpu().numpy() for p in predictions]),
                                   trainer.model.num_classes)
-    summary = {"kind": kind, "node": node, "through_head_layer": hidden is not None,
+    summary = {"kind": kind, "node": node,
                "features": int(flat["train"].shape[1]), **fitted,
                "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
                "silence_rate": test["silence_rate"], "seconds": time.time() - began}

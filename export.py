@@ -42,7 +42,7 @@ readout) an identity 1x1 `Conv2d` (`Affine`) named after it.
 
 Exported: every chain of hidden conv layers, with skip paths concatenated or dropped, ending in
 an R-STDP decision layer or a linear readout (mozafari2018, deep2024, deeper2024, resnet2024,
-deepr2024 and deepr2024_greedy (conv3 is a hidden layer of the head), kheradpisheh2018, and any
+deepr2024 and deepr2024_greedy, kheradpisheh2018, and any
 of them with `--readout`). Refused in one line: parallel branches (inception2024), a skip path
 merged by OR (resnet2024's `merge=or`), voting heads (majority2024) and the non-convolutional
 systems, which this export does not cover.
@@ -73,7 +73,6 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
     = the front end's [C, H, W]); see the module docstring for the semantics."""
     from models.composite import Residual
     from models.decision import DecisionLayer
-    from models.heads import RewardedChain
     from models.layers import HiddenLayer, conv_size
     from models.readout import LinearReadout
     nir = _nir()
@@ -156,9 +155,6 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
     metadata = {"model": name, "time_steps": int(model.time_steps), "classes": list(classes or []),
                 "input": "cumulative first-spike wave of the front end's maps: 1 where spiked at or before the step",
                 "step": "one NIR step = one time step; the graph is stateless; read the decision at the last step"}
-    if isinstance(head, RewardedChain):
-        parts = hidden(head.hidden, parts)
-        head = head.decision
     if isinstance(head, DecisionLayer):
         weight = head.evaluation_weight().detach().cpu().numpy().astype(np.float32)
         out_shape = head.output_shape(spatial(parts))
@@ -173,8 +169,6 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
                                 "class = feature // neurons_per_class; silent when no output is > 0",
                         neurons_per_class=int(head.spec.neurons_per_class))
     elif isinstance(head, LinearReadout):
-        if head.prefix is not None:
-            parts = hidden(head.prefix, parts)
         coef = head.coef.detach().cpu().numpy().astype(np.float32)
         intercept = head.intercept.detach().cpu().numpy().astype(np.float32)
         if coef.shape[1] != int(np.prod(spatial(parts))):

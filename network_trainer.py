@@ -8,7 +8,8 @@ It runs a model's stages in order (`model.stages`), with one epoch count per sta
   training hit rate) are kept (`best.ckpt`) and training stops after `patience` epochs
   without a new maximum of the median validation accuracy of the last `smoothing` epochs
   (a single lucky or unlucky epoch neither resets nor ends it); the model then continues
-  from the best weights.
+  from the best weights. A stage that refines layers an earlier stage trained
+  (`stage.validates_start`) also validates its starting weights, as its epoch 0.
 
 A stage reads node `stage.input_node` (see `models.base`) from the node cache (`node_cache`:
 computed once per split through the frozen blocks, kept in memory as uint8), so an epoch costs
@@ -166,6 +167,17 @@ class NetworkTrainer:
         stage.configure(exact=self.config.batch_update == "exact", seed=self.config.seed)
         inputs = self.nodes.get("train", stage.input_node, stage.needs)
         labels = self.splits["train"].labels
+        if stage.supervised and stage.validates_start and epochs > 0 and self.state.epoch == 0 \
+                and self.state.best_epoch < 0:
+            # epoch 0: the weights the stage starts from (kept unless an epoch beats them)
+            began = time.time()
+            row = {"stage": stage.name, "kind": stage.kind, "epoch": 0}
+            self._validate(stage, row)
+            row["seconds"] = time.time() - began
+            self.state.history.append(row)
+            self.save("last.ckpt")
+            self.outputs.epoch(self.state.history)
+            self.log(_row_summary(row))
         while self.state.epoch < epochs and not self._patience_spent(stage):
             epoch = self.state.epoch
             began = time.time()

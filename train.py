@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the model's own); R-STDP counts are maxima (early stopping)")
     parser.add_argument("--init-from", metavar="CHECKPOINT",
                         help="take the layers of the stages given 0 epochs from this checkpoint (or a run "
-                             "folder's best.ckpt) of the same model, e.g. --init-from runs/a --epochs 0 0 60 "
-                             "retrains only the decision; other settings may differ if shapes do not")
+                             "folder's best.ckpt), e.g. --init-from runs/a --epochs 0 0 60 retrains only the "
+                             "decision; other settings, even the model, may differ if the copied layers' "
+                             "names and shapes do not")
     parser.add_argument("--readout", choices=("rstdp", "svm", "logistic"),
                         help="decision: the R-STDP layer (default for R-STDP models) or a linear "
                              "classifier on the STDP features")
@@ -268,8 +269,10 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
         if not taken:
             raise UserError("--init-from copies the layers of the stages given 0 epochs, and --epochs gives "
                             "none 0 (e.g. --epochs 0 0 60 keeps conv1 and conv2)")
-        keys = take_stages(load_checkpoint(config.init_from), model, config.model, taken)
-        log(f"--init-from: {', '.join(s.name for s in taken)} taken from {config.init_from} ({len(keys)} tensors)")
+        source = load_checkpoint(config.init_from)
+        keys = take_stages(source, model, config.model, taken)
+        log(f"--init-from: {', '.join(s.name for s in taken)} taken from {config.init_from} "
+            f"(model {source.get('model')}, {len(keys)} tensors)")
     batch_size = config.batch_size or getattr(model.config, "default_batch_size", 32)
     patience = config.patience or getattr(model.config, "default_patience", 10)
     smoothing = config.smoothing or getattr(model.config, "default_smoothing", 5)

@@ -80,8 +80,7 @@ class ConvFamily(SpikingModel):
                 raise ValueError("a readout C needs --readout svm or logistic")
             return
         # the head was built first (so the seeded weights drawn after it are the usual ones)
-        prefix = head.prefix if own else getattr(head, "hidden", None)
-        self.blocks[-1] = LinearReadout(kind, self.num_classes, prefix, C)
+        self.blocks[-1] = LinearReadout(kind, self.num_classes, C)
         self.readout = {"readout": kind, "readout_C": C}
 
     def add_head(self, config, num_classes: int) -> None:

@@ -1,5 +1,6 @@
-"""Decision heads made of several R-STDP layers: a majority vote (majority2024) and a hidden
-layer trained by reward together with the decision layer (deepr2024, joint or greedy).
+"""Decision heads made of several R-STDP layers: a majority vote (majority2024), and the chain
+that trains a hidden layer by reward together with the decision layer (deepr2024, joint or
+greedy).
 
 A head maps the final map (or the spike times, when `needs == "times"`) of its input node to a
 `Prediction`, and `reinforce` runs one R-STDP step; `phase` is the index of the adaptive-rate
@@ -89,9 +90,11 @@ class MajorityHeads(nn.Module):
         return next((s for s in shapes if min(s) < 1), shapes[self.fallback])
 
 
-class RewardedChain(nn.Module):
-    """A hidden layer with reward rules followed by the decision layer, both trained by R-STDP
-    from the decision's outcome (deepr2024).
+class RewardedChain:
+    """A hidden layer with reward rules and the decision layer after it, trained together by
+    R-STDP from the decision's outcome (deepr2024's last stage). Not a block: both layers are
+    the model's own blocks (the chain only trains them), reading the hidden layer's input spike
+    times.
 
     The hidden layer's R-STDP winners come from pointwise inhibition and its own k-WTA; its
     un-inhibited spikes feed the decision layer. Schedules:
@@ -103,13 +106,13 @@ class RewardedChain(nn.Module):
       instead left the decision untrained whenever an epoch had a single window (fewer than
       1,500 samples). Both layers adapt their rates after every window.
     """
+    SCHEDULES = ("joint", "greedy")
     needs = "times"
 
     def __init__(self, hidden: HiddenLayer, decision: DecisionLayer, schedule: str = "joint"):
-        super().__init__()
         if hidden.rstdp is None:
             raise ValueError("the hidden layer of a RewardedChain needs reward rules (add_reward_rules)")
-        if schedule not in ("joint", "greedy"):
+        if schedule not in self.SCHEDULES:
             raise ValueError(f"schedule must be 'joint' or 'greedy', got {schedule!r}")
         self.hidden, self.decision, self.schedule = hidden, decision, schedule
         self.num_classes = decision.num_classes
@@ -119,9 +122,6 @@ class RewardedChain(nn.Module):
         if self.schedule == "joint":
             return True, True
         return phase % 2 == 0, phase % 2 == 1
-
-    def predict(self, final: torch.Tensor) -> Prediction:
-        return self.decision.predict(self.hidden.forward_final(final))
 
     @torch.no_grad()
     def reinforce(self, times: torch.Tensor, labels: torch.Tensor, phase: int = 0,
@@ -164,11 +164,6 @@ class RewardedChain(nn.Module):
         return {f"{self.hidden.name}_reward_a_plus": float(self.hidden.rstdp.reward.a_plus[0]),
                 **self.decision.rates()}
 
-    def stdp_layers(self) -> list:
-        return [self.hidden]
-
-    def macs(self, shape) -> int:
-        return self.hidden.macs(shape) + self.decision.macs(self.hidden.output_shape(shape))
-
-    def output_shape(self, shape):
-        return self.decision.output_shape(self.hidden.output_shape(shape))
+    def modules(self) -> list:
+        """The model's modules it trains."""
+        return [self.hidden, self.decision]

@@ -45,7 +45,7 @@ class Kheradpisheh2018(ConvFamily):
     """Two STDP layers and a linear SVM on conv2's pooled spikes (no R-STDP)."""
 
     def add_head(self, config, num_classes: int) -> None:
-        self.add_block(LinearReadout("svm", num_classes, None, config.readout_C))
+        self.add_block(LinearReadout("svm", num_classes, config.readout_C))
         self.readout = {"readout": "svm", "readout_C": config.readout_C}
 
 

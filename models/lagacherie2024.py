@@ -145,7 +145,7 @@ class Lagacherie2024(NetworkModel):
         self.inputs = inputs
         self.time_steps = 1 if config.mode == "faithful" else config.time_steps
         self.layer = HebbianLayer(inputs, config)
-        self.readout_head = LinearReadout(config.readout, num_classes, None, config.readout_C)
+        self.readout_head = LinearReadout(config.readout, num_classes, config.readout_C)
         self.readout = {"readout": config.readout, "readout_C": config.readout_C}
         self._generator = None
 

@@ -35,16 +35,14 @@ C_LIMITS = (1e-5, 1e4)
 
 
 class LinearReadout(nn.Module):
-    """A linear classifier on flattened final spike features; `prefix` is an STDP-trained hidden
-    layer in front of it (deepr2024's conv3), or None."""
+    """A linear classifier on the flattened final spike maps of its input node."""
     needs = "final"
 
-    def __init__(self, kind: str, num_classes: int, prefix=None, C=None):
+    def __init__(self, kind: str, num_classes: int, C=None):
         super().__init__()
         if kind not in ("svm", "logistic"):
             raise ValueError(f"readout must be 'svm' or 'logistic', got {kind!r}")
         self.kind, self.num_classes, self.C = kind, num_classes, C
-        self.prefix = prefix
         # the feature size depends on the image size: the weights take their shape when fitted
         # (or loaded); before that every sample scores 0
         self.register_buffer("coef", torch.zeros(num_classes, 0))
@@ -58,8 +56,6 @@ class LinearReadout(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def features(self, final: torch.Tensor) -> torch.Tensor:
-        if self.prefix is not None:
-            final = self.prefix.forward_final(final)
         return final.flatten(1)
 
     @torch.no_grad()
@@ -115,14 +111,10 @@ class LinearReadout(nn.Module):
 
     # the head interface the trainer and the model use
     def stdp_layers(self) -> list:
-        return [self.prefix] if self.prefix is not None else []
-
-    def feature_shape(self, shape):
-        return tuple(self.prefix.output_shape(shape)) if self.prefix is not None else tuple(shape)
+        return []
 
     def macs(self, shape) -> int:
-        inner = self.prefix.macs(shape) if self.prefix is not None else 0
-        return inner + int(np.prod(self.feature_shape(shape))) * self.num_classes
+        return int(np.prod(shape)) * self.num_classes
 
     def output_shape(self, shape):
         return (self.num_classes, 1, 1)

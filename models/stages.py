@@ -45,7 +45,10 @@ class Stage(Protocol):
     - `rates()`: learning rates for the history; `activity(final)`: the fraction of its output
       neurons that spike on a final map of its input (None when it has no spiking output);
     - `trained_modules()`: the modules whose weights and buffers it learns (what `--init-from`
-      copies for a stage given 0 epochs).
+      copies for a stage given 0 epochs);
+    - `validates_start`: (supervised stages) the trainer also validates the weights the stage
+      starts from, as its epoch 0, and keeps them unless an epoch beats them: for a stage that
+      refines layers an earlier stage trained (deepr2024's conv3+decision).
     """
     name: str
     kind: str
@@ -55,6 +58,7 @@ class Stage(Protocol):
     data_parallel: bool
     replicated: bool
     sample_order: str
+    validates_start: bool
 
     def configure(self, exact: bool, seed: int) -> None: ...
     def epochs(self, requested: int) -> int: ...
@@ -75,6 +79,7 @@ class StageBase:
     data_parallel = False
     replicated = False
     sample_order = "shuffled"
+    validates_start = False
     exact = True                # the sequential algorithm at any batch size (False: summed)
     seed = 0
 
@@ -182,14 +187,18 @@ class RSTDPStage(StageBase):
     rate would zero the reward or punish rates for the next 1,000 samples).
     The head's `phase` (the greedy alternation of deepr2024_greedy) counts windows since the
     stage began, across epochs, so an epoch of one window (or an odd number) still alternates.
+    `validate_start`: validate the starting weights as epoch 0 (`Stage.validates_start`). A head
+    that is not a module itself (a `RewardedChain`) names the modules it trains (`modules()`).
     """
     kind = "rstdp"
     supervised = True           # validated every epoch, best epoch kept, early stopping
     data_parallel = True
 
     def __init__(self, name: str, head, input_node: int, window: int = ADAPTIVE_WINDOW,
-                 adaptive_min: float = 0.0, adaptive_int: float = 1.0, start_at_chance: bool = False):
+                 adaptive_min: float = 0.0, adaptive_int: float = 1.0, start_at_chance: bool = False,
+                 validate_start: bool = False):
         self.name, self.head, self.input_node = name, head, input_node
+        self.validates_start = validate_start
         self.needs = head.needs
         self.window, self.adaptive_min, self.adaptive_int = window, adaptive_min, adaptive_int
         self.start_at_chance = start_at_chance
@@ -250,7 +259,7 @@ class RSTDPStage(StageBase):
         return self.head.rates()
 
     def trained_modules(self) -> list:
-        return [self.head]
+        return [self.head] if isinstance(self.head, torch.nn.Module) else self.head.modules()
 
 
 class LearnerStage(StageBase):

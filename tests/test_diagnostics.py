@@ -50,8 +50,7 @@ def test_diagnostics_match_a_per_sample_loop(name):
     labels = np.arange(40) % 3
     got = diagnostics.layer_diagnostics(model, times[:20], labels[:20], times[20:], labels[20:], probe_samples=20)
     nodes = diagnostics.layer_nodes(model)
-    hidden = getattr(model.head, "hidden", None)
-    names = [n for n, _, _ in nodes] + ([hidden.name] if hidden is not None else [])
+    names = [n for n, _, _ in nodes]
     assert list(got) == names + ["decision"]
     # the slow way: one validation sample at a time
     val = torch.as_tensor(times[20:])
@@ -66,10 +65,6 @@ def test_diagnostics_match_a_per_sample_loop(name):
                 wins.setdefault(layer.name, []).extend(int(f) for f in w if f >= 0)
             x = block.forward_times(x)
             fired[n].append((x < model.time_steps).numpy()[0])
-        if hidden is not None:
-            w = hidden.learning_winners(x)[0][0, :, 0]
-            wins.setdefault(hidden.name, []).extend(int(f) for f in w if f >= 0)
-            fired[hidden.name].append((hidden.forward_times(x) < model.time_steps).numpy()[0])
         decided.append(int(model.predict(val[i:i + 1]).classes[0]))
     for n in names:
         maps = np.stack(fired[n])
@@ -79,8 +74,6 @@ def test_diagnostics_match_a_per_sample_loop(name):
         assert got[n]["silent_features"] == pytest.approx(np.mean(never_fire))
         assert 0.0 <= got[n]["probe_accuracy"] <= 1.0
     layers = {layer.name: layer for _, _, b in nodes for layer in b.stdp_layers()}
-    if hidden is not None:
-        layers[hidden.name] = hidden
     for layer_name, layer in layers.items():
         node = next(n for n in names if n == layer_name or layer_name in n.split("+"))
         prefix = "" if node == layer_name else f"{layer_name}."

@@ -68,7 +68,7 @@ CONV4_ALONE = {"merge": "none", "decision.in_channels": 200}
 def test_exported_graphs_decide_as_the_tool(name, extra, readout, tmp_path):
     from models.readout import ReadoutChoice
     torch.manual_seed(0)
-    layers = models.create_model(name).config.LAYERS + {"deepr2024": ("conv3",), "deeper2024": ("conv4",),
+    layers = models.create_model(name).config.LAYERS + {"deeper2024": ("conv4",),
                                                          "resnet2024": ("conv3",)}.get(name, ())
     # every layer calibrated to 30 % activity (untrained weights fire nearly everywhere), so
     # the calibrated thresholds are exported too

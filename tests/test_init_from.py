@@ -47,7 +47,8 @@ def test_init_from_errors_are_one_line(tmp_path_factory, tmp_path, capsys):
     source = run(tmp_path, cache_dir, "source")["run_dir"]
     cases = [(["--epochs", "1", "1", "1"], "gives none 0"),
              (["--epochs", "0", "1", "1", "--set", "conv1.kernel_size=3"], "blocks.0.conv.weight is"),
-             (["--model", "deep2024", "--epochs", "0", "1", "1", "1"], "for model 'mozafari2018'")]
+             # deep2024's conv2 has 150 maps, mozafari2018's 250
+             (["--model", "deep2024", "--epochs", "0", "0", "1", "1"], "blocks.1.conv.weight is")]
     for index, (extra, message) in enumerate(cases):
         with pytest.raises(SystemExit):
             run(tmp_path, cache_dir, f"bad{index}", "--init-from", source, *extra)
@@ -56,3 +57,16 @@ def test_init_from_errors_are_one_line(tmp_path_factory, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(tmp_path, cache_dir, "missing", "--init-from", str(tmp_path / "nothing"), "--epochs", "0", "0", "1")
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_another_models_layers_of_the_same_names_and_shapes_are_taken(tmp_path_factory, tmp_path):
+    """deepr2024's first four stages are deep2024's: its conv1-conv3 can come from a deep2024 run."""
+    cache_dir = str(tmp_path_factory.mktemp("cache"))
+    source = run(tmp_path, cache_dir, "deep", "--model", "deep2024", "--epochs", "1", "1", "1", "1")
+    target = run(tmp_path, cache_dir, "deepr", "--model", "deepr2024", "--init-from", source["run_dir"],
+                 "--epochs", "0", "0", "0", "1", "0")          # the decision trains, the rest is taken
+    taken, ours = state(source["run_dir"]), state(target["run_dir"])
+    conv = [k for k in taken if k.startswith(("blocks.0.", "blocks.1.", "blocks.2."))]
+    assert "blocks.2.conv.weight" in conv
+    for key in conv:
+        assert torch.equal(ours[key], taken[key]), key

@@ -15,8 +15,8 @@ from tests.conftest import random_times
 SHAPES = {   # node shapes on MNIST, spec section 5 and the seed's verified tables
     "mozafari2018": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
     "deep2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 3, 3), (200, 3, 3)],
-    "deepr2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (200, 2, 2)],
-    "deepr2024_greedy": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (200, 2, 2)],
+    "deepr2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 3, 3), (200, 3, 3)],
+    "deepr2024_greedy": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 3, 3), (200, 3, 3)],
     "inception2024": [(6, 28, 28), (30, 14, 14), (75, 7, 7), (300, 2, 2), (200, 2, 2)],
     "majority2024": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
     "deeper2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 3, 3), (450, 3, 3), (200, 3, 3)],
@@ -232,9 +232,9 @@ def test_majority_heads_learn_from_their_own_votes(gen):
 
 
 def test_greedy_schedule_alternates_by_window_and_joint_trains_both():
-    greedy = models.create_model("deepr2024_greedy").head
+    greedy = models.create_model("deepr2024_greedy").stages[-1].head
     assert [greedy.learners(w) for w in range(4)] == [(True, False), (False, True), (True, False), (False, True)]
-    joint = models.create_model("deepr2024").head
+    joint = models.create_model("deepr2024").stages[-1].head
     assert all(joint.learners(w) == (True, True) for w in range(4))
 
 
@@ -242,7 +242,7 @@ def test_greedy_stage_trains_only_the_scheduled_layer(gen):
     model = models.create_model("deepr2024_greedy")
     stage = model.stages[-1]
     stage.window = 4
-    chain = model.head
+    chain = stage.head
     times = random_times(8, 150, 7, 7, 15, never=0.3, generator=gen)
     labels = torch.randint(0, 10, (8,), generator=gen)
     stage.start_epoch()
@@ -260,7 +260,8 @@ def test_greedy_turns_continue_across_epochs_of_one_window(gen):
     """An epoch of a single window (fewer than 1.5 windows of samples) alternates by epoch; counted
     per epoch, the decision layer never learned on such data."""
     model = models.create_model("deepr2024_greedy")
-    stage, chain = model.stages[-1], model.head
+    stage = model.stages[-1]
+    chain = stage.head
     times = random_times(8, 150, 7, 7, 15, never=0.3, generator=gen)
     labels = torch.randint(0, 10, (8,), generator=gen)
     learned = []

@@ -66,8 +66,8 @@ def test_a_readout_chosen_at_build_replaces_the_rstdp_stage_and_keeps_prefixes()
     assert torch.equal(plain.blocks[1].conv.weight, chosen.blocks[1].conv.weight)    # same seeded draws
     assert chosen.head.C == 0.5 and chosen.stages[-1].name == "readout_logistic"
     deepr = models.create_model("deepr2024", readout_choice=models.ReadoutChoice("logistic"))
-    assert deepr.head.prefix is not None and [s.name for s in deepr.stages] == ["conv1", "conv2", "conv3",
-                                                                                "readout_logistic"]
+    assert [s.name for s in deepr.stages] == ["conv1", "conv2", "conv3", "readout_logistic"]
+    assert deepr.stages[-1].input_node == 3         # conv3's maps: no reward stage without a decision
     own = models.create_model("kheradpisheh2018", readout_choice=models.ReadoutChoice(C=1.5))
     assert (own.head.kind, own.head.C) == ("svm", 1.5)
     with pytest.raises(ValueError, match="no R-STDP decision layer"):

@@ -56,3 +56,42 @@ def test_a_flat_noisy_curve_stops_after_patience_and_keeps_the_best_epoch():
 def test_validation_ties_go_to_the_higher_training_hit_rate():
     stopped, state = run_validations([0.9, 0.9, 0.9], patience=10, smoothing=1, hits=[0.5, 0.7, 0.6])
     assert stopped is None and state.best_epoch == 2
+
+
+def test_a_stage_that_validates_its_start_keeps_it_unless_an_epoch_beats_it(tmp_path):
+    """deepr2024's conv3+decision stage refines layers trained before it: its starting weights
+    are validated as epoch 0 and kept when none of its epochs validates higher."""
+    import torch
+    from network_trainer import Split
+    from run_folder import RunDirectory
+    torch.manual_seed(0)
+    model = models.create_model("deepr2024", num_classes=3, settings={"frontend.time_steps": 6})
+    images = (torch.rand(24, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.9).float()
+    times = model.frontend.build()(images).numpy()
+    labels = np.arange(24) % 3
+    splits = {name: Split(times, labels) for name in ("train", "val", "test")}
+    results = {}
+    for name, accuracies in (("start kept", [0.9, 0.5, 0.6]), ("epoch kept", [0.5, 0.6, 0.9])):
+        torch.manual_seed(0)
+        model = models.create_model("deepr2024", num_classes=3, settings={"frontend.time_steps": 6})
+        config = TrainConfig(epochs=(0, 0, 0, 0, 2), patience=10, smoothing=1, probe_samples=0,
+                             feature_images=False, progress=False)
+        trainer = NetworkTrainer(model, splits, RunDirectory.create(str(tmp_path), name.replace(" ", "-")),
+                                 config, {"model": "deepr2024"}, log=lambda *_: None)
+        real, values = trainer.evaluate, iter(accuracies)
+
+        def evaluate(split, *args, real=real, values=values, **kwargs):
+            if split != "val":
+                return real(split, *args, **kwargs)
+            correct = int(round(next(values) * 100))
+            return np.zeros(100, np.int64), np.r_[np.zeros(correct), np.ones(100 - correct)].astype(np.int64), None
+        trainer.evaluate = evaluate
+        start = model.blocks[2].conv.weight.clone()
+        trainer._train_stage(4, model.stages[4])
+        rows = [r for r in trainer.state.history if r["stage"] == "conv3+decision"]
+        assert [r["epoch"] for r in rows] == [0, 1, 2]
+        results[name] = (trainer.state.selected["conv3+decision"]["epoch"], model.blocks[2].conv.weight.clone(), start)
+    epoch, weight, start = results["start kept"]
+    assert epoch == 0 and torch.equal(weight, start)
+    epoch, weight, start = results["epoch kept"]
+    assert epoch == 2 and not torch.equal(weight, start)
