@@ -42,7 +42,7 @@ RUNS = {
                                 "--readout", "svm"],
     "kheradpisheh2018-digits": ["--model", "kheradpisheh2018", *DIGITS, "--epochs", "1", "1", "1"],
     "majority2024-digits": ["--model", "majority2024", *DIGITS, "--epochs", "1", "1", "3"],
-    "deepr2024-digits": ["--model", "deepr2024", *DIGITS, "--epochs", "1", "1", "1", "3"],
+    "deepr2024-digits": ["--model", "deepr2024", *DIGITS, "--epochs", "1", "1", "1", "2", "2"],
     "lagacherie2024-digits": ["--model", "lagacherie2024", *DIGITS, "--epochs", "1", "1"],
     "tavanaei2017-iris": ["--model", "tavanaei2017", "--dataset", "iris", "--epochs", "3"],
     "tavanaei2017_mnist-digits": ["--model", "tavanaei2017_mnist", *DIGITS, "--epochs", "1"],
