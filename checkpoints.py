@@ -84,16 +84,19 @@ def _with_new_settings(theirs: dict, ours: dict) -> dict:
     return merged
 
 
-def take_stages(payload: dict, model, model_name: str, stages) -> list[str]:
-    """Copy into `model` the weights and buffers that `stages` learn (`Stage.trained_modules`)
-    from a checkpoint with the same front end and classes (`--init-from`); its other settings
+def take_stages(payload: dict, model, stages, trained_here=()) -> list[str]:
+    """Copy into `model` the weights and buffers that `stages` learn (`Stage.trained_modules`),
+    except the modules a stage of `trained_here` learns (deepr2024 with `--epochs 0 0 0 100 0`:
+    its last stage's decision layer trains in the decision stage, from this run's seed), from a
+    checkpoint with the same front end and classes (`--init-from`); its other settings
     may differ (a threshold, a pooling, the decision's rates), and so may its model where the
     copied layers have the same names (deep2024's conv1-conv3 into deepr2024), but every
     copied tensor must keep its shape. A buffer the checkpoint lacks (a threshold calibration it
     did not make) keeps the model's own value. Returns the copied state keys."""
     check_same_model(payload, model, None, "--init-from: the checkpoint")
     names = {id(module): name for name, module in model.named_modules()}
-    prefixes = [names[id(module)] for stage in stages for module in stage.trained_modules()]
+    own = {id(module) for stage in trained_here for module in stage.trained_modules()}
+    prefixes = [names[id(module)] for stage in stages for module in stage.trained_modules() if id(module) not in own]
     parameters = {name for name, _ in model.named_parameters()}
     ours, theirs = model.state_dict(), payload.get("state_dict", {})
     taken = {}

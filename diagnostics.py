@@ -173,11 +173,10 @@ def _decision_spread(model, times: np.ndarray, device, batch_size: int) -> dict:
     decided = classes[classes >= 0]
     out = {"top_class_share": float(np.bincount(decided).max() / len(decided)) if len(decided) else 0.0}
     from models.decision import DecisionLayer
-    layer = model.head
     neurons = np.concatenate(neurons) if neurons else np.zeros(0, dtype=np.int64)
     neurons = neurons[neurons >= 0]
-    if isinstance(layer, DecisionLayer) and len(neurons):
-        total = layer.conv.weight.shape[0]
+    if isinstance(model.head, DecisionLayer) and len(neurons):
+        total = model.head.conv.weight.shape[0]
         counts = np.bincount(neurons, minlength=total)
         out.update(neurons_used=float((counts > 0).mean()), top_neuron_share=float(counts.max() / len(neurons)))
     return out

@@ -46,8 +46,9 @@ def test_report(trainer) -> dict:
 @torch.no_grad()
 def also_readout(trainer, kind: str, C: float | None) -> dict:
     """A linear readout fitted on the features the decision layer reads (the head's input node:
-    for deepr2024 its conv3 as its last stage left it), beside the model's own decision: trained on the training split, C chosen on the validation
-    split (unless given), the test split touched once. Returns its summary and test metrics."""
+    for deepr2024 its conv3 as its last stage left it), beside the model's own decision: trained
+    on the training split, C chosen on the validation split (unless given), the test split
+    touched once. Returns its summary and test metrics."""
     from models.readout import LinearReadout
     began = time.time()
     node = len(trainer.model.blocks) - 1

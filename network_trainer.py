@@ -173,7 +173,9 @@ class NetworkTrainer:
             began = time.time()
             row = {"stage": stage.name, "kind": stage.kind, "epoch": 0}
             self._validate(stage, row)
+            self.state.best_train_hit = 2.0        # above any hit rate: a tie keeps the start
             row["seconds"] = time.time() - began
+            self.state.elapsed[stage.name] = self.state.elapsed.get(stage.name, 0.0) + row["seconds"]
             self.state.history.append(row)
             self.save("last.ckpt")
             self.outputs.epoch(self.state.history)

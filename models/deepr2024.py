@@ -61,6 +61,11 @@ class DeepR2024(ConvFamily):
     """deep2024's blocks (conv3 with reward rules too) and stages, then the stage that rewards
     conv3 and the decision together (a `RewardedChain` over the same two layers)."""
 
+    def __init__(self, config, num_classes: int = 10, readout=None):
+        super().__init__(config, num_classes, readout)
+        if isinstance(self.head, LinearReadout):        # no reward stage: deep2024's four counts
+            self.config = dataclasses.replace(self.config, default_epochs=self.config.default_epochs[:4])
+
     def add_head(self, config, num_classes: int) -> None:
         self.blocks[-1].add_reward_rules(config.conv3_reward, config.conv3_punish, *config.conv3_bounds)
         super().add_head(config, num_classes)

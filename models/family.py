@@ -51,12 +51,13 @@ class FamilyConfig:
 
 class ConvFamily(SpikingModel):
     """Hidden conv layers (`config.LAYERS`) + a decision block (`add_head`); see the module
-    docstring. Subclasses override `add_head` (and `head_stage`) only.
+    docstring. Subclasses override `add_head` (and `head_stage`, or `build_stages` to add a
+    stage) only.
 
     `readout` (a `models.readout.ReadoutChoice`, the CLI's `--readout` / `--readout-c`) is the
     decision chosen when the model is built: the head's own ("rstdp", or the model's own
-    readout) or a linear readout ("svm", "logistic") of the head's input features (through the
-    head's hidden layer, if it has one); C None: chosen on the validation split."""
+    readout) or a linear readout ("svm", "logistic") of the head's input features; C None:
+    chosen on the validation split."""
     head_name = "decision"
 
     def __init__(self, config, num_classes: int = 10, readout=None):

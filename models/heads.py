@@ -1,10 +1,11 @@
-"""Decision heads made of several R-STDP layers: a majority vote (majority2024), and the chain
-that trains a hidden layer by reward together with the decision layer (deepr2024, joint or
-greedy).
+"""Several R-STDP layers trained as one: a decision head of voting layers (majority2024), and
+the chain that trains a hidden layer by reward together with the decision layer after it
+(deepr2024's last stage, joint or greedy; not a head: the two layers are the model's blocks).
 
-A head maps the final map (or the spike times, when `needs == "times"`) of its input node to a
-`Prediction`, and `reinforce` runs one R-STDP step; `phase` is the index of the adaptive-rate
-window since the stage began, counted across epochs (used by the greedy alternation).
+A head maps the final map of its input node to a `Prediction`; both offer what `RSTDPStage`
+drives: `reinforce` runs one R-STDP step (the chain reads spike times, `needs == "times"`), and
+`phase` is the index of the adaptive-rate window since the stage began, counted across epochs
+(used by the greedy alternation).
 """
 from __future__ import annotations
 

@@ -87,12 +87,8 @@ def test_exported_graphs_decide_as_the_tool(name, extra, readout, tmp_path):
             layer.calibrate(x)
             x = block.forward_times(x)
         head = model.blocks[-1]
-        if hasattr(head, "hidden"):
-            head.hidden.conv.weight.uniform_(0, 1, generator=generator)
-            head.hidden.calibrate(x)
-        decision = getattr(head, "decision", head)
-        if hasattr(decision, "conv"):
-            decision.conv.weight.uniform_(0, 1, generator=generator)
+        if hasattr(head, "conv"):
+            head.conv.weight.uniform_(0, 1, generator=generator)
         if hasattr(head, "coef"):       # a linear readout, fitted here at random
             head.coef = torch.randn(4, x.flatten(1).shape[1], generator=generator)
             head.intercept = torch.randn(4, generator=generator)

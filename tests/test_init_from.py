@@ -60,13 +60,20 @@ def test_init_from_errors_are_one_line(tmp_path_factory, tmp_path, capsys):
 
 
 def test_another_models_layers_of_the_same_names_and_shapes_are_taken(tmp_path_factory, tmp_path):
-    """deepr2024's first four stages are deep2024's: its conv1-conv3 can come from a deep2024 run."""
+    """deepr2024's first four stages are deep2024's: its conv1-conv3 can come from a deep2024
+    run, and its decision stage then learns what deep2024's learned (same seed, same start)."""
     cache_dir = str(tmp_path_factory.mktemp("cache"))
     source = run(tmp_path, cache_dir, "deep", "--model", "deep2024", "--epochs", "1", "1", "1", "1")
-    target = run(tmp_path, cache_dir, "deepr", "--model", "deepr2024", "--init-from", source["run_dir"],
-                 "--epochs", "0", "0", "0", "1", "0")          # the decision trains, the rest is taken
-    taken, ours = state(source["run_dir"]), state(target["run_dir"])
-    conv = [k for k in taken if k.startswith(("blocks.0.", "blocks.1.", "blocks.2."))]
-    assert "blocks.2.conv.weight" in conv
-    for key in conv:
-        assert torch.equal(ours[key], taken[key]), key
+    taken = state(source["run_dir"])
+    for seed in ("0", "1"):
+        # the last stage gets 0 epochs: its conv3 is taken, its decision trains in the decision stage
+        target = run(tmp_path, cache_dir, f"deepr{seed}", "--model", "deepr2024", "--init-from", source["run_dir"],
+                     "--epochs", "0", "0", "0", "1", "0", "--seed", seed)
+        ours = state(target["run_dir"])
+        conv = [k for k in taken if k.startswith(("blocks.0.", "blocks.1.", "blocks.2."))]
+        assert "blocks.2.conv.weight" in conv
+        for key in conv:
+            assert torch.equal(ours[key], taken[key]), key
+        # seed 0: deep2024's decision stage exactly; seed 1: another start, so not copied
+        same = torch.equal(ours["blocks.3.conv.weight"], taken["blocks.3.conv.weight"])
+        assert same == (seed == "0")

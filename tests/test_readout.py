@@ -55,7 +55,7 @@ def test_readout_state_round_trips_whatever_the_feature_size():
     assert torch.equal(fresh.coef, readout.coef) and fresh.coef.shape == (3, 12)
 
 
-def test_a_readout_chosen_at_build_replaces_the_rstdp_stage_and_keeps_prefixes():
+def test_a_readout_chosen_at_build_replaces_the_rstdp_stages():
     model = models.create_model("mozafari2018", readout_choice=models.ReadoutChoice("svm"))
     assert [s.kind for s in model.stages] == ["stdp", "stdp", "readout"] and model.stages[-1].input_node == 2
     assert model.hyperparameters()["readout"] == "svm"
@@ -68,6 +68,7 @@ def test_a_readout_chosen_at_build_replaces_the_rstdp_stage_and_keeps_prefixes()
     deepr = models.create_model("deepr2024", readout_choice=models.ReadoutChoice("logistic"))
     assert [s.name for s in deepr.stages] == ["conv1", "conv2", "conv3", "readout_logistic"]
     assert deepr.stages[-1].input_node == 3         # conv3's maps: no reward stage without a decision
+    assert len(deepr.config.default_epochs) == len(deepr.stages)
     own = models.create_model("kheradpisheh2018", readout_choice=models.ReadoutChoice(C=1.5))
     assert (own.head.kind, own.head.C) == ("svm", 1.5)
     with pytest.raises(ValueError, match="no R-STDP decision layer"):

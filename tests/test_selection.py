@@ -95,3 +95,29 @@ def test_a_stage_that_validates_its_start_keeps_it_unless_an_epoch_beats_it(tmp_
     assert epoch == 0 and torch.equal(weight, start)
     epoch, weight, start = results["epoch kept"]
     assert epoch == 2 and not torch.equal(weight, start)
+
+
+def test_a_tie_with_the_validated_start_keeps_the_start(tmp_path):
+    import torch
+    from network_trainer import Split
+    from run_folder import RunDirectory
+    torch.manual_seed(0)
+    model = models.create_model("deepr2024", num_classes=3, settings={"frontend.time_steps": 6})
+    images = (torch.rand(24, 1, 28, 28, generator=torch.Generator().manual_seed(1)) > 0.9).float()
+    times = model.frontend.build()(images).numpy()
+    splits = {name: Split(times, np.arange(24) % 3) for name in ("train", "val", "test")}
+    config = TrainConfig(epochs=(0, 0, 0, 0, 1), patience=10, smoothing=1, probe_samples=0,
+                         feature_images=False, progress=False)
+    trainer = NetworkTrainer(model, splits, RunDirectory.create(str(tmp_path), "tie"), config,
+                             {"model": "deepr2024"}, log=lambda *_: None)
+    real = trainer.evaluate
+
+    def evaluate(split, *args, **kwargs):
+        if split != "val":
+            return real(split, *args, **kwargs)
+        return np.zeros(10, np.int64), np.r_[np.zeros(7), np.ones(3)].astype(np.int64), None   # 0.7 always
+    trainer.evaluate = evaluate
+    start = model.blocks[2].conv.weight.clone()
+    trainer._train_stage(4, model.stages[4])
+    assert trainer.state.selected["conv3+decision"]["epoch"] == 0 and torch.equal(model.blocks[2].conv.weight, start)
+    assert trainer.state.elapsed["conv3+decision"] > 0
