@@ -84,10 +84,20 @@ def _with_new_settings(theirs: dict, ours: dict) -> dict:
     return merged
 
 
-def take_stages(payload: dict, model, stages, trained_here=()) -> list[str]:
-    """Copy into `model` the weights and buffers that `stages` learn (`Stage.trained_modules`),
-    except the modules a stage of `trained_here` learns (deepr2024 with `--epochs 0 0 0 100 0`:
-    its last stage's decision layer trains in the decision stage, from this run's seed), from a
+def taken_modules(stages, epochs) -> list:
+    """The modules `--init-from` copies: those whose first stage (in training order) that
+    learns them is given 0 epochs. deepr2024 with `--epochs 0 0 0 100 0` takes conv1-conv3,
+    while its decision layer, which the last stage also learns, trains in the decision stage
+    from this run's seed; with `--epochs 0 0 0 0 3` both conv3 and the decision are taken."""
+    first = {}
+    for stage, count in zip(stages, epochs):
+        for module in stage.trained_modules():
+            first.setdefault(id(module), (module, stage.epochs(count) == 0))
+    return [module for module, taken in first.values() if taken]
+
+
+def take_stages(payload: dict, model, modules) -> list[str]:
+    """Copy into `model` the weights and buffers of `modules` (see `taken_modules`) from a
     checkpoint with the same front end and classes (`--init-from`); its other settings
     may differ (a threshold, a pooling, the decision's rates), and so may its model where the
     copied layers have the same names (deep2024's conv1-conv3 into deepr2024), but every
@@ -95,8 +105,7 @@ def take_stages(payload: dict, model, stages, trained_here=()) -> list[str]:
     did not make) keeps the model's own value. Returns the copied state keys."""
     check_same_model(payload, model, None, "--init-from: the checkpoint")
     names = {id(module): name for name, module in model.named_modules()}
-    own = {id(module) for stage in trained_here for module in stage.trained_modules()}
-    prefixes = [names[id(module)] for stage in stages for module in stage.trained_modules() if id(module) not in own]
+    prefixes = [names[id(module)] for module in modules]
     parameters = {name for name, _ in model.named_parameters()}
     ours, theirs = model.state_dict(), payload.get("state_dict", {})
     taken = {}

@@ -60,8 +60,8 @@ def main(argv=None) -> list[dict]:
     stage = stages[args.layer]
     layer, node = stage.layer, stage.input_node
     below = [name for name, s in stages.items() if s.kind == "stdp" and s.input_node < node]
-    take_stages(payload, model,
-                [stages[name] for name in below + ([] if args.train_images else [args.layer])])
+    take_stages(payload, model, [module for name in below + ([] if args.train_images else [args.layer])
+                                 for module in stages[name].trained_modules()])
     model.eval()
     config = RunConfig(model=saved.model, dataset=saved.dataset, seed=saved.seed, val_size=saved.val_size)
     splits, _ = prepare_splits(config, Runtime(data_root=args.data_root, cache_dir=args.cache_dir,

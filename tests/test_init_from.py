@@ -77,3 +77,13 @@ def test_another_models_layers_of_the_same_names_and_shapes_are_taken(tmp_path_f
         # seed 0: deep2024's decision stage exactly; seed 1: another start, so not copied
         same = torch.equal(ours["blocks.3.conv.weight"], taken["blocks.3.conv.weight"])
         assert same == (seed == "0")
+
+
+def test_a_module_is_taken_when_the_first_stage_that_learns_it_is_given_0_epochs():
+    import models
+    from checkpoints import taken_modules
+    model = models.create_model("deepr2024")
+    conv1, conv2, conv3, decision = model.blocks
+    assert taken_modules(model.stages, (0, 0, 0, 1, 0)) == [conv1, conv2, conv3]     # the decision trains here
+    assert taken_modules(model.stages, (0, 0, 0, 0, 3)) == [conv1, conv2, conv3, decision]
+    assert taken_modules(model.stages, (0, 1, 1, 1, 1)) == [conv1]
