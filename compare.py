@@ -41,9 +41,14 @@ def summarize(run_dir: str) -> dict:
         raise UserError(f"{run_dir} is not a finished run (config.json and metrics.json): {error}") from None
     # the run configuration ("args" in folders written before it was split from the runtime)
     run = config.get("run") or config.get("args") or {}
-    selected = metrics.get("selected_epochs") or {}
+    # in training order (metrics.json sorts its keys: deepr2024's "conv3+decision" before "decision")
+    order = [stage[0] for stage in config.get("stages") or []]
+
+    def in_order(entries: dict) -> dict:
+        return dict(sorted(entries.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+    selected = in_order(metrics.get("selected_epochs") or {})
     last = list(selected.values())[-1] if selected else {}
-    stages = metrics.get("stage_seconds") or {}
+    stages = in_order(metrics.get("stage_seconds") or {})
     return {
         "run": os.path.basename(os.path.normpath(run_dir)),
         "model": metrics.get("model", config.get("model")),

@@ -82,3 +82,18 @@ def test_configurations_put_the_seeds_of_one_setting_together(tmp_path):
     table = compare.write_outputs(rows, str(tmp_path / "out"))
     assert "By configuration" in table and "| deep2024 | a-seed0 a-seed1 | 0 1 |" in table
     assert (tmp_path / "out" / "comparison.png").is_file()
+
+
+def test_a_runs_row_takes_the_last_stage_in_training_order(tmp_path):
+    """metrics.json sorts its keys ("conv3+decision" before "decision"); the row follows the
+    run's stage order: the validation accuracy is the last supervised stage's."""
+    import json
+    folder = tmp_path / "deepr"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model": "gone2023", "stages": [
+        ["conv3", "stdp"], ["decision", "rstdp"], ["conv3+decision", "rstdp"]]}))
+    (folder / "metrics.json").write_text(json.dumps({
+        "accuracy": 0.9, "selected_epochs": {"decision": {"val_accuracy": 0.5}, "conv3+decision": {"val_accuracy": 0.7}},
+        "stage_seconds": {"conv3": 1.0, "decision": 2.0, "conv3+decision": 3.0}}, sort_keys=True))
+    row = compare.summarize(str(folder))
+    assert row["val_accuracy"] == 0.7 and row["stages"] == "conv3 decision conv3+decision" and row["train_seconds"] == 6.0
