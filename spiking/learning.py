@@ -358,6 +358,25 @@ class RSTDP(nn.Module):
         self.register_buffer("base_reward", torch.stack((reward.a_plus, reward.a_minus)).clone())
         self.register_buffer("base_punish", torch.stack((punish.a_plus, punish.a_minus)).clone())
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """The bases are settings and the current rates are state: loading rules saved with
+        other bases (`--init-from` with new rates) keeps the saved adaptive scale and applies
+        it to this module's bases (rate = saved rate * own base / saved base, elementwise;
+        where the saved base is 0, the own base). Equal bases load unchanged (`--resume`)."""
+        for rule, base in (("reward", self.base_reward), ("punish", self.base_punish)):
+            theirs = state_dict.get(prefix + "base_" + rule)
+            if theirs is None or theirs.shape != base.shape or torch.equal(theirs.to(base.device), base):
+                continue
+            theirs = theirs.to(base.device).double()
+            for row, name in enumerate(("a_plus", "a_minus")):
+                key = f"{prefix}{rule}.{name}"
+                if key in state_dict and state_dict[key].shape == base[row].shape:
+                    saved = state_dict[key].to(base.device).double()
+                    scale = torch.where(theirs[row] != 0, saved / torch.where(theirs[row] != 0, theirs[row], 1.0), 1.0)
+                    state_dict[key] = (base[row].double() * scale).to(state_dict[key].dtype)
+            state_dict[prefix + "base_" + rule] = base.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @classmethod
     def from_rates(cls, conv_layer, reward=(0.004, -0.003), punish=(-0.004, 0.0005),
                    use_stabilizer: bool = False, lower_bound: float = 0.2,
