@@ -96,7 +96,7 @@ def taken_modules(stages, epochs) -> list:
     return [module for module, taken in first.values() if taken]
 
 
-def take_stages(payload: dict, model, modules) -> list[str]:
+def take_modules(payload: dict, model, modules) -> list[str]:
     """Copy into `model` the weights and buffers of `modules` (see `taken_modules`) from a
     checkpoint with the same front end and classes (`--init-from`); its other settings
     may differ (a threshold, a pooling, the decision's rates), and so may its model where the

@@ -176,10 +176,7 @@ class NetworkTrainer:
             self.state.best_train_hit = 2.0        # above any hit rate: a tie keeps the start
             row["seconds"] = time.time() - began
             self.state.elapsed[stage.name] = self.state.elapsed.get(stage.name, 0.0) + row["seconds"]
-            self.state.history.append(row)
-            self.save("last.ckpt")
-            self.outputs.epoch(self.state.history)
-            self.log(_row_summary(row))
+            self._record(row)
         while self.state.epoch < epochs and not self._patience_spent(stage):
             epoch = self.state.epoch
             began = time.time()
@@ -195,11 +192,8 @@ class NetworkTrainer:
                 if activity is not None:
                     row["spike_rate"] = activity
             row.update({f"rate_{stage.name}_{k}": v for k, v in stage.rates().items()})
-            self.state.history.append(row)
             self.state.epoch = epoch + 1
-            self.save("last.ckpt")
-            self.outputs.epoch(self.state.history)
-            self.log(_row_summary(row))
+            self._record(row)
             for warning in diagnose(stage.name, row, self.model.num_classes):
                 self.log(f"warning: {warning}")
             if stop:
@@ -218,6 +212,13 @@ class NetworkTrainer:
             self.log(f"{stage.name}: keeping epoch {self.state.best_epoch} "
                      f"(validation accuracy {self.state.best_val:.4f})")
         self._end_stage(index, stage)
+
+    def _record(self, row: dict) -> None:
+        """A finished epoch's row: into the history, the checkpoint, the run folder and the log."""
+        self.state.history.append(row)
+        self.save("last.ckpt")
+        self.outputs.epoch(self.state.history)
+        self.log(_row_summary(row))
 
     def _end_stage(self, index: int, stage) -> None:
         self.state = TrainerState(stage=index + 1, history=self.state.history,

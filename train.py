@@ -19,7 +19,7 @@ import image_folders
 import launcher
 import models
 import run_config
-from checkpoints import load_checkpoint, take_stages, taken_modules
+from checkpoints import load_checkpoint, take_modules, taken_modules
 from network_trainer import NetworkTrainer, TrainConfig
 from pipeline import (build_model, build_recorded, check_input_size, prepare_splits, readout_choice,
                       restore_model)
@@ -270,7 +270,7 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
             raise UserError("--init-from copies the layers of the stages given 0 epochs, and --epochs gives "
                             "none 0 (e.g. --epochs 0 0 60 keeps conv1 and conv2)")
         source = load_checkpoint(config.init_from)
-        keys = take_stages(source, model, taken_modules(model.stages, epochs))
+        keys = take_modules(source, model, taken_modules(model.stages, epochs))
         log(f"--init-from: {', '.join(s.name for s in taken)} taken from {config.init_from} "
             f"(model {source.get('model')}, {len(keys)} tensors)")
     batch_size = config.batch_size or getattr(model.config, "default_batch_size", 32)

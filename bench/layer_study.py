@@ -38,7 +38,7 @@ def main(argv=None) -> list[dict]:
     import torch.nn.functional as F
 
     import data
-    from checkpoints import load_checkpoint, take_stages
+    from checkpoints import load_checkpoint, take_modules
     from diagnostics import fit_probe
     from network_trainer import run_epoch
     from pipeline import build_recorded, prepare_splits
@@ -60,7 +60,7 @@ def main(argv=None) -> list[dict]:
     stage = stages[args.layer]
     layer, node = stage.layer, stage.input_node
     below = [name for name, s in stages.items() if s.kind == "stdp" and s.input_node < node]
-    take_stages(payload, model, [module for name in below + ([] if args.train_images else [args.layer])
+    take_modules(payload, model, [module for name in below + ([] if args.train_images else [args.layer])
                                  for module in stages[name].trained_modules()])
     model.eval()
     config = RunConfig(model=saved.model, dataset=saved.dataset, seed=saved.seed, val_size=saved.val_size)

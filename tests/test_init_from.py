@@ -93,13 +93,13 @@ def test_taken_reward_rules_keep_their_adaptive_scale_under_new_base_rates():
     """A taken layer's R-STDP bases are settings (`--set conv3_reward=...` applies), its
     current rates state: the saved adaptive scale carries over to the new bases."""
     import models
-    from checkpoints import take_stages, taken_modules
+    from checkpoints import take_modules, taken_modules
     saved = models.create_model("deepr2024")
     saved.blocks[2].rstdp.adapt(0.9, 0.1)          # reward rates x 0.1, punish x 0.9
     payload = {"state_dict": saved.state_dict(), "num_classes": 10, "frontend_key": saved.frontend.key()}
     model = models.create_model("deepr2024", settings={"conv3_reward": (0.0001, -0.000075),
                                                        "conv3_punish": (-0.0002, 0.00025)})
-    take_stages(payload, model, taken_modules(model.stages, (0, 0, 0, 0, 3)))
+    take_modules(payload, model, taken_modules(model.stages, (0, 0, 0, 0, 3)))
     rules = model.blocks[2].rstdp
     assert torch.allclose(rules.base_reward[:, 0].double(), torch.tensor([0.0001, -0.000075], dtype=torch.float64))
     assert torch.allclose(rules.reward.a_plus.double(), torch.full_like(rules.reward.a_plus.double(), 0.00001))
