@@ -52,8 +52,9 @@ def summarize(run_dir: str) -> dict:
     return {
         "run": os.path.basename(os.path.normpath(run_dir)),
         "model": metrics.get("model", config.get("model")),
-        # the decision: a linear readout, else the last stage's kind (rstdp, bptt, bpstdp...)
-        "readout": (config.get("hyperparameters") or {}).get("readout")
+        # the decision: a linear readout ("svm", "svm latency"), else the last stage's kind (rstdp,
+        # bptt, bpstdp...)
+        "readout": _readout(config.get("hyperparameters") or {})
         or ((config.get("stages") or [[None, "rstdp"]])[-1][1]),
         "settings": _settings(config, run),
         "seed": run.get("seed"),
@@ -65,8 +66,8 @@ def summarize(run_dir: str) -> dict:
         "silence_rate": metrics.get("silence_rate"),
         "macro_f1": metrics.get("macro_f1"),
         # a linear readout fitted beside the R-STDP decision (--also-readout): "svm 0.9812"
-        "also_readout": (f"{metrics['also_readout']['kind']} {metrics['also_readout']['accuracy']:.4f}"
-                         if metrics.get("also_readout") else None),
+        "also_readout": (f"{_readout(metrics['also_readout'], 'kind', 'values')} "
+                         f"{metrics['also_readout']['accuracy']:.4f}" if metrics.get("also_readout") else None),
         "also_readout_accuracy": (metrics.get("also_readout") or {}).get("accuracy"),
         "train_seconds": sum(stages.values()) if stages else None,
         "inference_img_per_s": metrics.get("inference_img_per_s"),
@@ -75,6 +76,13 @@ def summarize(run_dir: str) -> dict:
         "probes": {name: values["probe_accuracy"] for name, values in (metrics.get("layers") or {}).items()
                    if "probe_accuracy" in values},
     }
+
+
+def _readout(record: dict, kind: str = "readout", values: str = "readout_values") -> str | None:
+    """A linear readout's kind, and what it reads when not whether each neuron spiked."""
+    if not record.get(kind):
+        return None
+    return record[kind] + (f" {record[values]}" if record.get(values, "spiked") != "spiked" else "")
 
 
 def _settings(config: dict, run: dict) -> str:

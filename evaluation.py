@@ -32,7 +32,8 @@ def test_report(trainer) -> dict:
                    train_samples=len(trainer.splits["train"]), val_samples=len(trainer.splits["val"]),
                    spike_rates=test_spike_rates(trainer), layers=layer_report(trainer))
     if trainer.config.also_readout:
-        metrics["also_readout"] = also_readout(trainer, trainer.config.also_readout, trainer.config.readout_c)
+        metrics["also_readout"] = also_readout(trainer, trainer.config.also_readout, trainer.config.readout_c,
+                                               trainer.config.readout_values or "spiked")
     if trainer.config.feature_images:
         trainer.outputs.features(trainer.model.feature_images())
     if trainer.config.activation_maps:
@@ -44,30 +45,30 @@ def test_report(trainer) -> dict:
 
 
 @torch.no_grad()
-def also_readout(trainer, kind: str, C: float | None) -> dict:
+def also_readout(trainer, kind: str, C: float | None, values: str = "spiked") -> dict:
     """A linear readout fitted on the features the decision layer reads (the head's input node:
-    for deepr2024 its conv3 as its last stage left it), beside the model's own decision: trained
-    on the training split, C chosen on the validation split (unless given), the test split
-    touched once. Returns its summary and test metrics."""
+    for deepr2024 its conv3 as its last stage left it; `values`: "spiked" or "latency"), beside
+    the model's own decision: trained on the training split, C chosen on the validation split
+    (unless given), the test split touched once. Returns its summary and test metrics."""
     from models.readout import LinearReadout
     began = time.time()
     node = len(trainer.model.blocks) - 1
-    readout = LinearReadout(kind, trainer.model.num_classes, C=C).to(trainer.device)
-    finals = {split: trainer.nodes.get(split, node, "final") for split in ("train", "val", "test")}
-    flat = {split: readout.features_of(finals[split], trainer.config.eval_batch_size) for split in ("train", "val")}
+    readout = LinearReadout(kind, trainer.model.num_classes, C, values, trainer.model.time_steps).to(trainer.device)
+    nodes = {split: trainer.nodes.get(split, node, readout.needs) for split in ("train", "val", "test")}
+    flat = {split: readout.features_of(nodes[split], trainer.config.eval_batch_size) for split in ("train", "val")}
     try:
         fitted = readout.fit(flat["train"], trainer.splits["train"].labels, flat["val"],
                              trainer.splits["val"].labels, seed=trainer.config.seed)
     except ValueError as error:
         raise UserError(f"--also-readout {kind}: {error}") from None
     batch = trainer.config.eval_batch_size
-    predictions = [readout.predict(as_tensor(finals["test"][b:b + batch]).to(trainer.device).float())
-                   for b in range(0, len(finals["test"]), batch)]
+    predictions = [readout.predict(as_tensor(nodes["test"][b:b + batch]).to(trainer.device).float())
+                   for b in range(0, len(nodes["test"]), batch)]
     test = classification_metrics(trainer.splits["test"].labels,
                                   np.concatenate([p.classes.cpu().numpy() for p in predictions]),
                                   np.concatenate([p.scores.float().cpu().numpy() for p in predictions]),
                                   trainer.model.num_classes)
-    summary = {"kind": kind, "node": node,
+    summary = {"kind": kind, "values": values, "node": node,
                "features": int(flat["train"].shape[1]), **fitted,
                "accuracy": test["accuracy"], "macro_f1": test["macro_f1"],
                "silence_rate": test["silence_rate"], "seconds": time.time() - began}

@@ -169,6 +169,9 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
                                 "class = feature // neurons_per_class; silent when no output is > 0",
                         neurons_per_class=int(head.spec.neurons_per_class))
     elif isinstance(head, LinearReadout):
+        if head.values != "spiked":
+            raise UserError(f"{name}: its readout reads spike latencies, which a NIR graph of spiking "
+                            f"layers does not carry; exported are readouts of whether a neuron spiked")
         coef = head.coef.detach().cpu().numpy().astype(np.float32)
         intercept = head.intercept.detach().cpu().numpy().astype(np.float32)
         if coef.shape[1] != int(np.prod(spatial(parts))):

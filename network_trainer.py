@@ -71,6 +71,7 @@ class TrainConfig:
     probe_samples: int = 5000           # layer diagnostics' linear probes: training images (0: none)
     also_readout: str | None = None     # "svm" / "logistic": also fit it on the decision's input
     readout_c: float | None = None      # its C (None: chosen on the validation split)
+    readout_values: str | None = None   # what it reads: "spiked" (None) or "latency"
     tensorboard: bool = False
     progress: bool | None = None        # None: bars only on a terminal
     rank: int = 0                       # data-parallel: this process's rank of `world`

@@ -52,7 +52,7 @@ class NodeCache:
         out = None
         self.model.start_evaluation(split)
         # node 0 goes to the model as encoded unless the model reads final maps of spike times
-        as_final = start_kind == "times" and not (start == 0 and self.model.predict_needs == "times")
+        as_final = start_kind == "times" and not (start == 0 and self.model.encoded_input)
         with self.bar(len(source), f"encode {split} node {stop}") as bar:
             for begin in range(0, len(source), self.batch_size):
                 x = as_tensor(source[begin:begin + self.batch_size]).to(self.device)

@@ -90,9 +90,10 @@ def _save_cache(cache, name, frontend, source, array, log):
 
 # ---------------------------------------------------------------- the model
 
-def readout_choice(kind, C):
-    """`--readout` / `--readout-c` as a `models.ReadoutChoice`, or None when neither is given."""
-    return None if kind is None and C is None else models.ReadoutChoice(kind, C)
+def readout_choice(kind, C, values=None):
+    """`--readout` / `--readout-c` / `--readout-values` as a `models.ReadoutChoice`, or None when
+    none is given."""
+    return None if kind is None and C is None and values is None else models.ReadoutChoice(kind, C, values)
 
 
 def build_model(name: str, num_classes: int, settings: dict, choice, dataset=None, keep_none: bool = False):

@@ -29,6 +29,7 @@ class RunConfig:
     init_from: str | None = None        # a checkpoint whose layers the stages given 0 epochs take
     readout: str | None = None          # None: the model's own decision
     readout_c: float | None = None
+    readout_values: str | None = None   # None: "spiked"
     also_readout: str | None = None     # also fit this linear readout beside an R-STDP decision
     settings: tuple = ()                # the --set items, as given ("conv1.threshold=20", ...)
     batch_size: int | None = None       # None: the model's own

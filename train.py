@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "classifier on the STDP features")
     parser.add_argument("--readout-c", type=float, help="the linear readout's C (default: chosen "
                         "on the validation split, or the model's own)")
+    parser.add_argument("--readout-values", choices=("spiked", "latency"),
+                        help="what the linear readout reads of each input neuron: whether it spiked "
+                             "(default, the papers') or its first spike's latency, T - t (0: none)")
     parser.add_argument("--also-readout", choices=("svm", "logistic"),
                         help="keep the R-STDP decision and also fit this linear readout on the "
                              "features it reads; both test accuracies are reported (metrics.json "
@@ -147,6 +150,7 @@ def validate(args) -> None:
     if args.eval_only:
         given = [flag for flag, value in (("--set", args.settings), ("--also-readout", args.also_readout),
                                           ("--readout", args.readout), ("--readout-c", args.readout_c),
+                                          ("--readout-values", args.readout_values),
                                           ("--epochs", args.epochs), ("--init-from", args.init_from)) if value]
         if given:
             raise UserError(f"--eval-only evaluates the checkpoint as it was trained; {', '.join(given)} "
@@ -244,9 +248,9 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
     seed_everything(config.seed)
     # the dataset's own settings (event data: the binning front end, 2 input channels), then --set
     overrides = {**dataset.model_settings, **config.overrides()}
-    # with --also-readout, --readout-c is the extra readout's C, not the decision's
+    # with --also-readout, --readout-c and --readout-values are the extra readout's, not the decision's
     side = config.also_readout and config.readout in (None, "rstdp")
-    choice = readout_choice(config.readout, None if side else config.readout_c)
+    choice = readout_choice(config.readout, *((None, None) if side else (config.readout_c, config.readout_values)))
     if resuming:        # the model as the run recorded it, whatever today's defaults are
         model = build_recorded(config.model, dataset.num_classes, recorded, overrides, choice, dataset)
     else:
@@ -280,6 +284,7 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
                                  batch_update=config.batch_update, seed=config.seed, dry_run=config.dry_run,
                                  activation_maps=config.activation_maps, probe_samples=runtime.probe_samples,
                                  also_readout=config.also_readout, readout_c=config.readout_c,
+                                 readout_values=config.readout_values,
                                  tensorboard=config.tensorboard, progress=runtime.progress, rank=rank, world=world)
     meta = {"model": config.model, "overrides": overrides, "dataset": dataset.name, "classes": dataset.classes,
             "readout_choice": None if choice is None else dataclasses.asdict(choice)}

@@ -35,9 +35,10 @@ def create_model(name: str, num_classes: int = 10, *, readout_choice=None, setti
     tuple) and against each field's accepted range (`spiking.settings`): a bad value raises
     ValueError or TypeError.
 
-    `readout_choice` (`models.readout.ReadoutChoice`, the CLI's `--readout` / `--readout-c`) sets
-    the decision when the model is built: the model's R-STDP layer ("rstdp") or a linear readout
-    ("svm", "logistic") of the same features, with its C (None: chosen on the validation split).
+    `readout_choice` (`models.readout.ReadoutChoice`, the CLI's `--readout` / `--readout-c` /
+    `--readout-values`) sets the decision when the model is built: the model's R-STDP layer
+    ("rstdp") or a linear readout ("svm", "logistic") of the same features, with its C (None:
+    chosen on the validation split) and the values it reads ("spiked" or "latency").
     Factories that take a `readout` argument (the conv family) build it; models whose config
     names its readout (lagacherie2024's `readout`, `readout_C`) take it as those settings; the
     others have no decision to replace."""
@@ -52,6 +53,9 @@ def create_model(name: str, num_classes: int = 10, *, readout_choice=None, setti
         if readout_choice is not None and "readout" in names:
             if readout_choice.kind == "rstdp":
                 raise ValueError("this model has no R-STDP decision layer; use --readout svm or logistic")
+            if readout_choice.values is not None:
+                raise ValueError("this model's readout reads its own features; readout values are for "
+                                 "the conv models' spike maps")
             settings = {**settings, **({"readout": readout_choice.kind} if readout_choice.kind else {}),
                         **({"readout_C": readout_choice.C} if readout_choice.C is not None else {})}
         elif readout_choice is not None:

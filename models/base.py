@@ -24,9 +24,15 @@ class NetworkModel(nn.Module):
     per stage; optional `default_batch_size`); `frontend` encodes raw inputs into node 0;
     `build_stages` returns the stages in training order; `predict` maps node-0 inputs (or a
     later node's) to a `Prediction`. `predict_needs` says in which form node 0 is passed:
-    "final" (the final map of spike times) or "times" (node 0 as encoded).
+    "final" (the final map of spike times) or "times" (node 0 as encoded); `encoded_input`
+    whether `forward_final` also takes node 0 as encoded (node 0 is not spike times: pixels,
+    a per-step encoding).
     """
     predict_needs = "final"
+
+    @property
+    def encoded_input(self) -> bool:
+        return self.predict_needs == "times"
 
     def __init__(self, config, frontend, num_classes: int):
         super().__init__()
@@ -116,9 +122,21 @@ class SpikingModel(NetworkModel):
         `start` (one convolution per layer)."""
         return super().forward_final(final, start, len(self.blocks) - 1 if stop is None else stop)
 
+    encoded_input = False           # node 0 is spike times: forward_final takes its final map
+
+    @property
+    def predict_needs(self) -> str:
+        """A head that reads spike times (a latency readout, a first-spike decision) needs
+        them from node 0 on."""
+        return getattr(self.head, "needs", "final")
+
     @torch.no_grad()
     def predict(self, inputs: torch.Tensor, start: int = 0, final: bool = False) -> Prediction:
         """Decisions from node `start` (spike times, or a final map when `final`)."""
+        if self.predict_needs == "times":
+            if final:
+                raise ValueError("this model's head reads spike times, not final maps")
+            return self.head.predict(self.forward_times(inputs, start, len(self.blocks) - 1))
         x = inputs.float() if final else st.final_map(inputs, self.time_steps)
         return self.head.predict(self.forward_final(x, start))
 

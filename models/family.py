@@ -66,9 +66,9 @@ class ConvFamily(SpikingModel):
             self.add_block(HiddenLayer(getattr(config, name), self.time_steps, name))
         self.add_head(config, num_classes)
         if readout is not None:
-            self._choose_readout(readout.kind, readout.C)
+            self._choose_readout(readout.kind, readout.C, readout.values)
 
-    def _choose_readout(self, kind, C) -> None:
+    def _choose_readout(self, kind, C, values=None) -> None:
         head = self.head
         own = isinstance(head, LinearReadout)
         kind = kind or (head.kind if own else "rstdp")
@@ -77,12 +77,13 @@ class ConvFamily(SpikingModel):
         if kind == "rstdp":
             if own:
                 raise ValueError("this model has no R-STDP decision layer; use --readout svm or logistic")
-            if C is not None:
-                raise ValueError("a readout C needs --readout svm or logistic")
+            if C is not None or values is not None:
+                raise ValueError(f"a readout {'C' if C is not None else 'values'} needs --readout svm or logistic")
             return
         # the head was built first (so the seeded weights drawn after it are the usual ones)
-        self.blocks[-1] = LinearReadout(kind, self.num_classes, C)
-        self.readout = {"readout": kind, "readout_C": C}
+        values = values or "spiked"
+        self.blocks[-1] = LinearReadout(kind, self.num_classes, C, values, self.time_steps)
+        self.readout = {"readout": kind, "readout_C": C, "readout_values": values}
 
     def add_head(self, config, num_classes: int) -> None:
         """The blocks after the plain hidden layers (default: one R-STDP decision layer)."""

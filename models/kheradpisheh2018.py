@@ -46,7 +46,7 @@ class Kheradpisheh2018(ConvFamily):
 
     def add_head(self, config, num_classes: int) -> None:
         self.add_block(LinearReadout("svm", num_classes, config.readout_C))
-        self.readout = {"readout": "svm", "readout_C": config.readout_C}
+        self.readout = {"readout": "svm", "readout_C": config.readout_C, "readout_values": "spiked"}
 
 
 @register_model

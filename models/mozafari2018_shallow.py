@@ -173,7 +173,6 @@ class FirstSpikeDecision(nn.Module):
 class Shallow2018(ConvFamily):
     """The front end and one R-STDP layer deciding by its first spike."""
     head_name = "s2"
-    predict_needs = "times"
 
     def add_head(self, config, num_classes: int) -> None:
         features = config.features_per_class * num_classes
@@ -190,17 +189,10 @@ class Shallow2018(ConvFamily):
                           adaptive_min=c.adaptive_min, adaptive_int=c.adaptive_int,
                           start_at_chance=c.adapt_from_chance)
 
-    def _choose_readout(self, kind, C) -> None:
-        if (kind or "rstdp") != "rstdp" or C is not None:
+    def _choose_readout(self, kind, C, values=None) -> None:
+        if (kind or "rstdp") != "rstdp" or C is not None or values is not None:
             raise ValueError("the shallow network decides by its first spike; it takes no linear readout "
                              "(--readout svm/logistic reads the STDP features of the conv models)")
-
-    @torch.no_grad()
-    def predict(self, inputs: torch.Tensor, start: int = 0, final: bool = False) -> Prediction:
-        if final:
-            raise ValueError("mozafari2018_shallow decides by spike times, not final maps")
-        return self.head.predict(inputs)
-
 
 PRESETS = {
     "mozafari2018_shallow": {},

@@ -1,9 +1,16 @@
 """Linear readouts: a scikit-learn linear classifier on the final spike features of the STDP
 layers, in place of the R-STDP decision layer (Kheradpisheh et al. 2018's recipe).
 
-The features of a sample are its final map at the decision layer's input (1 where a neuron
-spiked at all, [C * H * W] binary); a sample without any feature spike is silent (class -1,
-counted as an error, as for R-STDP). The fitted classifier is kept as tensors (`coef`,
+The features of a sample are read from the decision layer's input, [C * H * W] per sample, in
+one of two forms (`values`):
+
+- "spiked" (the papers'): 1 where a neuron spiked at all (its final map), else 0;
+- "latency": T - t for a first spike at step t (T for a spike at step 0, 1 at the last step),
+  0 for none. The classifier is fitted on these values / T (in (0, 1], so C means about what it
+  means for "spiked"), and the fitted coefficients are stored divided by T, so a prediction is
+  `coef . (T - t) + intercept` on the integer values.
+
+A sample without any feature spike is silent (class -1, counted as an error, as for R-STDP). The fitted classifier is kept as tensors (`coef`,
 `intercept`), so checkpoints stay plain data; its class scores are the decision function
 (`svm`) or the softmax probabilities (`logistic`), used for ROC AUC.
 """
@@ -21,28 +28,36 @@ from .decision import Prediction
 from .stages import StageBase
 
 READOUTS = ("rstdp", "svm", "logistic")
+VALUES = ("spiked", "latency")
 
 
 @dataclass(frozen=True)
 class ReadoutChoice:
-    """A run's decision (`--readout KIND --readout-c C`): "rstdp", "svm" or "logistic" (None:
-    the model's own, with the given C) and the readout's C (None: chosen on the validation
-    split, or the model's own)."""
+    """A run's decision (`--readout KIND --readout-c C --readout-values V`): "rstdp", "svm" or
+    "logistic" (None: the model's own, with the given C), the readout's C (None: chosen on the
+    validation split, or the model's own) and the values it reads (None: "spiked")."""
     kind: str | None = None
     C: float | None = None
+    values: str | None = None
 C_GRID = (0.01, 0.1, 1.0, 10.0)        # decades tried first; see `search_C`
 C_LIMITS = (1e-5, 1e4)
 
 
 class LinearReadout(nn.Module):
-    """A linear classifier on the flattened final spike maps of its input node."""
-    needs = "final"
+    """A linear classifier on the flattened final spike maps ("spiked") or first-spike
+    latencies ("latency", which needs `time_steps`) of its input node (module docstring)."""
 
-    def __init__(self, kind: str, num_classes: int, C=None):
+    def __init__(self, kind: str, num_classes: int, C=None, values: str = "spiked", time_steps: int | None = None):
         super().__init__()
         if kind not in ("svm", "logistic"):
             raise ValueError(f"readout must be 'svm' or 'logistic', got {kind!r}")
-        self.kind, self.num_classes, self.C = kind, num_classes, C
+        if values not in VALUES:
+            raise ValueError(f"readout values must be one of {', '.join(VALUES)}, got {values!r}")
+        if values == "latency" and not time_steps:
+            raise ValueError("a latency readout needs the number of time steps")
+        self.kind, self.num_classes, self.C, self.values = kind, num_classes, C, values
+        self.time_steps = time_steps
+        self.needs = "times" if values == "latency" else "final"      # the form of its input node
         # the feature size depends on the image size: the weights take their shape when fitted
         # (or loaded); before that every sample scores 0
         self.register_buffer("coef", torch.zeros(num_classes, 0))
@@ -55,19 +70,29 @@ class LinearReadout(nn.Module):
             self.coef = torch.zeros_like(coef, device=self.coef.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def features(self, final: torch.Tensor) -> torch.Tensor:
-        return final.flatten(1)
+    def features(self, node: torch.Tensor) -> torch.Tensor:
+        """[B, D] float from the input node [B, ...]: its final map ("spiked"), or T - t for its
+        spike times t ("latency", 0 where t = T: no spike)."""
+        if self.values == "latency":
+            return (self.time_steps - node.float()).clamp(min=0).flatten(1)
+        return node.flatten(1).float()
+
+    @property
+    def scale(self) -> float:
+        """What the classifier multiplies the stored values by while it is fitted."""
+        return 1.0 / self.time_steps if self.values == "latency" else 1.0
 
     @torch.no_grad()
     def features_of(self, inputs, batch_size: int = 256, device=None) -> np.ndarray:
-        """`features` of final maps `inputs` [N, ...] (numpy or tensor), in batches, as uint8 [N, D]."""
+        """`features` of input nodes `inputs` [N, ...] (numpy or tensor), in batches, as uint8 [N, D]."""
         device = self.intercept.device if device is None else device
         parts = [self.features(torch.as_tensor(np.asarray(inputs[b:b + batch_size])).to(device).float())
                  .to(torch.uint8).cpu().numpy() for b in range(0, len(inputs), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.uint8)
 
-    def predict(self, final: torch.Tensor) -> Prediction:
-        features = self.features(final)
+    def predict(self, node: torch.Tensor) -> Prediction:
+        """Decisions from the input node [B, ...] (a final map, or spike times for "latency")."""
+        features = self.features(node)
         if self.coef.shape[1] != features.shape[1]:
             if self.coef.shape[1]:
                 raise ValueError(f"the readout was fitted on {self.coef.shape[1]} features, got {features.shape[1]}")
@@ -92,8 +117,12 @@ class LinearReadout(nn.Module):
         # constant features carry no information and only slow the solver down
         informative = np.flatnonzero(x.max(axis=0) != x.min(axis=0))
         x = sparse.csr_matrix(x[:, informative]) if informative.size else None
+        if x is not None and self.scale != 1.0:
+            x = x.astype(np.float64) * self.scale
+
         def evaluate(C):
             coef, intercept = _fit(self.kind, C, seed, x, y, informative, train.shape[1], self.num_classes)
+            coef *= self.scale              # so that it scores the stored (unscaled) values
             return float((self._classes(val, coef, intercept) == val_labels).mean()), coef, intercept
 
         fits = {self.C: evaluate(self.C)} if self.C is not None else search_C(evaluate)
@@ -191,9 +220,8 @@ def _linear(classifier, num_classes: int):
 class ReadoutStage(StageBase):
     """Fit a linear readout in closed form: one epoch whose steps gather the training split's
     features (in the split's order) and whose end fits them, with C chosen on the validation
-    split (`LinearReadout.fit`)."""
+    split (`LinearReadout.fit`). It reads its node as the readout needs it."""
     kind = "readout"
-    needs = "final"
     supervised = True
     data_parallel = True        # deterministic: every rank fits the same readout on all the data
     replicated = True
@@ -201,6 +229,7 @@ class ReadoutStage(StageBase):
 
     def __init__(self, name: str, head: LinearReadout, input_node: int):
         self.name, self.head, self.input_node = name, head, input_node
+        self.needs = head.needs
         self._features, self._labels = [], []
 
     def epochs(self, requested: int) -> int:

@@ -67,7 +67,7 @@ def node0(model, batch, gen):
 def stage_input(model, stage, batch, gen):
     if stage.input_node == 0 and model.predict_needs == "times":
         return node0(model, batch, gen)
-    if model.predict_needs == "times":          # a later node of a model that encodes per step
+    if model.encoded_input:          # a later node of a model that encodes per step
         return model.forward_final(node0(model, batch, gen), 0, stage.input_node)
     shape = model.node_shapes(front_shape(model))[stage.input_node]
     times = random_times(batch, *shape, model.time_steps, never=0.5, generator=gen)

@@ -81,6 +81,87 @@ def test_a_readout_chosen_at_build_replaces_the_rstdp_stages():
         models.create_model("mozafari2018", settings={"readout_choice": "svm"})
 
 
+def test_latency_values_are_steps_left_after_the_first_spike():
+    readout = LinearReadout("svm", 3, values="latency", time_steps=15)
+    times = torch.tensor([[[[0, 14], [15, 7]]]], dtype=torch.uint8)        # [1, 1, 2, 2]; 15 = never
+    assert readout.features(times).tolist() == [[15.0, 1.0, 0.0, 8.0]] and readout.needs == "times"
+    assert LinearReadout("svm", 3).needs == "final"
+    with pytest.raises(ValueError, match="number of time steps"):
+        LinearReadout("svm", 3, values="latency")
+    with pytest.raises(ValueError, match="spiked, latency"):
+        LinearReadout("svm", 3, values="counts")
+
+
+def timing_only(count, seed=0, T=15):
+    """Every sample spikes on all 12 neurons; class c fires its quarter c early (steps 0-3) and
+    the rest late (10-13), so only the timing tells the classes apart. Spike times [N, 12]."""
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, 3, count)
+    times = rng.randint(10, 14, (count, 12)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        times[i, 4 * c:4 * c + 4] = rng.randint(0, 4, 4)
+    return times, labels
+
+
+def test_a_latency_readout_separates_what_only_timing_tells_apart():
+    from sklearn.svm import LinearSVC
+    times, y = timing_only(240)
+    spiked = LinearReadout("svm", 3, C=1.0)
+    finals = (torch.from_numpy(times) < 15).to(torch.uint8)
+    assert spiked.fit(spiked.features_of(finals[:180]), y[:180], spiked.features_of(finals[180:]),
+                      y[180:])["val_accuracy"] < 0.6         # every neuron spiked: nothing to read
+    latency = LinearReadout("svm", 3, C=1.0, values="latency", time_steps=15)
+    stored = latency.features_of(times[:180])
+    assert stored.dtype == np.uint8 and stored.max() == 15
+    summary = latency.fit(stored, y[:180], latency.features_of(times[180:]), y[180:])
+    assert summary["val_accuracy"] == 1.0
+    # the classifier is fitted on (T - t) / T, and its stored coefficients score T - t directly
+    reference = LinearSVC(C=1.0, random_state=0, dual="auto", max_iter=2000).fit(stored / 15.0, y[:180])
+    prediction = latency.predict(torch.from_numpy(times[180:]).view(60, 3, 2, 2))
+    expected = reference.decision_function(latency.features_of(times[180:]) / 15.0)
+    assert np.allclose(prediction.scores.numpy(), expected, atol=1e-4)
+    assert torch.equal(prediction.classes, torch.from_numpy(y[180:]))
+
+
+def test_a_model_with_a_latency_readout_predicts_from_spike_times(gen):
+    model = models.create_model("mozafari2018", readout_choice=models.ReadoutChoice("svm", values="latency"))
+    assert model.predict_needs == "times" and not model.encoded_input
+    assert model.stages[-1].needs == "times" and model.hyperparameters()["readout_values"] == "latency"
+    shapes = model.node_shapes(model.frontend.output_shape((28, 28)))
+    times = random_times(3, *shapes[0], 15, never=0.6, generator=gen)
+    model.head.coef = torch.randn(10, int(np.prod(shapes[2])), generator=gen)
+    expected = model.head.predict(model.forward_times(times, 0, 2))
+    assert torch.equal(model.predict(times).scores, expected.scores)
+    with pytest.raises(ValueError, match="reads spike times, not final maps"):
+        model.predict((times < 15).float(), final=True)
+    assert models.create_model("mozafari2018", readout_choice=models.ReadoutChoice("svm")).predict_needs == "final"
+    with pytest.raises(ValueError, match="values needs --readout svm or logistic"):
+        models.create_model("mozafari2018", readout_choice=models.ReadoutChoice(values="latency"))
+    with pytest.raises(ValueError, match="reads its own features"):
+        models.create_model("lagacherie2024", readout_choice=models.ReadoutChoice(values="latency"))
+
+
+@pytest.mark.cli
+def test_latency_readouts_from_the_command_line(tmp_path, capsys):
+    """--readout-values latency: in place of the decision (and back from its checkpoint), and
+    beside it (--also-readout), shown as such by compare.py."""
+    import compare
+    base = ["--dataset", "synthetic", "--epochs", "1", "1", "1", "--batch-size", "16", "--out-dir", str(tmp_path),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--probe-samples", "0", "--readout-c", "1"]
+    alone = train.main(base + ["--readout", "svm", "--readout-values", "latency", "--run-name", "alone"])
+    evaluated = train.main(["--eval-only", str(tmp_path / "alone" / "checkpoints" / "best.ckpt"),
+                            "--out-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    assert evaluated["accuracy"] == alone["accuracy"]
+    assert compare.summarize(str(tmp_path / "alone"))["readout"] == "svm latency"
+    both = train.main(base + ["--also-readout", "svm", "--readout-values", "latency", "--run-name", "both"])
+    side = both["also_readout"]
+    assert side["values"] == "latency" and side["accuracy"] == alone["accuracy"]
+    assert compare.summarize(str(tmp_path / "both"))["also_readout"] == f"svm latency {side['accuracy']:.4f}"
+    with pytest.raises(SystemExit):
+        train.main(base[:-2] + ["--readout-values", "latency", "--run-name", "bad"])
+    assert "values needs --readout svm or logistic" in capsys.readouterr().err
+
+
 @pytest.mark.cli
 def test_train_with_svm_readout_end_to_end(tmp_path):
     metrics = train.main(["--dataset", "synthetic", "--readout", "svm", "--epochs", "1", "1", "1",
