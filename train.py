@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "classifier on the STDP features")
     parser.add_argument("--readout-c", type=float, help="the linear readout's C (default: chosen "
                         "on the validation split, or the model's own)")
-    parser.add_argument("--readout-values", choices=("spiked", "latency"),
+    parser.add_argument("--readout-values", choices=models.readout.VALUES,
                         help="what the linear readout reads of each input neuron: whether it spiked "
                              "(default, the papers') or its first spike's latency, T - t (0: none)")
     parser.add_argument("--also-readout", choices=("svm", "logistic"),
@@ -249,8 +249,10 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
     # the dataset's own settings (event data: the binning front end, 2 input channels), then --set
     overrides = {**dataset.model_settings, **config.overrides()}
     # with --also-readout, --readout-c and --readout-values are the extra readout's, not the decision's
-    side = config.also_readout and config.readout in (None, "rstdp")
-    choice = readout_choice(config.readout, *((None, None) if side else (config.readout_c, config.readout_values)))
+    if config.also_readout and config.readout in (None, "rstdp"):
+        choice = readout_choice(config.readout, None)
+    else:
+        choice = readout_choice(config.readout, config.readout_c, config.readout_values)
     if resuming:        # the model as the run recorded it, whatever today's defaults are
         model = build_recorded(config.model, dataset.num_classes, recorded, overrides, choice, dataset)
     else:
