@@ -78,7 +78,9 @@ class ConvFamily(SpikingModel):
             if own:
                 raise ValueError("this model has no R-STDP decision layer; use --readout svm or logistic")
             if C is not None or values is not None:
-                raise ValueError(f"a readout {'C' if C is not None else 'values'} needs --readout svm or logistic")
+                flag = "--readout-c" if C is not None else "--readout-values"
+                raise ValueError(f"{flag} sets a linear readout: add --readout svm or logistic "
+                                 f"(or --also-readout beside the R-STDP decision)")
             return
         # the head was built first (so the seeded weights drawn after it are the usual ones)
         values = values or "spiked"

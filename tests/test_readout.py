@@ -73,7 +73,7 @@ def test_a_readout_chosen_at_build_replaces_the_rstdp_stages():
     assert (own.head.kind, own.head.C) == ("svm", 1.5)
     with pytest.raises(ValueError, match="no R-STDP decision layer"):
         models.create_model("kheradpisheh2018", readout_choice=models.ReadoutChoice("rstdp"))
-    with pytest.raises(ValueError, match="needs --readout svm or logistic"):
+    with pytest.raises(ValueError, match="--readout-c sets a linear readout: add --readout svm or logistic"):
         models.create_model("mozafari2018", readout_choice=models.ReadoutChoice(C=1.0))
     with pytest.raises(ValueError, match="no decision stage to replace"):
         models.create_model("chevalier2019", readout_choice=models.ReadoutChoice("svm"))
@@ -135,7 +135,7 @@ def test_a_model_with_a_latency_readout_predicts_from_spike_times(gen):
     with pytest.raises(ValueError, match="reads spike times, not final maps"):
         model.predict((times < 15).float(), final=True)
     assert models.create_model("mozafari2018", readout_choice=models.ReadoutChoice("svm")).predict_needs == "final"
-    with pytest.raises(ValueError, match="values needs --readout svm or logistic"):
+    with pytest.raises(ValueError, match="--readout-values sets a linear readout: add --readout svm or logistic"):
         models.create_model("mozafari2018", readout_choice=models.ReadoutChoice(values="latency"))
     with pytest.raises(ValueError, match="reads its own features"):
         models.create_model("lagacherie2024", readout_choice=models.ReadoutChoice(values="latency"))
@@ -159,7 +159,7 @@ def test_latency_readouts_from_the_command_line(tmp_path, capsys):
     assert compare.summarize(str(tmp_path / "both"))["also_readout"] == f"svm latency {side['accuracy']:.4f}"
     with pytest.raises(SystemExit):
         train.main(base[:-2] + ["--readout-values", "latency", "--run-name", "bad"])
-    assert "values needs --readout svm or logistic" in capsys.readouterr().err
+    assert "--readout-values sets a linear readout: add --readout svm or logistic" in capsys.readouterr().err
 
 
 @pytest.mark.cli
