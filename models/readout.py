@@ -10,9 +10,10 @@ one of two forms (`values`):
   means for "spiked"), and the fitted coefficients are stored divided by T, so a prediction is
   `coef . (T - t) + intercept` on the integer values.
 
-A sample without any feature spike is silent (class -1, counted as an error, as for R-STDP). The fitted classifier is kept as tensors (`coef`,
-`intercept`), so checkpoints stay plain data; its class scores are the decision function
-(`svm`) or the softmax probabilities (`logistic`), used for ROC AUC.
+A sample without any feature spike is silent (class -1, counted as an error, as for R-STDP).
+The fitted classifier is kept as tensors (`coef`, `intercept`), so checkpoints stay plain data;
+its class scores are the decision function (`svm`) or the softmax probabilities (`logistic`),
+used for ROC AUC.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ class LinearReadout(nn.Module):
     """A linear classifier on the flattened final spike maps ("spiked") or first-spike
     latencies ("latency", which needs `time_steps`) of its input node (module docstring)."""
 
-    def __init__(self, kind: str, num_classes: int, C=None, values: str = "spiked", time_steps: int | None = None):
+    def __init__(self, kind: str, num_classes: int, C=None, values: str = "spiked",
+                 time_steps: int | None = None):
         super().__init__()
         if kind not in ("svm", "logistic"):
             raise ValueError(f"readout must be 'svm' or 'logistic', got {kind!r}")
