@@ -15,7 +15,7 @@ from spiking import parallel
 from spiking import times as st
 from spiking.layers import Convolution
 from spiking.learning import RSTDP, STDP
-from spiking.sequential import reinforce_sequential_
+from spiking.sequential import reinforce_sequential_, teacher_picks
 from spiking.settings import MAX_COUNT, setting, settings
 from utils import derived_seed
 
@@ -40,7 +40,15 @@ class DecisionSpec:
     its kernels averaged over the training epoch's adaptive-rate windows: the weights at the end
     of each window (about 1,000 samples, independent of the batch size), summed, divided by
     their count (the averaged perceptron of Freund & Schapire 1999; one winner's R-STDP is a
-    perceptron-like rule). Before the first epoch ends it predicts with the weights as they are."""
+    perceptron-like rule). Before the first epoch ends it predicts with the weights as they are.
+
+    `teacher` t > 0 (an option; SpykeTorch's R-STDP is t = 0): a wrong decision also rewards
+    the label class's neuron with the largest final potential (spiking or not), at its
+    position, with the reward rule's base rates times t times the punish rules' adaptive scale
+    (`hit * adaptive_int + adaptive_min`: the teacher acts on misses, as punishment does). The
+    winner is pushed away and the right class pulled closer, as a multi-class perceptron
+    updates both on a mistake; plain R-STDP, once the hit rate is high, learns almost only by
+    punishment (its reward rates scale with the miss rate)."""
     in_channels: int = setting(1, low=1, high=MAX_COUNT)
     kernel_size: int = setting(1, low=1, high=MAX_KERNEL)
     neurons_per_class: int = setting(20, low=1, high=MAX_COUNT)
@@ -54,6 +62,7 @@ class DecisionSpec:
     weight_std: float = setting(WEIGHT_STD, low=0)
     dropout: float = setting(0.0, low=0, high=1)
     averaged: bool = False
+    teacher: float = setting(0.0, low=0)
 
     def check(self) -> None:
         check_rule(self.reward, "reward", self.lower_bound, self.upper_bound)
@@ -121,6 +130,9 @@ class DecisionLayer(nn.Module):
             # many (float64: the mean does not depend on the summation's rounding)
             self.register_buffer("average_sum", torch.zeros(self.conv.weight.shape, dtype=torch.float64))
             self.register_buffer("average_count", torch.zeros((), dtype=torch.long))
+        if spec.teacher > 0:
+            # the punish rules' adaptive scale, which the teacher's rates follow (`adapt`)
+            self.register_buffer("teacher_scale", torch.ones((), dtype=torch.float64))
 
     def start_epoch(self, epoch: int, seed: int) -> None:
         """Draw this training epoch's dropped neurons (with `spec.dropout` > 0); restart the
@@ -144,12 +156,30 @@ class DecisionLayer(nn.Module):
             state_dict = dict(state_dict)
             state_dict[prefix + "average_sum"] = torch.zeros_like(self.average_sum)
             state_dict[prefix + "average_count"] = torch.zeros_like(self.average_count)
+        if self.spec.teacher > 0 and prefix + "teacher_scale" not in state_dict:
+            # trained without the teacher: its rates follow the saved punish rates' scale
+            state_dict = dict(state_dict)
+            state_dict[prefix + "teacher_scale"] = self.punish_scale(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _allowed(self) -> torch.Tensor | None:
         """The neurons that may win while training [F] (None: all)."""
         dropped = getattr(self, "dropped", None)
         return None if dropped is None or not bool(dropped.any()) else ~dropped
+
+    def punish_scale(self, state_dict: dict, prefix: str) -> torch.Tensor:
+        """The adaptive scale of the punish rates saved in `state_dict` (1 where unknown)."""
+        rate = state_dict.get(prefix + "rstdp.punish.a_plus")
+        base = state_dict.get(prefix + "rstdp.base_punish")
+        if rate is None or base is None or float(base[0, 0]) == 0:
+            return torch.ones((), dtype=torch.float64)
+        return (rate[0].double() / base[0, 0].double()).reshape(())
+
+    def teacher_rates(self) -> torch.Tensor | None:
+        """The teacher's rates now, [2, F] (a_plus, a_minus), or None without it."""
+        if self.spec.teacher <= 0:
+            return None
+        return (self.rstdp.base_reward.double() * (self.spec.teacher * self.teacher_scale)).float()
 
     def potentials(self, final: torch.Tensor):
         """(the padded input, for the R-STDP receptive fields; final potentials [B, F, h, w])."""
@@ -178,20 +208,43 @@ class DecisionLayer(nn.Module):
         The output spikes only at the last step, so every input that spiked at all pairs
         (`pre >= post = 1`); the final map is the pre count. `exact`: sample after sample
         (`spiking.sequential.reinforce_sequential_`); otherwise all samples decide with the
-        batch's starting weights and their updates are summed. Returns the decisions [B]."""
+        batch's starting weights and their updates are summed (with `spec.teacher`, the
+        teacher's summed updates follow, picked on the same potentials). Returns the
+        decisions [B]."""
         if exact:
             return self.reinforce_exact(final, labels).classes
         padded, potentials = self.potentials(final)
         prediction = self.decide(potentials, training=True)
-        self.learn_from(padded, prediction, reward_signal(prediction.classes, labels))
+        reward = reward_signal(prediction.classes, labels)
+        self.learn_from(padded, prediction, reward)
+        self._teach_summed(padded, potentials, labels.to(reward.device), reward)
         return prediction.classes
+
+    def _teach_summed(self, padded: torch.Tensor, potentials: torch.Tensor, labels: torch.Tensor,
+                      reward: torch.Tensor) -> None:
+        """Summed mode's teacher (`spec.teacher`): the punished samples' label-class picks on the
+        batch's potentials [B, F, h, w], their reward-rule updates summed in one step."""
+        teacher, missed = self.teacher_rates(), (reward < 0).nonzero().flatten()
+        if teacher is None or not len(missed):
+            return
+        cells, width = potentials.shape[2] * potentials.shape[3], potentials.shape[3]
+        allowed = self._allowed()
+        picks = teacher_picks(potentials[missed].flatten(1), labels[missed], self.feature_class(), cells,
+                              None if allowed is None else allowed.repeat_interleave(cells))
+        missed, picks = missed[picks >= 0], picks[picks >= 0]
+        winners = torch.stack((picks // cells, picks % cells // width, picks % cells % width), 1).unsqueeze(1)
+        rows = teacher[:, winners[:, 0, 0]]          # [2, M]: each pick's own feature's rates
+        plus, minus = (row.unsqueeze(1).expand(-1, self.conv.out_channels) for row in rows)
+        post = torch.ones(len(missed), 1, device=padded.device)
+        self.rstdp.reward.update(padded[missed], post, winners, "sum", plus, minus)
 
     @torch.no_grad()
     def reinforce_exact(self, final: torch.Tensor, labels: torch.Tensor) -> Prediction:
         """The sequential R-STDP step; returns each sample's decision as it was made."""
         with parallel.summed_change(self.conv.weight, self.spec.lower_bound, self.spec.upper_bound):
             winners, potentials = reinforce_sequential_(self.rstdp, final, labels, self.feature_class(),
-                                                        self.time_steps, self.spec.pad, self._allowed())
+                                                        self.time_steps, self.spec.pad, self._allowed(),
+                                                        self.teacher_rates())
         feature = winners[:, 0, 0]
         classes = torch.where(feature >= 0, feature // self.spec.neurons_per_class, feature)
         return Prediction(classes, class_margins(potentials, self.num_classes), winners)
@@ -208,6 +261,8 @@ class DecisionLayer(nn.Module):
         """The end of an adaptive-rate window: new rates from its hit and miss fractions; with
         `spec.averaged`, the kernels join the epoch's average."""
         self.rstdp.adapt(hit, miss, adaptive_min, adaptive_int)
+        if self.spec.teacher > 0:
+            self.teacher_scale.fill_(hit * adaptive_int + adaptive_min)
         if self.spec.averaged:
             self.average_sum += self.conv.weight
             self.average_count += 1

@@ -87,10 +87,26 @@ def chained_versions(flat_weight: torch.Tensor, features: torch.Tensor, rates: t
     return versions, previous, following
 
 
+def teacher_picks(potentials: torch.Tensor, labels: torch.Tensor, feature_class: torch.Tensor,
+                  cells: int, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """The teacher's pick on flat rows: the label class's neuron with the largest final
+    potential, spiking or not (the first flat index `feature * L + position` among equal ones),
+    or -1 where the class has no neuron that may win (`allowed`, bool [N]).
+
+    Shape: potentials [B, N] (N = F * L), labels [B], feature_class [F] -> flat index [B] long.
+    """
+    mine = (feature_class.unsqueeze(0) == labels.unsqueeze(1)).repeat_interleave(cells, dim=1)
+    if allowed is not None:
+        mine &= allowed
+    index = torch.where(mine, potentials, float("-inf")).argmax(dim=1)
+    return torch.where(mine.any(dim=1), index, -1)
+
+
 @torch.no_grad()
 def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tensor,
                           feature_class: torch.Tensor, time_steps: int, padding: int = 0,
-                          allowed: torch.Tensor | None = None):
+                          allowed: torch.Tensor | None = None,
+                          teacher: torch.Tensor | None = None):
     """R-STDP of a one-winner decision layer, sample after sample, computed for a whole batch.
 
     The algorithm is SpykeTorch's per-sample loop: sample i decides with the weights left by
@@ -99,19 +115,25 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     winner's kernel then gets `W[f] += rate` (`rate = a_plus` where the input spiked, `a_minus`
     elsewhere; with the stabiliser `rate * (W - lower)(upper - W)`) and the weights are clamped.
 
-    It is computed speculatively. One sample's update changes only its winner's kernel, so
-    every later sample's potentials stay valid but for the features changed before it:
+    `teacher` (rates [2, F], (a_plus, a_minus) per feature; an option, not SpykeTorch's): a
+    punished sample also updates the label class's neuron with the largest final potential
+    (`teacher_picks`, on the same potentials the sample decided on) with these rates at that
+    neuron's position, after its winner's update.
 
-    1. guess every remaining sample's decision from the batch's potentials (one convolution
-       per batch, kept up to date as rounds commit and corrections apply);
+    It is computed speculatively. One sample's update changes only its winner's kernel (and its
+    teacher pick's), so every later sample's potentials stay valid but for the features changed
+    before it:
+
+    1. guess every remaining sample's decision (and teacher pick) from the batch's potentials
+       (one convolution per batch, kept up to date as rounds commit and corrections apply);
     2. build the kernel row ("version") each guessed update would create (a feature updated
        twice gets two), and the potentials of every remaining sample under every version (one
        convolution with that many output channels);
     3. re-decide each sample with the rows it really sees (the latest version of each feature
-       updated before it). Up to the first sample whose decision differs every guess was right:
-       those samples are committed. That sample's re-decision is exact too (every row it saw
-       was), so it is applied (a one-channel convolution brings the rest of the batch up to
-       date), and the next round starts after it.
+       updated before it). Up to the first sample whose decision (or teacher pick) differs
+       every guess was right: those samples are committed. That sample's re-decision is exact
+       too (every row it saw was), so it is applied (a one-channel convolution per changed row
+       brings the rest of the batch up to date), and the next round starts after it.
 
     A batch whose guesses all hold costs one convolution of the batch and one small one; each
     wrong guess costs another small round over the rest of the batch (on MNIST, about one per
@@ -151,61 +173,85 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
         winners[at, 0, 0], winners[at, 0, 1], winners[at, 0, 2] = flat // cells, flat % cells // out_w, flat % cells % out_w
 
     def rates_of(at, flat, reward):
-        """Rate rows [N, K] of samples `at` deciding `flat` with `reward`: pre >= post = 1."""
+        """Rate rows [N, K] of samples `at` updating neuron `flat` with `reward` (+1, -1; 2:
+        the teacher's rates): pre >= post = 1."""
         cell = flat % cells
         spiked = fields[at, cell // out_w, cell % out_w].flatten(1) > 0
-        return _sample_rates(rule, reward, flat // cells, spiked)
+        return _sample_rates(rule, reward, flat // cells, spiked, teacher)
+
+    def picks(rows, at):
+        """(decision flat index, silent, reward, teacher flat index or -1) of rows [n, F * L]
+        of samples `at`."""
+        index, silent = decision_picks(rows, time_steps, allowed)
+        reward = torch.where(silent, 0, torch.where(feature_class[index // cells] == labels[at], 1, -1))
+        taught = torch.full_like(index, -1)
+        if teacher is not None:
+            picked = teacher_picks(rows, labels[at], feature_class, cells, allowed)
+            taught = torch.where(reward < 0, picked, -1)
+        return index, silent, reward, taught
+
+    def apply_one(at, flat, reward):
+        """Sample `at`'s update of neuron `flat` on the weights as they are; its feature."""
+        f = int(flat) // cells
+        rates = rates_of(ids[at:at + 1], flat.view(1), reward.view(1))
+        flat_weight[f] = rule_step(flat_weight[f:f + 1], rates, stabilize, lower, upper)[0]
+        return f
 
     start = 0
     while start < batch:
         rest = potentials[start:]
         count = rest.shape[0]
-        index, silent = decision_picks(rest.flatten(1), time_steps, allowed)   # guesses; the first is exact
-        feature = index // cells
-        reward = torch.where(silent, 0, torch.where(feature_class[feature] == labels[start:], 1, -1))
-        updating = (reward != 0).nonzero().flatten()                  # round-relative indices
+        index, silent, reward, taught = picks(rest.flatten(1), ids[start:])   # guesses; the first is exact
+        primary = (reward != 0).nonzero().flatten()                   # round-relative samples
         if not bounded:
             # nothing has changed yet, so these decisions are exact up to the first update, which
-            # also clamps every feature: apply it alone and recompute the rest
-            stop = int(updating[0]) if len(updating) else count
+            # also clamps every feature: apply it (and its teacher's) alone and recompute the rest
+            stop = int(primary[0]) if len(primary) else count
             seen[start:start + stop + 1] = rest[:stop + 1]
             if stop < count:
-                at = ids[start + stop:start + stop + 1]
-                record(at, index[stop:stop + 1])
-                f = int(feature[stop])
-                flat_weight[f] = rule_step(flat_weight[f:f + 1], rates_of(at, index[stop:stop + 1], reward[stop:stop + 1]),
-                                            stabilize, lower, upper)[0]
+                here = start + stop
+                record(ids[here:here + 1], index[stop:stop + 1])
+                apply_one(here, index[stop], reward[stop])
                 weight.clamp_(lower, upper)
+                if taught[stop] >= 0:
+                    apply_one(here, taught[stop], reward.new_tensor(2))
                 bounded = True
-                if start + stop + 1 < batch:
-                    potentials[start + stop + 1:] = sf.conv2d(final[start + stop + 1:], weight, padding=padding).flatten(2)
+                if here + 1 < batch:
+                    potentials[here + 1:] = sf.conv2d(final[here + 1:], weight, padding=padding).flatten(2)
             start += stop + 1
             continue
-        # ---- the versions the guessed decisions would create
-        f_up = feature[updating]
-        rates = rates_of(start + updating, index[updating], reward[updating])
+        # ---- the updates the guesses would make, in order (a sample's winner, then its teacher's)
+        second = (taught >= 0).nonzero().flatten()
+        samples = torch.cat((primary, second))
+        flats = torch.cat((index[primary], taught[second]))
+        signs = torch.cat((reward[primary], torch.full_like(second, 2)))
+        order = torch.sort(samples * 2 + (signs == 2).long(), stable=True).indices
+        samples, flats, signs = samples[order], flats[order], signs[order]
+        f_up = flats // cells
+        rates = rates_of(start + samples, flats, signs)
         versions, _, after = chained_versions(flat_weight, f_up, rates, stabilize, lower, upper)
         # the round-relative sample of each version's successor (count: none)
-        following = torch.where(after < len(updating), updating[after.clamp(max=max(len(updating) - 1, 0))], count)
+        last = max(len(samples) - 1, 0)
+        following = torch.where(after < len(samples), samples[after.clamp(max=last)], count)
         # ---- every remaining sample under the versions created before it: one convolution
         checked = rest.clone()
-        if len(updating):
+        if len(samples):
             kernels = versions.view(-1, channels, kh, kw)
             version_potentials = sf.conv2d(final[start:], kernels, padding=padding).flatten(2)   # [n, u, L]
             order = ids[:count].unsqueeze(1)
-            sees = (updating.unsqueeze(0) < order) & (order <= following.unsqueeze(0))   # [n, u]
+            sees = (samples.unsqueeze(0) < order) & (order <= following.unsqueeze(0))   # [n, u]
             sample_ids, version_ids = sees.nonzero(as_tuple=True)
             checked[sample_ids, f_up[version_ids]] = version_potentials[sample_ids, version_ids]
-            index2, silent2 = decision_picks(checked.flatten(1), time_steps, allowed)
-            wrong = ((index2 != index) | (silent2 != silent)).nonzero().flatten()
+            index2, silent2, _, taught2 = picks(checked.flatten(1), ids[start:])
+            wrong = ((index2 != index) | (silent2 != silent) | (taught2 != taught)).nonzero().flatten()
             good = int(wrong[0]) if len(wrong) else count
         else:
-            index2, silent2, good = index, silent, count
+            index2, silent2, taught2, good = index, silent, taught, count
         # ---- commit the samples whose guesses held: start .. start + good - 1
         seen[start:start + good] = checked[:good]
         take = ids[:good][~silent[:good]]
         record(start + take, index[take])
-        latest = (updating < good) & (following >= good)
+        latest = (samples < good) & (following >= good)
         if bool(latest.any()):
             flat_weight[f_up[latest]] = versions[latest]
         if good == count:
@@ -217,14 +263,16 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
         here = start + good
         seen[here] = checked[good]
         if not bool(silent2[good]):
-            at = ids[here:here + 1]
-            record(at, index2[good:good + 1])
+            record(ids[here:here + 1], index2[good:good + 1])
             f = int(index2[good]) // cells
-            sign = (feature_class[f:f + 1] == labels[here:here + 1]).long() * 2 - 1
-            flat_weight[f] = rule_step(flat_weight[f:f + 1], rates_of(at, index2[good:good + 1], sign),
-                                        stabilize, lower, upper)[0]
-            if here + 1 < batch:     # the rest of the batch sees the corrected row from now on
-                potentials[here + 1:, f] = sf.conv2d(final[here + 1:], weight[f:f + 1], padding=padding).flatten(1)
+            sign = (feature_class[f] == labels[here]).long() * 2 - 1
+            changed = [apply_one(here, index2[good], sign)]
+            if taught2[good] >= 0:
+                changed.append(apply_one(here, taught2[good], sign.new_tensor(2)))
+            if here + 1 < batch:     # the rest of the batch sees the corrected rows from now on
+                for f in changed:
+                    row = sf.conv2d(final[here + 1:], weight[f:f + 1], padding=padding)
+                    potentials[here + 1:, f] = row.flatten(1)
         start = here + 1
     if bounded:
         mark_within_bounds(weight, lower, upper)
@@ -254,9 +302,13 @@ def mark_within_bounds(weight: torch.Tensor, lower: float, upper: float) -> None
 
 
 def _sample_rates(rule: "RSTDP", reward: torch.Tensor, feature: torch.Tensor,
-                  spiked: torch.Tensor) -> torch.Tensor:
-    """Per-update rate rows [N, K]: the reward or punish rule's (a_plus where the input spiked,
-    a_minus elsewhere) of each update's winning feature."""
+                  spiked: torch.Tensor, teacher: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-update rate rows [N, K]: the reward (+1) or punish (-1) rule's, or with `reward` 2
+    the `teacher` rates [2, F] (a_plus where the input spiked, a_minus elsewhere), of each
+    update's feature."""
     plus = torch.where(reward > 0, rule.reward.a_plus[feature], rule.punish.a_plus[feature])
     minus = torch.where(reward > 0, rule.reward.a_minus[feature], rule.punish.a_minus[feature])
+    if teacher is not None:
+        plus = torch.where(reward == 2, teacher[0][feature], plus)
+        minus = torch.where(reward == 2, teacher[1][feature], minus)
     return torch.where(spiked, plus.unsqueeze(1), minus.unsqueeze(1))

@@ -45,18 +45,28 @@ def decision_data(count, channels=20, classes=10, generator=None):
     return final, labels
 
 
-def decision_layer(seed=1, channels=20, per_class=4):
+def decision_layer(seed=1, channels=20, per_class=4, **options):
     torch.manual_seed(seed)
-    return DecisionLayer(DecisionSpec(in_channels=channels, kernel_size=5, neurons_per_class=per_class, pad=2),
-                         10, 15)
+    return DecisionLayer(DecisionSpec(in_channels=channels, kernel_size=5, neurons_per_class=per_class, pad=2,
+                                      **options), 10, 15)
 
 
-def reference_rstdp(layer, final, labels, dropped=None):
+def reference_rstdp(layer, final, labels, dropped=None, taught=None):
     """The spec's per-sample R-STDP, written with the wave-level primitives; `dropped` [F]:
-    those neurons decide with zero weights (dropout) and so never win."""
+    those neurons decide with zero weights (dropout) and so never win. With the layer's
+    teacher, a punished sample then also updates its label class's neuron with the largest
+    potential (by a loop over that class's neurons and positions, the first of equals) with
+    the teacher's rates (with `dropped`, among the others); `taught` collects those picks
+    (feature, row, col)."""
     weight, pad, per_class = layer.conv.weight, layer.spec.pad, layer.spec.neurons_per_class
     kh = weight.shape[-1]
     decided = []
+
+    def update(x, f, r, c, plus, minus):
+        patch = F.pad(x, (pad,) * 4)[0, :, r:r + kh, c:c + kh]
+        weight[f] += torch.where(patch >= 1, plus, minus)
+        weight.clamp_(layer.spec.lower_bound, layer.spec.upper_bound)
+
     for i in range(len(final)):
         x = final[i:i + 1]
         seen = weight if dropped is None else weight * (~dropped).float().view(-1, 1, 1, 1)
@@ -65,10 +75,21 @@ def reference_rstdp(layer, final, labels, dropped=None):
         decided.append((f, r, c))
         if f < 0:
             continue                                # silence: no update, no clamp
-        rule = layer.rstdp.reward if f // per_class == int(labels[i]) else layer.rstdp.punish
-        patch = F.pad(x, (pad,) * 4)[0, :, r:r + kh, c:c + kh]
-        weight[f] += torch.where(patch >= 1, rule.a_plus[f], rule.a_minus[f])
-        weight.clamp_(layer.spec.lower_bound, layer.spec.upper_bound)
+        rewarded = f // per_class == int(labels[i])
+        rule = layer.rstdp.reward if rewarded else layer.rstdp.punish
+        update(x, f, r, c, rule.a_plus[f], rule.a_minus[f])
+        teacher = layer.teacher_rates()
+        if teacher is not None and not rewarded:
+            best = None
+            for g in range(int(labels[i]) * per_class, (int(labels[i]) + 1) * per_class):
+                if dropped is not None and dropped[g]:
+                    continue                        # a dropped neuron cannot be picked either
+                for row in range(potentials.shape[2]):
+                    for col in range(potentials.shape[3]):
+                        if best is None or potentials[0, g, row, col] > potentials[0][best]:
+                            best = (g, row, col)
+            taught.append(best)
+            update(x, *best, teacher[0, best[0]], teacher[1, best[0]])
     return decided
 
 
@@ -113,6 +134,73 @@ def test_sequential_rstdp_with_the_stabiliser_and_per_feature_rates(gen):
     for start in range(0, 200, 32):
         many.reinforce_exact(final[start:start + 32], labels[start:start + 32])
     assert torch.allclose(one.conv.weight, many.conv.weight, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_teacher_equals_the_per_sample_reference(batch, gen):
+    final, labels = decision_data(300, generator=gen)
+    reference = decision_layer(teacher=2.0)
+    taught = []
+    expected = reference_rstdp(reference, final, labels, taught=taught)
+    assert len(taught) > 20 and len({t[0] for t in taught}) > 10     # many punished samples taught
+    plain = decision_layer()
+    reference_rstdp(plain, final, labels)
+    assert (plain.conv.weight - reference.conv.weight).abs().max() > 1e-3    # the teacher matters
+    layer = decision_layer(teacher=2.0)
+    decided = []
+    for start in range(0, len(final), batch):
+        prediction = layer.reinforce_exact(final[start:start + batch], labels[start:start + batch])
+        decided += [tuple(w) for w in prediction.winners[:, 0].tolist()]
+    assert decided == expected
+    assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0)
+
+
+def test_teacher_rates_follow_the_punish_scale_across_windows(gen):
+    final, labels = decision_data(260, generator=gen)
+    runs = {}
+    for batch in BATCHES:
+        layer = decision_layer(teacher=1.5)
+        stage = RSTDPStage("decision", layer, input_node=0, window=50, adaptive_min=0.1, adaptive_int=0.9)
+        counts = drive(stage, final, labels, batch, epochs=2)
+        runs[batch] = (layer, [sum(c[k] for c in counts) for k in ("correct", "wrong", "silent")])
+    layer, totals = runs[1]
+    hit = float(layer.rstdp.punish.a_plus[0] / layer.rstdp.base_punish[0, 0])
+    assert hit != 1.0
+    assert torch.allclose(layer.teacher_rates(), layer.rstdp.base_reward * 1.5 * hit, rtol=1e-6, atol=0)
+    for batch in BATCHES[1:]:
+        other, other_totals = runs[batch]
+        assert other_totals == totals, batch
+        assert torch.allclose(other.conv.weight, layer.conv.weight, atol=1e-5, rtol=0), batch
+
+
+def test_teacher_with_dropout_picks_only_allowed_neurons(gen):
+    final, labels = decision_data(200, generator=gen)
+    dropped = torch.zeros(40, dtype=torch.bool)
+    dropped[::3] = True
+    reference = decision_layer(teacher=1.0)
+    before = reference.conv.weight.clone()
+    taught = []
+    expected = reference_rstdp(reference, final, labels, dropped, taught)
+    assert not any(dropped[t[0]] for t in taught) and len(taught) > 10
+    layer = decision_layer(teacher=1.0, dropout=0.5)
+    layer.dropped.copy_(dropped)
+    decided = []
+    for start in range(0, len(final), 32):
+        decided += [tuple(w) for w in layer.reinforce_exact(final[start:start + 32],
+                                                            labels[start:start + 32]).winners[:, 0].tolist()]
+    assert decided == expected
+    assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0)
+    assert torch.equal(layer.conv.weight[dropped], before[dropped].clamp(0.2, 0.8))   # never updated
+
+
+def test_summed_mode_with_the_teacher_updates_the_label_class(gen):
+    final, labels = decision_data(64, generator=gen)
+    plain, taught = decision_layer(), decision_layer(teacher=1.0)
+    decisions = plain.reinforce(final, labels, exact=False)
+    assert torch.equal(taught.reinforce(final, labels, exact=False), decisions)
+    changed = (plain.conv.weight != taught.conv.weight).flatten(1).any(dim=1).nonzero().flatten()
+    missed = labels[(decisions >= 0) & (decisions != labels)]
+    assert len(changed) > 0 and set((changed // 4).tolist()) <= set(missed.tolist())
 
 
 def test_summed_mode_is_a_different_algorithm(gen):
@@ -373,3 +461,15 @@ def test_maps_smaller_than_the_kernel_are_padded_to_it(gen):
     assert (padded[..., 0, :] == 15).all() and (padded[..., :, :2] == 15).all()
     assert head.output_shape((4, 3, 2)) == (30, 1, 2)
     assert model.predict(times).classes.shape == (3,)
+
+
+def test_a_layer_trained_without_the_teacher_loads_with_its_punish_scale():
+    plain = decision_layer()
+    plain.adapt(0.9, 0.1, 0.0, 1.0)
+    taught = decision_layer(teacher=2.0)
+    taught.load_state_dict(plain.state_dict())
+    assert float(taught.teacher_scale) == pytest.approx(0.9)
+    assert torch.allclose(taught.teacher_rates(), plain.rstdp.base_reward * 2.0 * 0.9)
+    again = decision_layer(teacher=2.0)
+    again.load_state_dict(taught.state_dict())             # --resume: saved as it was
+    assert float(again.teacher_scale) == pytest.approx(0.9)
