@@ -1,8 +1,9 @@
 """Figure of the R-STDP recipe experiments: validation accuracy per epoch for the decision rates
-tried (bench/rstdp-data/rstdp-rates-*.csv: epoch,val_accuracy) and the recipe's own runs (run
-folders or history.csv files on the command line). Writes bench/rstdp_curves.png:
+tried (bench/rstdp-data/rstdp-rates-*.csv: epoch,val_accuracy) and whole runs (run folders or
+history.csv files on the command line, labelled by their names: `recipe-*` SpykeTorch's R-STDP,
+`teacher-tX-*` with `--set decision.teacher=X`). Writes bench/rstdp_curves.png:
 
-    python bench/rstdp_curves.py bench/rstdp-data/recipe-s0-history.csv bench/rstdp-data/recipe-s1-history.csv
+    python bench/rstdp_curves.py bench/rstdp-data/recipe-s*-history.csv bench/rstdp-data/teacher-*-history.csv
 """
 import csv
 import os
@@ -33,13 +34,14 @@ def main(runs):
     for run in runs:        # run folders or their history.csv files
         path = run if run.endswith(".csv") else os.path.join(run, "history.csv")
         name = os.path.basename(run.rstrip("/")).replace("-history.csv", "")
-        axis.plot(*read(path, "decision"), "--", linewidth=1.2, label=f"{name}: the default recipe")
+        style = "-" if name.startswith("teacher") else "--"
+        axis.plot(*read(path, "decision"), style, linewidth=1.4, label=name)
     axis.set_xlabel("R-STDP epoch (54,000 MNIST images)")
     axis.set_ylabel("validation accuracy (%)")
     axis.set_ylim(82, 97)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="lower right")
-    axis.set_title("mozafari2018 decision layer, exact R-STDP, batch 32")
+    axis.set_title("mozafari2018 decision layer, exact R-STDP (with and without the teacher), batch 32")
     figure.tight_layout()
     figure.savefig(os.path.join(HERE, "rstdp_curves.png"), dpi=110)
 

@@ -8,7 +8,9 @@
 | 3 | decision | pad 2, conv 250->200 k5, largest final potential decides, R-STDP | 200 x 4 x 4 |
 
 Stages: STDP conv1, STDP conv2, R-STDP decision (adaptive rates, adaptive_min 0, adaptive_int 1;
-base rates twice the paper's, see the config).
+base rates twice the paper's, and the teacher, see the config).
+SpykeTorch's R-STDP exactly (its port's recipe but for the doubled rates):
+`--set decision.teacher=0 --epochs 2 4 60`.
 Fixes relative to the seed: the decision width follows the number of classes (20 per class);
 model selection and early stopping use a validation split, never the test set.
 """
@@ -32,9 +34,12 @@ class Mozafari2018Config(FamilyConfig):
     # the paper's decision rates doubled: the same validation curve in half the epochs (measured
     # to epoch 21 against 42 on full MNIST; 4x learns faster at first but levels off lower); the
     # paper's own: --set "decision.reward=(0.004, -0.003)" --set "decision.punish=(-0.004, 0.0005)"
+    # ... and the teacher at half the reward rates (a wrong decision also rewards the label
+    # class's best neuron, `DecisionSpec`): on full MNIST 96.21 / 96.69 % test (seeds 0 / 1) in 30
+    # epochs, against 95.63 / 96.15 % in 60 without it (README, "The mozafari2018 recipe")
     decision: DecisionSpec = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2,
-                                          reward=(0.008, -0.006), punish=(-0.008, 0.001))
-    default_epochs: tuple = (2, 4, 60)
+                                          reward=(0.008, -0.006), punish=(-0.008, 0.001), teacher=0.5)
+    default_epochs: tuple = (2, 4, 30)
 
 
 @register_model
