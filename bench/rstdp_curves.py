@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LABELS = {"base": "paper rates", "x2": "2x paper rates (default)", "x4": "4x paper rates",
+LABELS = {"base": "paper rates", "x2": "2x paper rates (the recipe's)", "x4": "4x paper rates",
           "min02": "paper rates, adaptive_min 0.2, adaptive_int 0.8"}
 
 
@@ -35,13 +35,14 @@ def main(runs):
         path = run if run.endswith(".csv") else os.path.join(run, "history.csv")
         name = os.path.basename(run.rstrip("/")).replace("-history.csv", "")
         style = "-" if name.startswith("teacher") else "--"
-        axis.plot(*read(path, "decision"), style, linewidth=1.4, label=name)
+        label = name if name.startswith("teacher") else f"{name} (plain R-STDP)"
+        axis.plot(*read(path, "decision"), style, linewidth=1.4, label=label)
     axis.set_xlabel("R-STDP epoch (54,000 MNIST images)")
     axis.set_ylabel("validation accuracy (%)")
     axis.set_ylim(82, 97)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="lower right")
-    axis.set_title("mozafari2018 decision layer, exact R-STDP (with and without the teacher), batch 32")
+    axis.set_title("mozafari2018 decision layer, exact R-STDP, batch 32")
     figure.tight_layout()
     figure.savefig(os.path.join(HERE, "rstdp_curves.png"), dpi=110)
 
