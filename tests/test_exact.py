@@ -93,6 +93,16 @@ def reference_rstdp(layer, final, labels, dropped=None, taught=None):
     return decided
 
 
+def exact_winners(layer, final, labels, batch):
+    """The (feature, row, col) of every sample's decision, trained by `reinforce_exact` in
+    batches of `batch`."""
+    decided = []
+    for start in range(0, len(final), batch):
+        prediction = layer.reinforce_exact(final[start:start + batch], labels[start:start + batch])
+        decided += [tuple(w) for w in prediction.winners[:, 0].tolist()]
+    return decided
+
+
 def test_decision_picks_equal_select_winners(gen):
     potentials = torch.randint(-2, 4, (50, 8, 3, 3), generator=gen).float()   # many exact ties
     potentials[3] = -1.0                                                        # a silent sample
@@ -109,10 +119,7 @@ def test_sequential_rstdp_equals_the_per_sample_reference(batch, gen):
     reference = decision_layer()
     expected = reference_rstdp(reference, final, labels)
     layer = decision_layer()
-    decided = []
-    for start in range(0, len(final), batch):
-        prediction = layer.reinforce_exact(final[start:start + batch], labels[start:start + batch])
-        decided += [tuple(w) for w in prediction.winners[:, 0].tolist()]
+    decided = exact_winners(layer, final, labels, batch)
     assert decided == expected
     assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0)
     # the initial N(0.8, 0.05) weights were clamped by the first update, and learning happened
@@ -147,11 +154,7 @@ def test_teacher_equals_the_per_sample_reference(batch, gen):
     reference_rstdp(plain, final, labels)
     assert (plain.conv.weight - reference.conv.weight).abs().max() > 1e-3    # the teacher matters
     layer = decision_layer(teacher=2.0)
-    decided = []
-    for start in range(0, len(final), batch):
-        prediction = layer.reinforce_exact(final[start:start + batch], labels[start:start + batch])
-        decided += [tuple(w) for w in prediction.winners[:, 0].tolist()]
-    assert decided == expected
+    assert exact_winners(layer, final, labels, batch) == expected
     assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0)
 
 
@@ -184,11 +187,7 @@ def test_teacher_with_dropout_picks_only_allowed_neurons(gen):
     assert not any(dropped[t[0]] for t in taught) and len(taught) > 10
     layer = decision_layer(teacher=1.0, dropout=0.5)
     layer.dropped.copy_(dropped)
-    decided = []
-    for start in range(0, len(final), 32):
-        decided += [tuple(w) for w in layer.reinforce_exact(final[start:start + 32],
-                                                            labels[start:start + 32]).winners[:, 0].tolist()]
-    assert decided == expected
+    assert exact_winners(layer, final, labels, 32) == expected
     assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0)
     assert torch.equal(layer.conv.weight[dropped], before[dropped].clamp(0.2, 0.8))   # never updated
 
