@@ -10,6 +10,10 @@ and every speed-up is a ratio of two numbers measured in the same run:
 - achieved GFLOP/s of inference against this machine's measured matmul peak;
 - with `--full-recipe`, time-to-accuracy of the full mozafari2018 MNIST recipe (train.py).
 
+The mozafari2018 measurements (encoding, training, the reference) use SpykeTorch's R-STDP
+(`decision.teacher=0`), the algorithm the reference computes; `--set KEY=VALUE` (as train.py's)
+changes the model, e.g. `--set decision.teacher=0.5` for the default recipe's decision layer.
+
 Not part of the test suite.
 """
 from __future__ import annotations
@@ -81,15 +85,24 @@ def _node(model, times, index, kind):
     return torch.cat(parts).to(torch.uint8).numpy()
 
 
+BENCH_SETTINGS = {"decision.teacher": 0}     # SpykeTorch's R-STDP, as bench/reference.py
+
+
+def _mozafari(args):
+    """mozafari2018 with the bench's settings (BENCH_SETTINGS, then `--set`)."""
+    import models
+    from run_config import parse_settings
+    return models.create_model("mozafari2018", settings={**BENCH_SETTINGS, **parse_settings(args.set)})
+
+
 def _prepared_model(args, count, stage_index):
     """mozafari2018 with the stages before `stage_index` trained and stage `stage_index`
     warmed up (untimed) on `--warmup` images, so the timed images see an epoch's steady state
     (learning rates at their maximum, features formed). Returns the model and the next
     `count` images (spike times, labels, raw pixels)."""
-    import models
     import torch
     torch.manual_seed(0)
-    model = models.create_model("mozafari2018")
+    model = _mozafari(args)
     total = args.warmup + count
     times, labels, raw = _encoded(args, total, model)
     for stage in model.stages[:stage_index + 1]:
@@ -121,10 +134,9 @@ def measure(name, args) -> dict:
                 best = max(best, 2 * size ** 3 / (time.perf_counter() - began) / 1e9)
         return {"gflops": best}
     if name == "encode":
-        import models
         from s1c1 import encode
         images, _ = _mnist(args, args.images)
-        model = models.create_model("mozafari2018")
+        model = _mozafari(args)
         return _timed(lambda: encode(images, model.frontend, batch_size=500), len(images), repeats=2)
     if name == "eval_only":
         return eval_only(args)
@@ -221,7 +233,7 @@ def _subprocess(name, args) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--measure", name, "--data-root", args.data_root,
                "--images", str(args.images), "--warmup", str(args.warmup), "--exact-images", str(args.exact_images),
                "--reference-images", str(args.reference_images), "--batch-size", str(args.batch_size),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), *(f"--set={item}" for item in args.set)]
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -238,6 +250,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--full-recipe", action="store_true", help="also time the full MNIST recipe")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a mozafari2018 setting, as train.py's (default: decision.teacher=0)")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
