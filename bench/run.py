@@ -263,6 +263,11 @@ def main(argv=None) -> dict:
         print(json.dumps(result))
         return result
     import models
+    from utils import UserError
+    try:
+        _mozafari(args)        # a bad --set fails here, in one line, before any subprocess
+    except (UserError, ValueError, TypeError) as error:
+        parser.error(str(error))
     names = ["matmul", "encode", "infer_ref:mozafari2018", "eval_only"] + [
         f"infer:{m}" for m in models.list_models() if _takes_images(m)]
     for stage in ("conv1", "conv2", "decision"):

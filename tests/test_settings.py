@@ -153,3 +153,23 @@ def test_the_reported_set_and_readout_crashes_are_one_line_errors_or_work(tmp_pa
                             "--out-dir", str(tmp_path), "--run-name", "eval", "--cache-dir", cache_dir,
                             "--no-progress"])
     assert evaluated["accuracy"] == metrics["accuracy"]
+
+
+def test_bench_set_errors_are_one_line_before_any_measurement(capsys, monkeypatch):
+    """bench/run.py's `--set` goes through the same checks as train.py's, in the parent process:
+    a bad value is argparse's one-line error (exit 2), and no measurement subprocess starts."""
+    import importlib.util
+    import os
+    import subprocess
+    spec = importlib.util.spec_from_file_location(
+        "bench_run", os.path.join(os.path.dirname(__file__), "..", "bench", "run.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("a measurement started"))
+    for value, message in (("decision.teacher=-1", "decision.teacher must be >= 0, got -1.0"),
+                           ("decision.bogus=1", "unknown setting 'bogus'"),
+                           ("nokey", "expected KEY=VALUE")):
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(["--only", "matmul", "--set", value, "--out", os.devnull])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and message in error[-1] and "Traceback" not in "\n".join(error)
