@@ -177,8 +177,9 @@ class HiddenLayer(nn.Module):
 
     def final_potentials(self, final: torch.Tensor) -> torch.Tensor:
         # the convolution's own zero padding: oneDNN skips the padded taps (about 2x faster on
-        # small maps than convolving an explicitly padded input)
-        return sf.conv2d(final, self.conv.weight, padding=self.spec.pad)
+        # small maps than convolving an explicitly padded input); subnormal weights as zeros
+        # (`engine.forward_weight`: no spike changes, the convolution runs ~10x faster)
+        return sf.conv2d(final, engine.forward_weight(self.conv.weight, self.threshold), padding=self.spec.pad)
 
     def fire_final(self, final: torch.Tensor) -> torch.Tensor:
         return (self.final_potentials(final) > self.threshold).to(final.dtype)

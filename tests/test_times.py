@@ -149,3 +149,36 @@ def test_spike_times_equal_direct_per_step_path(steps, gen):
     float_conv = layer(6, features=12, channels=4, k=3)
     assert torch.equal(engine.spike_times(times, float_conv.weight, 3.0, steps),
                        st.conv_fire_times(times, float_conv.weight, 3.0, steps)[0])
+
+
+def test_forward_weight_zeroes_exactly_the_subnormal_weights():
+    tiny = torch.finfo(torch.float32).tiny                  # 2**-126, the smallest normal float32
+    weight = torch.tensor([0.0, -0.0, tiny, tiny / 2, -tiny / 4, 1e-45, 3e-39, -tiny, 0.5, 1.0])
+    flushed = engine.forward_weight(weight, 10.0)
+    subnormal = (weight != 0) & (weight.abs() < tiny)
+    assert torch.equal(flushed == 0, (weight == 0) | subnormal)
+    assert torch.equal(flushed[~subnormal], weight[~subnormal])     # the others bit for bit
+    # below the threshold the argument needs, and for float64's own subnormals' scale
+    assert engine.forward_weight(weight, 0.0) is weight
+    assert torch.equal(engine.forward_weight(weight.double(), 10.0), weight.double())
+
+
+@pytest.mark.parametrize("steps", [6, 15])
+def test_subnormal_weights_change_no_spike(steps, gen):
+    """A trained layer's weights: most decayed into subnormals by the stabiliser. The fast
+    paths (which multiply them as zeros) give the spikes of the float64 weights, whose
+    subnormals are ordinary numbers, and of the float32 wave path."""
+    conv = layer(7, features=16, channels=6, k=3)
+    weight = conv.weight.detach().clone()
+    decayed = torch.rand(weight.shape, generator=gen) < 0.8
+    weight[decayed] = torch.rand(int(decayed.sum()), generator=gen) * torch.finfo(torch.float32).tiny
+    assert bool(((weight > 0) & (weight < torch.finfo(torch.float32).tiny)).any())
+    times = random_times(5, 6, 12, 12, steps, never=0.3, generator=gen)
+    threshold = 0.6
+    expected = engine.spike_times(times, weight.double(), threshold, steps)
+    assert (expected < steps).any() and (expected == steps).any()       # some spike, some do not
+    assert torch.equal(engine.spike_times(times, weight, threshold, steps), expected)
+    assert torch.equal(st.conv_fire_times(times, weight, threshold, steps)[0], expected)
+    survivors = engine.earliest_spikes(times, weight, threshold, steps)
+    reference = engine.earliest_spikes(times, weight.double(), threshold, steps)
+    assert torch.equal(survivors.times, reference.times) and torch.equal(survivors.features, reference.features)
