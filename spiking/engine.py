@@ -99,9 +99,17 @@ def forward_weight(weight: torch.Tensor, threshold: float) -> torch.Tensor:
     """
     if threshold < MIN_SHORTCUT_THRESHOLD or weight.dtype not in _EXPONENT_BITS:
         return weight
+    # remembered with the storage and torch's version counter (which in-place updates and views
+    # share; a copy has another storage): a frozen or converged layer is flushed once
+    key = (weight.data_ptr(), weight._version)
+    cached = getattr(weight, "_forward_weight", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     integer, bits = _EXPONENT_BITS[weight.dtype]
     raw = weight.view(integer)
-    return (raw * (raw & bits).ne(0)).view(weight.dtype)      # integer ops: no subnormal arithmetic
+    flushed = (raw * (raw & bits).ne(0)).view(weight.dtype)      # integer ops: no subnormal arithmetic
+    weight._forward_weight = (key, flushed)
+    return flushed
 
 
 # float dtype -> (same-width integer dtype, its exponent bits): a zero exponent is zero or subnormal

@@ -1,4 +1,6 @@
 """The first-spike-time fast paths give exactly what the wave primitives give."""
+import copy as copy_module
+
 import pytest
 import torch
 
@@ -182,3 +184,19 @@ def test_subnormal_weights_change_no_spike(steps, gen):
     survivors = engine.earliest_spikes(times, weight, threshold, steps)
     reference = engine.earliest_spikes(times, weight.double(), threshold, steps)
     assert torch.equal(survivors.times, reference.times) and torch.equal(survivors.features, reference.features)
+
+
+def test_forward_weight_follows_in_place_updates():
+    """The flushed copy is remembered until the weights change in place (a learning step)."""
+    tiny = torch.finfo(torch.float32).tiny
+    weight = torch.full((4, 3), 0.5)
+    first = engine.forward_weight(weight, 10.0)
+    assert engine.forward_weight(weight, 10.0) is first
+    weight.view(2, 6)[1, 0] = tiny / 8                       # through a view, as the rules write rows
+    second = engine.forward_weight(weight, 10.0)
+    assert second is not first and second[2, 0] == 0 and torch.equal(second[:2], weight[:2])
+    weight[0, 0] = 0.25
+    assert engine.forward_weight(weight, 10.0)[0, 0] == 0.25
+    copy = copy_module.deepcopy(weight)                     # a model snapshot: its own storage
+    copy.fill_(1.0)
+    assert torch.equal(engine.forward_weight(copy, 10.0), copy)
