@@ -4,9 +4,9 @@ R-STDP together with the decision layer.
 | node | layer | operation | MNIST output |
 |---|---|---|---|
 | 0-3 | front end, conv1, conv2, conv3 | as deep2024 (conv3 STDP r=1 stabilised, pool 2), conv3 also with reward rules (reward (0.001, -0.00075), punish (-0.001, 0.000125), bounds [0, 1]) | 250 x 3 x 3 |
-| 4 | decision | pad 2, conv 250->200 k5, R-STDP | 200 x 3 x 3 |
+| 4 | decision | deep2024's: conv 250->600 k3 over the whole map, R-STDP with the teacher | 600 x 1 x 1 |
 
-Stages (default `--epochs 2 4 4 100 3`): STDP of conv1, conv2, conv3; R-STDP of the decision
+Stages (default `--epochs 2 4 4 60 3`): STDP of conv1, conv2, conv3; R-STDP of the decision
 alone on conv3's maps (deep2024's decision stage); then R-STDP of conv3 and the decision
 together from the decision's outcome ("conv3+decision": conv3's R-STDP winners from pointwise
 inhibition and its k-WTA, k = 15; its un-inhibited spikes feed the decision layer; both layers'
@@ -36,7 +36,7 @@ from spiking.settings import setting, settings
 
 from ._registry import register_model
 from .decision import DecisionSpec
-from .family import DEEP_CONV2, DEEP_CONV3, DEEP_DECISION, MOZAFARI_CONV1, ConvFamily, FamilyConfig
+from .family import DEEP_CONV2, DEEP_CONV3, DEEP_WHOLE_MAP_DECISION, MOZAFARI_CONV1, ConvFamily, FamilyConfig
 from .heads import RewardedChain
 from .layers import HiddenSpec
 from .readout import LinearReadout
@@ -52,9 +52,9 @@ class DeepR2024Config(FamilyConfig):
     conv3_reward: tuple = (0.001, -0.00075)
     conv3_punish: tuple = (-0.001, 0.000125)
     conv3_bounds: tuple = (0.0, 1.0)
-    decision: DecisionSpec = DEEP_DECISION
+    decision: DecisionSpec = DEEP_WHOLE_MAP_DECISION
     schedule: str = setting("joint", choices=RewardedChain.SCHEDULES)
-    default_epochs: tuple = (2, 4, 4, 100, 3)
+    default_epochs: tuple = (2, 4, 4, 60, 3)
 
 
 class DeepR2024(ConvFamily):

@@ -13,6 +13,7 @@ seed's (and SpykeTorch's) initial weights.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 from s1c1 import FrontEnd
@@ -34,6 +35,10 @@ DEEP_CONV2 = HiddenSpec(in_channels=30, out_channels=150, kernel_size=3, thresho
 DEEP_CONV3 = HiddenSpec(in_channels=150, out_channels=250, kernel_size=3, threshold=50.0, kwta=15,
                         inhibition_radius=1, pad=1, pool=3)
 DEEP_DECISION = DecisionSpec(in_channels=250, kernel_size=5, neurons_per_class=20, pad=2)
+# deep2024's and deepr2024's decision: one position over conv3's whole 3 x 3 pooled map, 60
+# neurons per class and the teacher (their zoo rows in the README measure it against DEEP_DECISION)
+DEEP_WHOLE_MAP_DECISION = dataclasses.replace(DEEP_DECISION, kernel_size=3, pad=0, neurons_per_class=60,
+                                              teacher=0.5)
 
 
 @settings
