@@ -62,7 +62,7 @@ class DecisionSpec:
     weight_std: float = setting(WEIGHT_STD, low=0)
     dropout: float = setting(0.0, low=0, high=1)
     averaged: bool = False
-    teacher: float = setting(0.0, low=0)
+    teacher: float = setting(0.0, low=0, absent=0.0)     # runs before it existed: SpykeTorch's R-STDP
 
     def check(self) -> None:
         check_rule(self.reward, "reward", self.lower_bound, self.upper_bound)

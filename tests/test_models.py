@@ -330,6 +330,17 @@ def test_a_run_recorded_before_a_setting_existed_is_rebuilt_as_it_ran():
     assert models.setting_changes("deeper2024", record) == earlier     # what compare.py's settings column shows
 
 
+@pytest.mark.parametrize("name", ["mozafari2018", "deep2024"])
+def test_a_run_recorded_before_the_teacher_existed_learned_without_it(name):
+    """The teacher is on by default in these models; a record written before the setting
+    existed ran SpykeTorch's R-STDP, and is rebuilt (and resumed, and compared) as such."""
+    import json
+    record = json.loads(json.dumps(models.create_model(name).hyperparameters()))
+    assert record["decision"].pop("teacher") > 0
+    assert models.recorded_settings(name, record)["decision.teacher"] == 0.0
+    assert models.setting_changes(name, record) == {"decision.teacher": 0.0}
+
+
 def test_checkpoints_written_before_a_setting_existed_still_load():
     import json
     from checkpoints import check_compatible
