@@ -259,7 +259,9 @@ def test_greedy_stage_trains_only_the_scheduled_layer(gen):
 def test_greedy_turns_continue_across_epochs_of_one_window(gen):
     """An epoch of a single window (fewer than 1.5 windows of samples) alternates by epoch; counted
     per epoch, the decision layer never learned on such data."""
-    model = models.create_model("deepr2024_greedy")
+    # a rate floor: a window of only misses (or hits) must not adapt a layer's rates to zero,
+    # which would hide whether its turn came
+    model = models.create_model("deepr2024_greedy", settings={"adaptive_min": 0.2})
     stage = model.stages[-1]
     chain = stage.head
     times = random_times(8, 150, 7, 7, 15, never=0.3, generator=gen)
