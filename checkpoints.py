@@ -96,29 +96,47 @@ def taken_modules(stages, epochs) -> list:
     return [module for module, taken in first.values() if taken]
 
 
-def take_modules(payload: dict, model, modules) -> list[str]:
+def named_layer_paths(model) -> dict[str, str]:
+    """Module path of each named layer of `model` (`{"conv3": "blocks.2.main", ...}`): the
+    layers whose `name` is a string, as the stages and logs call them."""
+    return {module.name: path for path, module in model.named_modules()
+            if path and isinstance(getattr(module, "name", None), str)}
+
+
+def take_modules(payload: dict, model, modules, source=None) -> list[str]:
     """Copy into `model` the weights and buffers of `modules` (see `taken_modules`) from a
     checkpoint with the same front end and classes (`--init-from`); its other settings
     may differ (a threshold, a pooling, the decision's rates), and so may its model where the
     copied layers have the same names (deep2024's conv1-conv3 into deepr2024), but every
     copied tensor must keep its shape. A buffer the checkpoint lacks (a threshold calibration it
-    did not make) keeps the model's own value. Returns the copied state keys."""
+    did not make) keeps the model's own value. Returns the copied state keys.
+
+    `source` (the checkpoint's model, rebuilt from its record; optional): a named layer that
+    sits at another module path there is taken from that path (deep2024's conv3, a plain
+    block, into resnet2024's conv3 inside its residual block)."""
     check_same_model(payload, model, None, "--init-from: the checkpoint")
     names = {id(module): name for name, module in model.named_modules()}
     prefixes = [names[id(module)] for module in modules]
+    # our module path -> the checkpoint's, where a taken layer of the same name sits elsewhere
+    elsewhere = named_layer_paths(source) if source is not None else {}
+    moved = {names[id(module)]: elsewhere[module.name] for module in modules
+             if isinstance(getattr(module, "name", None), str) and module.name in elsewhere}
     parameters = {name for name, _ in model.named_parameters()}
     ours, theirs = model.state_dict(), payload.get("state_dict", {})
     taken = {}
     for key in ours:
-        if not any(prefix == "" or key.startswith(prefix + ".") for prefix in prefixes):
+        matching = [p for p in prefixes if p == "" or key.startswith(p + ".")]
+        if not matching:
             continue
-        if key not in theirs:
+        prefix = max(matching, key=len)
+        their_key = moved[prefix] + key[len(prefix):] if prefix in moved else key
+        if their_key not in theirs:
             if key in parameters:
-                raise UserError(f"--init-from: the checkpoint has no {key}")
+                raise UserError(f"--init-from: the checkpoint has no {their_key}")
             continue
-        if theirs[key].shape != ours[key].shape:
-            raise UserError(f"--init-from: {key} is {tuple(theirs[key].shape)} in the checkpoint and "
+        if theirs[their_key].shape != ours[key].shape:
+            raise UserError(f"--init-from: {key} is {tuple(theirs[their_key].shape)} in the checkpoint and "
                             f"{tuple(ours[key].shape)} here (a setting changed the layer's shape)")
-        taken[key] = theirs[key]
+        taken[key] = theirs[their_key]
     model.load_state_dict(taken, strict=False)
     return sorted(taken)

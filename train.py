@@ -132,7 +132,8 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
             raise UserError("--init-from copies the layers of the stages given 0 epochs, and --epochs gives "
                             "none 0 (e.g. --epochs 0 0 60 keeps conv1 and conv2)")
         source = load_checkpoint(config.init_from)
-        keys = take_modules(source, model, taken_modules(model.stages, epochs))
+        # the checkpoint's own model, so that layers are matched by name where paths differ
+        keys = take_modules(source, model, taken_modules(model.stages, epochs), restore_model(source))
         log(f"--init-from: {', '.join(s.name for s in taken)} taken from {config.init_from} "
             f"(model {source.get('model')}, {len(keys)} tensors)")
     batch_size = config.batch_size or getattr(model.config, "default_batch_size", 32)

@@ -108,3 +108,22 @@ def test_taken_reward_rules_keep_their_adaptive_scale_under_new_base_rates():
     again = models.create_model("deepr2024")
     again.load_state_dict(saved.state_dict())
     assert torch.equal(again.blocks[2].rstdp.reward.a_plus, saved.blocks[2].rstdp.reward.a_plus)
+
+
+def test_a_layer_is_taken_by_name_where_its_module_path_differs(tmp_path_factory, tmp_path):
+    """resnet2024's conv3 sits inside its residual block (`blocks.2.main`), deep2024's is a
+    block of its own (`blocks.2`): the layer named conv3 is taken all the same, and it is the
+    layer resnet2024 would have trained itself (same seed, same input, STDP before pooling)."""
+    cache_dir = str(tmp_path_factory.mktemp("cache"))
+    source = run(tmp_path, cache_dir, "deep", "--model", "deep2024", "--epochs", "1", "1", "1", "1")
+    taken = state(source["run_dir"])
+    target = run(tmp_path, cache_dir, "res", "--model", "resnet2024", "--init-from", source["run_dir"],
+                 "--epochs", "0", "0", "0", "1")
+    whole = run(tmp_path, cache_dir, "whole", "--model", "resnet2024", "--epochs", "1", "1", "1", "1")
+    ours, reference = state(target["run_dir"]), state(whole["run_dir"])
+    assert torch.equal(ours["blocks.2.main.conv.weight"], taken["blocks.2.conv.weight"])
+    assert torch.equal(ours["blocks.2.main.conv.weight"], reference["blocks.2.main.conv.weight"])
+    for key in ("blocks.0.conv.weight", "blocks.1.conv.weight"):
+        assert torch.equal(ours[key], taken[key]), key
+    for key in ours:        # and so the whole model is the one training resnet2024 alone gives
+        assert torch.equal(ours[key], reference[key]), key
