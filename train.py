@@ -112,7 +112,9 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
     if resuming:        # the model as the run recorded it, whatever today's defaults are
         model = build_recorded(config.model, dataset.num_classes, recorded, overrides, choice, dataset)
     else:
-        model = build_model(config.model, dataset.num_classes, overrides, choice, dataset)
+        # keep_none: `--set KEY=none` is a value (a choice named "none", or None where the
+        # setting takes it), not "leave the default"
+        model = build_model(config.model, dataset.num_classes, overrides, choice, dataset, keep_none=True)
     check_input_size(model, dataset)
     serial = [s.name for s in model.stages if not s.data_parallel]
     if world > 1 and serial:

@@ -123,7 +123,7 @@ def resolve_overrides(config, overrides: dict[str, Any]) -> dict[str, Any]:
             nested.setdefault(head, {})[rest] = value
         else:
             top[head] = value
-    fields = {f.name for f in dataclasses.fields(config)}
+    fields = {f.name: f for f in dataclasses.fields(config)}
     result = {}
     for key in list(top) + [k for k in nested if k not in top]:
         if key not in fields:
@@ -139,7 +139,10 @@ def resolve_overrides(config, overrides: dict[str, Any]) -> dict[str, Any]:
                 named = str(error).split(" ")[0] in {f.name for f in dataclasses.fields(base)}
                 raise ValueError(f"{key}.{error}" if named else f"{key}: {error}") from None
         else:
-            result[key] = _coerce(key, current, top[key])
+            value = top[key]
+            if value is None and "none" in (fields[key].metadata.get("choices") or ()):
+                value = "none"      # `--set merge=none` reads as None; this setting's choice is the word
+            result[key] = _coerce(key, current, value)
     return result
 
 

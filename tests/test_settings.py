@@ -140,6 +140,11 @@ def test_the_reported_set_and_readout_crashes_are_one_line_errors_or_work(tmp_pa
     expect_error(capsys, base + ["--model", "majority2024", "--set", "conv2.out_channels=100"],
                  "decision_k3 reads 250 input maps, but its input has 100 (--set head.in_channels=100)")
     expect_error(capsys, base + ["--model", "lagacherie2024", "--readout", "rstdp"], "no R-STDP decision layer")
+    # `--set KEY=none` is a value, not "keep the default" (it was dropped: merge=none built the
+    # concat model and then failed on its decision's channels)
+    expect_error(capsys, base + ["--set", "conv1.threshold=none"], "conv1.threshold takes float, got None")
+    expect_error(capsys, base + ["--model", "deeper2024", "--set", "merge=none"],
+                 "merge=none gives the decision 200 input channels: set decision.in_channels=200")
     metrics = train.main(base + ["--model", "lagacherie2024", "--set", "readout_C=0.5", "--dry-run",
                                  "--run-name", "lagacherie"])
     config = json.loads((tmp_path / "lagacherie" / "config.json").read_text())
@@ -153,6 +158,14 @@ def test_the_reported_set_and_readout_crashes_are_one_line_errors_or_work(tmp_pa
                             "--out-dir", str(tmp_path), "--run-name", "eval", "--cache-dir", cache_dir,
                             "--no-progress"])
     assert evaluated["accuracy"] == metrics["accuracy"]
+
+
+def test_none_on_the_command_line_selects_a_choice_named_none():
+    from run_config import parse_settings
+    for text in ("merge=none", "merge=None", "merge='none'"):
+        settings = parse_settings([text, "decision.in_channels=200"])
+        model = models.create_model("deeper2024", settings=settings, keep_none=True)
+        assert model.config.merge == "none" and model.blocks[3].name == "conv4", text
 
 
 def test_bench_set_errors_are_one_line_before_any_measurement(capsys, monkeypatch):
