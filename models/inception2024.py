@@ -6,11 +6,21 @@
 | 1 | conv1 | pad 2, conv 6->30 k5, fire > 15, STDP k=5 r=3, pool 2 | 30 x 14 x 14 |
 | 2 | conv2 | pad 1, conv 30->75 k3, fire > 10, STDP k=8 r=1, pool 2 | 75 x 7 x 7 |
 | 3 | conv3a/b/c | pad 1, conv 75->100 with k3 / k5 / k7, fire > 50, STDP k=15 r=1; outputs padded by 0 / 1 / 2 to 7 x 7, concatenated, pool 3 | 300 x 2 x 2 |
-| 4 | decision | pad 2, conv 300->200 k5, R-STDP | 200 x 2 x 2 |
+| 4 | decision | conv 300->600 k2 (one position over the whole 2 x 2 map, 60 per class), largest final potential decides, R-STDP with the teacher (t = 0.5) | 600 x 1 x 1 |
 
 Stages: STDP conv1, conv2, conv3a, conv3b, conv3c (one after the other, one epoch count each),
 R-STDP decision. Fix relative to the seed: each branch has its own rate-doubling counter (the
 seed shared one, so later branches started the schedule at a phase offset).
+
+Changed from the seed: the decision layer, as deep2024's (`DEEP_WHOLE_MAP_DECISION`). The seed's
+(pad 2, k5, 20 neurons per class, SpykeTorch's R-STDP) slides over the 2 x 2 map; here 60
+neurons per class each read the whole map at one position, and a wrong decision also rewards
+the label class's best neuron (`decision.teacher`). On full MNIST (exact STDP layers, seed 0)
+R-STDP reached 93.06 % against a logistic readout of the same features of 95.80 % (2.7 points);
+the seed's decision 90.95 % / 92.17 % (seeds 0 / 1) against 96.03 % / 96.23 % (5.1 / 4.1
+points; README, "The zoo on full MNIST"). The seed's decision: `--set decision.kernel_size=5
+--set decision.pad=2 --set decision.neurons_per_class=20 --set decision.teacher=0 --epochs 2 4 4
+4 4 100`.
 """
 from __future__ import annotations
 
@@ -19,7 +29,7 @@ import dataclasses
 from spiking.settings import require, setting, settings
 
 from ._registry import register_model
-from .family import MOZAFARI_CONV1, ConvFamily, FamilyConfig
+from .family import DEEP_WHOLE_MAP_DECISION, MOZAFARI_CONV1, ConvFamily, FamilyConfig
 from .composite import Branches
 from .decision import DecisionSpec
 from .layers import MAX_KERNEL, HiddenLayer, HiddenSpec
@@ -37,8 +47,8 @@ class Inception2024Config(FamilyConfig):
     branch_kernels: tuple = setting((3, 5, 7), low=1, high=MAX_KERNEL)
     branch: HiddenSpec = BRANCH
     branch_pool: int = setting(3, low=1, high=MAX_KERNEL)
-    decision: DecisionSpec = DecisionSpec(in_channels=300, kernel_size=5, neurons_per_class=20, pad=2)
-    default_epochs: tuple = (2, 4, 4, 4, 4, 100)
+    decision: DecisionSpec = dataclasses.replace(DEEP_WHOLE_MAP_DECISION, in_channels=300, kernel_size=2)
+    default_epochs: tuple = (2, 4, 4, 4, 4, 60)
 
     def check(self) -> None:
         require(len(self.branch_kernels) >= 1 and all(k % 2 == 1 for k in self.branch_kernels),

@@ -3,10 +3,11 @@
 | node | layer | operation | MNIST output |
 |---|---|---|---|
 | 0-2 | front end, conv1, conv2 | as deep2024 | 150 x 7 x 7 |
-| 3 | conv3 + skip | pad 1, conv 150->250 k3, fire > 50, STDP k=15 r=1; skip: conv2's 150 maps unchanged, concatenated with conv3's 250 (`merge=concat`), pool 3 | 400 x 2 x 2 |
-| 4 | decision | pad 2, conv 400->200 k4, R-STDP | 200 x 3 x 3 |
+| 3 | conv3 + skip | pad 1, conv 150->250 k3, fire > 50, STDP k=15 r=1; skip: conv2's 150 maps unchanged, concatenated with conv3's 250 (`merge=concat`), pool 2 (`merge_pool`) | 400 x 3 x 3 |
+| 4 | decision | conv 400->600 k3 (one position over the whole 3 x 3 map, 60 per class, as deep2024's), largest final potential decides, R-STDP with the teacher (t = 0.5) | 600 x 1 x 1 |
 
-The seed's design (`--set merge=or --set decision.in_channels=250`): the skip is an untrained
+The seed's design (`--set merge=or --set decision.in_channels=250`, with the seed's pooling and
+decision below): the skip is an untrained
 1x1 conv 150->250 firing above `skip_threshold` (0), merged with conv3 by OR. Firing above 0
 with all-positive weights, its 250 maps are identical ("some conv2 feature spiked here"), so
 OR-ing it in leaves ~99 % of the decision's inputs on and the decision at chance: hence the
@@ -17,6 +18,17 @@ Fixes relative to the seed (in both merges): the OR merge keeps the wave cumulat
 "first_spike" merge made it one-hot in time and the decision layer, which reads the last step,
 was always silent; its eval path also merged differently from training); the skip reads
 conv3's own input at the same 7 x 7 size, so no bilinear resizing is needed.
+
+Changed from the seed: the merged maps are pooled by 2, not 3, and the decision is deep2024's
+(`DEEP_WHOLE_MAP_DECISION`: 60 neurons per class that each read the whole 3 x 3 map at one
+position, and a wrong decision also rewards the label class's best neuron). On full MNIST (exact
+STDP layers, seed 0) R-STDP reached 95.16 % against a logistic readout of the same features of
+97.80 % (2.6 points). Pooled by 3 with the same decision (k2 over the 2 x 2 map): 93.91 % against
+97.05 % (3.1 points). The seed's pooling and decision (pad 2, k4, 20 per class, SpykeTorch's
+R-STDP): 92.99 % / 92.56 % against 97.16 % / 97.10 % (4.2 / 4.5 points, seeds 0 / 1; README,
+"The zoo on full MNIST"). The seed's pooling and decision: `--set merge_pool=3 --set
+decision.kernel_size=4 --set decision.pad=2 --set decision.neurons_per_class=20 --set
+decision.teacher=0 --epochs 2 4 4 100`.
 """
 from __future__ import annotations
 
@@ -25,7 +37,7 @@ import dataclasses
 from spiking.settings import setting, settings
 
 from ._registry import register_model
-from .family import DEEP_CONV2, DEEP_CONV3, MOZAFARI_CONV1, ConvFamily, FamilyConfig
+from .family import DEEP_CONV2, DEEP_CONV3, DEEP_WHOLE_MAP_DECISION, MOZAFARI_CONV1, ConvFamily, FamilyConfig
 from .composite import Residual, require_merged_channels
 from .decision import DecisionSpec
 from .layers import MAX_KERNEL, HiddenLayer, HiddenSpec
@@ -39,9 +51,9 @@ class ResNet2024Config(FamilyConfig):
     conv3: HiddenSpec = dataclasses.replace(DEEP_CONV3, pool=1)
     merge: str = setting("concat", choices=Residual.MERGES)
     skip_threshold: float = setting(0.0, low=0)
-    merge_pool: int = setting(3, low=1, high=MAX_KERNEL)
-    decision: DecisionSpec = DecisionSpec(in_channels=400, kernel_size=4, neurons_per_class=20, pad=2)
-    default_epochs: tuple = (2, 4, 4, 100)
+    merge_pool: int = setting(2, low=1, high=MAX_KERNEL)
+    decision: DecisionSpec = dataclasses.replace(DEEP_WHOLE_MAP_DECISION, in_channels=400)
+    default_epochs: tuple = (2, 4, 4, 60)
 
     def check(self) -> None:
         require_merged_channels(self.conv3, self.merge, self.decision)
