@@ -119,8 +119,8 @@ def take_modules(payload: dict, model, modules, source=None) -> list[str]:
     prefixes = [names[id(module)] for module in modules]
     # our module path -> the checkpoint's, where a taken layer of the same name sits elsewhere
     elsewhere = named_layer_paths(source) if source is not None else {}
-    moved = {names[id(module)]: elsewhere[module.name] for module in modules
-             if isinstance(getattr(module, "name", None), str) and module.name in elsewhere}
+    moved = {path: elsewhere[name] for name, path in named_layer_paths(model).items()
+             if name in elsewhere and path in prefixes}
     parameters = {name for name, _ in model.named_parameters()}
     ours, theirs = model.state_dict(), payload.get("state_dict", {})
     taken = {}
