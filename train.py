@@ -6,6 +6,7 @@ the environment end with a one-line message and exit status 2, never a traceback
 from __future__ import annotations
 
 import dataclasses
+import glob
 import datetime
 import json
 import os
@@ -188,7 +189,13 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
 def init_checkpoint_path(path: str) -> str:
     """--init-from's checkpoint as an absolute path: a run folder stands for its best.ckpt."""
     if os.path.isdir(path):
-        path = os.path.join(path, "checkpoints", "best.ckpt")
+        folder, path = path, os.path.join(path, "checkpoints", "best.ckpt")
+        others = sorted(glob.glob(os.path.join(folder, "checkpoints", "*.ckpt")))
+        if not os.path.isfile(path) and others:
+            # a run without a selected model (it trained no decision stage, or was stopped):
+            # which of its states to take is the user's choice
+            raise UserError(f"--init-from: {folder} has no best.ckpt (no selected model); name one of "
+                            f"its checkpoints: {', '.join(os.path.basename(o) for o in others)}")
     if not os.path.isfile(path):
         raise UserError(f"--init-from: no checkpoint at {path}")
     return os.path.abspath(path)

@@ -1,5 +1,6 @@
 """--init-from: stages given 0 epochs take their layers from another run's checkpoint."""
 import os
+import shutil
 
 import pytest
 import torch
@@ -57,6 +58,15 @@ def test_init_from_errors_are_one_line(tmp_path_factory, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(tmp_path, cache_dir, "missing", "--init-from", str(tmp_path / "nothing"), "--epochs", "0", "0", "1")
     assert "no checkpoint at" in capsys.readouterr().err
+    # a run folder without a selected model: its checkpoints are named, none is guessed
+    unselected = tmp_path / "conv-only" / "checkpoints"
+    unselected.mkdir(parents=True)
+    for name in ("last.ckpt", "stage-conv1.ckpt"):
+        shutil.copy(os.path.join(source, "checkpoints", "best.ckpt"), unselected / name)
+    with pytest.raises(SystemExit):
+        run(tmp_path, cache_dir, "unselected", "--init-from", str(tmp_path / "conv-only"), "--epochs", "0", "0", "1")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no best.ckpt" in err and "last.ckpt, stage-conv1.ckpt" in err, err
 
 
 def test_another_models_layers_of_the_same_names_and_shapes_are_taken(tmp_path_factory, tmp_path):
