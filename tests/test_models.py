@@ -13,7 +13,7 @@ from spiking.times import pad_times, times_to_wave
 from tests.conftest import random_times
 
 SHAPES = {   # node shapes on MNIST, spec section 5 and the seed's verified tables
-    "mozafari2018": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (200, 4, 4)],
+    "mozafari2018": [(6, 28, 28), (30, 14, 14), (250, 4, 4), (600, 1, 1)],
     "deep2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 3, 3), (600, 1, 1)],
     "deepr2024": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 3, 3), (600, 1, 1)],
     "deepr2024_greedy": [(6, 28, 28), (30, 14, 14), (150, 7, 7), (250, 3, 3), (600, 1, 1)],
