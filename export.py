@@ -158,7 +158,8 @@ def to_nir(model, input_shape: tuple, classes: list | None = None, name: str = "
     if isinstance(head, DecisionLayer):
         weight = head.evaluation_weight().detach().cpu().numpy().astype(np.float32)
         out_shape = head.output_shape(spatial(parts))
-        convs = convolve(head.name, weight, head.spec.pad, parts)
+        rows, cols = head.padding(spatial(parts))
+        convs = convolve(head.name, weight, rows if rows == cols else np.array([rows, cols]), parts)
         last = convs[0]
         if len(convs) > 1:          # the parts' potentials summed by an identity 1x1 conv
             last = add(head.name, nir.Conv2d(input_shape=out_shape[1:], weight=np.eye(

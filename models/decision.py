@@ -19,8 +19,7 @@ from spiking.sequential import reinforce_sequential_, teacher_picks
 from spiking.settings import MAX_COUNT, setting, settings
 from utils import derived_seed
 
-from .layers import (MAX_KERNEL, WEIGHT_MEAN, WEIGHT_STD, check_input_maps, check_rule, conv_macs, conv_size,
-                     pad4)
+from .layers import MAX_KERNEL, WEIGHT_MEAN, WEIGHT_STD, check_input_maps, check_rule, conv_size
 
 # Mozafari et al. 2018's R-STDP rates and weight bounds
 REWARD_RATES, PUNISH_RATES = (0.004, -0.003), (-0.004, 0.0005)
@@ -181,10 +180,21 @@ class DecisionLayer(nn.Module):
             return None
         return (self.rstdp.base_reward.double() * (self.spec.teacher * self.teacher_scale)).float()
 
+    def padding(self, shape) -> tuple[int, int]:
+        """The zero padding (rows, cols) on each side of an input map [..., H, W]: `spec.pad`,
+        plus ceil((k - size) / 2) where the padded map is still smaller than the kernel k. A
+        decision sized to read the whole map at one position (mozafari2018's k4 over MNIST's
+        4 x 4) then reads smaller maps (smaller images) whole too: the missing rows and columns
+        never spike, as mozafari2018_shallow pads its maps. Maps that fit are unchanged."""
+        k, pad = self.spec.kernel_size, self.spec.pad
+        rows, cols = (pad + -(-max(k - (size + 2 * pad), 0) // 2) for size in tuple(shape)[-2:])
+        return rows, cols
+
     def potentials(self, final: torch.Tensor):
         """(the padded input, for the R-STDP receptive fields; final potentials [B, F, h, w])."""
-        return (F.pad(final, pad4(self.spec.pad)),
-                sf.conv2d(final, self.conv.weight, padding=self.spec.pad))
+        rows, cols = self.padding(final.shape)
+        return (F.pad(final, (cols, cols, rows, rows)),
+                sf.conv2d(final, self.conv.weight, padding=(rows, cols)))
 
     def decide(self, potentials: torch.Tensor, training: bool = False) -> Prediction:
         """The decision on final potentials [B, F, h, w]; `training`: without this epoch's
@@ -198,7 +208,7 @@ class DecisionLayer(nn.Module):
         return Prediction(classes, class_margins(potentials, self.num_classes), winners)
 
     def predict(self, final: torch.Tensor) -> Prediction:
-        return self.decide(sf.conv2d(final, self.evaluation_weight(), padding=self.spec.pad))
+        return self.decide(sf.conv2d(final, self.evaluation_weight(), padding=self.padding(final.shape)))
 
     @torch.no_grad()
     def reinforce(self, final: torch.Tensor, labels: torch.Tensor, phase: int = 0,
@@ -243,7 +253,7 @@ class DecisionLayer(nn.Module):
         """The sequential R-STDP step; returns each sample's decision as it was made."""
         with parallel.summed_change(self.conv.weight, self.spec.lower_bound, self.spec.upper_bound):
             winners, potentials = reinforce_sequential_(self.rstdp, final, labels, self.feature_class(),
-                                                        self.time_steps, self.spec.pad, self._allowed(),
+                                                        self.time_steps, self.padding(final.shape), self._allowed(),
                                                         self.teacher_rates())
         feature = winners[:, 0, 0]
         classes = torch.where(feature >= 0, feature // self.spec.neurons_per_class, feature)
@@ -275,10 +285,10 @@ class DecisionLayer(nn.Module):
         return []
 
     def macs(self, shape) -> int:
-        return conv_macs(self.conv.weight, self.spec.pad, self.spec.kernel_size, shape)
+        _, height, width = self.output_shape(shape)
+        return self.conv.weight.numel() * height * width
 
     def output_shape(self, shape):
         check_input_maps(self.name, self.setting, self.spec.in_channels, shape)
-        _, height, width = shape
-        return (self.conv.out_channels,) + tuple(conv_size(s, self.spec.pad, self.spec.kernel_size)
-                                                 for s in (height, width))
+        return (self.conv.out_channels,) + tuple(conv_size(s, p, self.spec.kernel_size)
+                                                 for s, p in zip(shape[1:], self.padding(shape)))

@@ -104,7 +104,7 @@ def teacher_picks(potentials: torch.Tensor, labels: torch.Tensor, feature_class:
 
 @torch.no_grad()
 def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tensor,
-                          feature_class: torch.Tensor, time_steps: int, padding: int = 0,
+                          feature_class: torch.Tensor, time_steps: int, padding=0,
                           allowed: torch.Tensor | None = None,
                           teacher: torch.Tensor | None = None):
     """R-STDP of a one-winner decision layer, sample after sample, computed for a whole batch.
@@ -146,6 +146,8 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     `allowed` (bool [F], dropout): only these features may win, as if the others' weights
     were zero (they then never win, so their weights never change either).
 
+    `padding`: the zero padding on each side, one int or (rows, cols).
+
     Shape: final [B, C, H, W] (binary), labels [B], feature_class LongTensor [F] ->
     (winners LongTensor [B, 1, 3] of (feature, row, col), -1 when silent; the final potentials
     each sample decided on [B, F, h, w]).
@@ -156,7 +158,9 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     features, channels, kh, kw = weight.shape
     batch, device = final.shape[0], final.device
     flat_weight = weight.view(features, -1)
-    padded = torch.nn.functional.pad(final, (padding,) * 4)
+    rows, cols = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    padding = (rows, cols)
+    padded = torch.nn.functional.pad(final, (cols, cols, rows, rows))
     out_h, out_w = padded.shape[2] - kh + 1, padded.shape[3] - kw + 1
     cells = out_h * out_w
     allowed = None if allowed is None else allowed.to(device).repeat_interleave(cells)     # [F * L]

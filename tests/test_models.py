@@ -357,3 +357,31 @@ def test_checkpoints_written_before_a_setting_existed_still_load():
     old["conv1"]["threshold"] = 99.0
     with pytest.raises(UserError, match=r"other hyperparameters \(conv1\)"):
         check_compatible(payload, model, "mozafari2018")
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_decision_reads_a_map_smaller_than_its_kernel_as_if_padded_to_it(exact, gen):
+    """mozafari2018's whole-map decision (k4, pad 0) on the 2 x 2 maps of 16 x 16 images: the
+    map is zero-padded by ceil((4 - 2) / 2) = 1 on each side, so it decides and learns as the
+    same layer with pad 1 does; a map that fits is left as it is."""
+    from models.decision import DecisionLayer, DecisionSpec
+
+    def layer(pad):
+        torch.manual_seed(3)
+        return DecisionLayer(DecisionSpec(in_channels=12, kernel_size=4, neurons_per_class=3, pad=pad,
+                                          teacher=0.5), 10, 15)
+    fitted, explicit = layer(0), layer(1)
+    assert fitted.output_shape((12, 2, 2)) == explicit.output_shape((12, 2, 2)) == (30, 1, 1)
+    assert fitted.output_shape((12, 3, 2)) == (30, 2, 1) and fitted.output_shape((12, 5, 4)) == (30, 2, 1)
+    assert fitted.macs((12, 2, 2)) == explicit.conv.weight.numel()
+    final = (random_times(64, 12, 2, 2, 15, never=0.5, generator=gen) < 15).float()
+    labels = torch.randint(0, 10, (64,), generator=gen)
+    for start in range(0, 64, 16):
+        a = fitted.reinforce(final[start:start + 16], labels[start:start + 16], exact=exact)
+        b = explicit.reinforce(final[start:start + 16], labels[start:start + 16], exact=exact)
+        assert torch.equal(a, b)
+    assert not torch.equal(fitted.conv.weight, layer(0).conv.weight)          # it learned
+    assert torch.equal(fitted.conv.weight, explicit.conv.weight)
+    assert torch.equal(fitted.predict(final).classes, explicit.predict(final).classes)
+    # a whole 4 x 4 map (MNIST) is not padded
+    assert fitted.padding((12, 4, 4)) == (0, 0) and fitted.output_shape((12, 4, 4)) == (30, 1, 1)
