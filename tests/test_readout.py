@@ -146,19 +146,22 @@ def test_latency_readouts_from_the_command_line(tmp_path, capsys):
     """--readout-values latency: in place of the decision (and back from its checkpoint), and
     beside it (--also-readout), shown as such by compare.py."""
     import compare
-    base = ["--dataset", "synthetic", "--epochs", "1", "1", "1", "--batch-size", "16", "--out-dir", str(tmp_path),
-            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--probe-samples", "0", "--readout-c", "1"]
-    alone = train.main(base + ["--readout", "svm", "--readout-values", "latency", "--run-name", "alone"])
+    base = ["--dataset", "synthetic", "--batch-size", "16", "--out-dir", str(tmp_path),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--probe-samples", "0", "--readout-c", "0.01"]
+    alone = train.main(base + ["--readout", "svm", "--readout-values", "latency", "--run-name", "alone",
+                               "--epochs", "1", "1", "1"])
     evaluated = train.main(["--eval-only", str(tmp_path / "alone" / "checkpoints" / "best.ckpt"),
                             "--out-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     assert evaluated["accuracy"] == alone["accuracy"]
     assert compare.summarize(str(tmp_path / "alone"))["readout"] == "svm latency"
-    both = train.main(base + ["--also-readout", "svm", "--readout-values", "latency", "--run-name", "both"])
+    # the same conv layers (taken, not trained again), the decision trained beside the readout
+    both = train.main(base + ["--also-readout", "svm", "--readout-values", "latency", "--run-name", "both",
+                              "--init-from", str(tmp_path / "alone"), "--epochs", "0", "0", "1"])
     side = both["also_readout"]
     assert side["values"] == "latency" and side["accuracy"] == alone["accuracy"]
     assert compare.summarize(str(tmp_path / "both"))["also_readout"] == f"svm latency {side['accuracy']:.4f}"
     with pytest.raises(SystemExit):
-        train.main(base[:-2] + ["--readout-values", "latency", "--run-name", "bad"])
+        train.main(base[:-2] + ["--readout-values", "latency", "--run-name", "bad", "--epochs", "1", "1", "1"])
     assert "--readout-values sets a linear readout: add --readout svm or logistic" in capsys.readouterr().err
 
 
@@ -232,7 +235,7 @@ def test_also_readout_equals_the_readout_run_on_the_same_features(tmp_path, caps
 
 @pytest.mark.cli
 def test_also_readout_takes_readout_c_and_eval_only_refuses_training_flags(tmp_path, capsys):
-    base = ["--dataset", "synthetic", "--epochs", "1", "1", "1", "--batch-size", "16", "--out-dir", str(tmp_path),
+    base = ["--dataset", "synthetic", "--batch-size", "16", "--out-dir", str(tmp_path),
             "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--probe-samples", "0"]
     metrics = train.main(base + ["--also-readout", "svm", "--readout-c", "0.5", "--run-name", "c"])
     assert metrics["also_readout"]["C"] == 0.5 and metrics["also_readout"]["kind"] == "svm"
