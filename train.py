@@ -6,8 +6,8 @@ the environment end with a one-line message and exit status 2, never a traceback
 from __future__ import annotations
 
 import dataclasses
-import glob
 import datetime
+import glob
 import json
 import os
 import sys
@@ -190,8 +190,8 @@ def init_checkpoint_path(path: str) -> str:
     """--init-from's checkpoint as an absolute path: a run folder stands for its best.ckpt."""
     if os.path.isdir(path):
         folder, path = path, os.path.join(path, "checkpoints", "best.ckpt")
-        others = sorted(glob.glob(os.path.join(folder, "checkpoints", "*.ckpt")))
-        if not os.path.isfile(path) and others:
+        others = [] if os.path.isfile(path) else sorted(glob.glob(os.path.join(folder, "checkpoints", "*.ckpt")))
+        if others:
             # a run without a selected model (it trained no decision stage, or was stopped):
             # which of its states to take is the user's choice
             raise UserError(f"--init-from: {folder} has no best.ckpt (no selected model); name one of "

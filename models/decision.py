@@ -19,7 +19,8 @@ from spiking.sequential import reinforce_sequential_, teacher_picks
 from spiking.settings import MAX_COUNT, setting, settings
 from utils import derived_seed
 
-from .layers import MAX_KERNEL, WEIGHT_MEAN, WEIGHT_STD, check_input_maps, check_rule, conv_size
+from .layers import (MAX_KERNEL, WEIGHT_MEAN, WEIGHT_STD, check_input_maps, check_rule, conv_size,
+                     fitting_pad)
 
 # Mozafari et al. 2018's R-STDP rates and weight bounds
 REWARD_RATES, PUNISH_RATES = (0.004, -0.003), (-0.004, 0.0005)
@@ -187,7 +188,7 @@ class DecisionLayer(nn.Module):
         4 x 4) then reads smaller maps (smaller images) whole too: the missing rows and columns
         never spike, as mozafari2018_shallow pads its maps. Maps that fit are unchanged."""
         k, pad = self.spec.kernel_size, self.spec.pad
-        rows, cols = (pad + -(-max(k - (size + 2 * pad), 0) // 2) for size in tuple(shape)[-2:])
+        rows, cols = (pad + fitting_pad(k, size + 2 * pad) for size in tuple(shape)[-2:])
         return rows, cols
 
     def potentials(self, final: torch.Tensor):

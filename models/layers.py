@@ -91,6 +91,12 @@ def conv_size(size: int, pad: int, kernel: int) -> int:
     return size + 2 * pad - kernel + 1
 
 
+def fitting_pad(kernel: int, size: int) -> int:
+    """Zero padding on each side that lets a map of `size` fit a kernel: ceil((kernel - size)
+    / 2) where the map is smaller, else 0 (as MozafariShallow.py pads its C1 maps)."""
+    return -(-max(kernel - size, 0) // 2)
+
+
 def conv_macs(weight: torch.Tensor, pad: int, kernel: int, shape) -> int:
     """Multiply-adds of one convolution by `weight` on an input of `shape` [C, H, W]."""
     _, height, width = shape

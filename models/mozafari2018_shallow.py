@@ -49,7 +49,7 @@ from spiking.settings import MAX_COUNT, setting, settings
 from ._registry import register_model
 from .family import ConvFamily, FamilyConfig
 from .decision import Prediction, draw_dropout, reward_signal
-from .layers import HiddenLayer, HiddenSpec
+from .layers import HiddenLayer, HiddenSpec, fitting_pad
 from .stages import RSTDPStage
 
 
@@ -101,9 +101,8 @@ class FirstSpikeDecision(nn.Module):
         """The input zero-padded (never-spiking) on each side by ceil((k - size) / 2) where it is
         smaller than the kernel (k), as MozafariShallow.py pads its C1 maps; else unchanged."""
         padded = self.layer.padded(times)
-        short = [max(self.layer.spec.kernel_size - size, 0) for size in padded.shape[-2:]]
-        if any(short):
-            rows, cols = (-(-s // 2) for s in short)
+        rows, cols = (fitting_pad(self.layer.spec.kernel_size, size) for size in padded.shape[-2:])
+        if rows or cols:
             padded = st.pad_times(padded, (cols, cols, rows, rows), self.layer.time_steps)
         return padded
 
