@@ -21,10 +21,23 @@ def state(run_dir):
     return load_checkpoint(os.path.join(run_dir, "checkpoints", "best.ckpt"))["state_dict"]
 
 
-def test_retraining_the_decision_on_taken_layers_equals_training_it_in_one_run(tmp_path_factory, tmp_path):
-    cache_dir = str(tmp_path_factory.mktemp("cache"))
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """Runs other runs take layers from, trained once for the module (lazily): `sources(name)`
+    -> (cache dir, run result); "mozafari" is the default model, "deep" deep2024 (1 epoch a stage)."""
+    root, cache_dir, done = tmp_path_factory.mktemp("sources"), str(tmp_path_factory.mktemp("cache")), {}
+    extra = {"mozafari": (), "deep": ("--model", "deep2024", "--epochs", "1", "1", "1", "1")}
+
+    def get(name):
+        if name not in done:
+            done[name] = run(root, cache_dir, name, *extra[name])
+        return cache_dir, done[name]
+    return get
+
+
+def test_retraining_the_decision_on_taken_layers_equals_training_it_in_one_run(sources, tmp_path):
     rates = ["--set", "decision.reward=(0.01, -0.005)"]
-    features = run(tmp_path, cache_dir, "features")                     # default decision rates
+    cache_dir, features = sources("mozafari")                            # default decision rates
     retrained = run(tmp_path, cache_dir, "retrained", "--init-from", features["run_dir"],
                     "--epochs", "0", "0", "1", *rates)
     whole = run(tmp_path, cache_dir, "whole", "--epochs", "1", "1", "1", *rates)
@@ -43,9 +56,9 @@ def test_retraining_the_decision_on_taken_layers_equals_training_it_in_one_run(t
     assert os.path.join(features["run_dir"], "checkpoints", "best.ckpt") in config
 
 
-def test_init_from_errors_are_one_line(tmp_path_factory, tmp_path, capsys):
-    cache_dir = str(tmp_path_factory.mktemp("cache"))
-    source = run(tmp_path, cache_dir, "source")["run_dir"]
+def test_init_from_errors_are_one_line(sources, tmp_path, capsys):
+    cache_dir, source = sources("mozafari")
+    source = source["run_dir"]
     cases = [(["--epochs", "1", "1", "1"], "gives none 0"),
              (["--epochs", "0", "1", "1", "--set", "conv1.kernel_size=3"], "blocks.0.conv.weight is"),
              # deep2024's conv2 has 150 maps, mozafari2018's 250
@@ -69,11 +82,10 @@ def test_init_from_errors_are_one_line(tmp_path_factory, tmp_path, capsys):
     assert err.count("\n") == 1 and "has no best.ckpt" in err and "last.ckpt, stage-conv1.ckpt" in err, err
 
 
-def test_another_models_layers_of_the_same_names_and_shapes_are_taken(tmp_path_factory, tmp_path):
+def test_another_models_layers_of_the_same_names_and_shapes_are_taken(sources, tmp_path):
     """deepr2024's first four stages are deep2024's: its conv1-conv3 can come from a deep2024
     run, and its decision stage then learns what deep2024's learned (same seed, same start)."""
-    cache_dir = str(tmp_path_factory.mktemp("cache"))
-    source = run(tmp_path, cache_dir, "deep", "--model", "deep2024", "--epochs", "1", "1", "1", "1")
+    cache_dir, source = sources("deep")
     taken = state(source["run_dir"])
     for seed in ("0", "1"):
         # the last stage gets 0 epochs: its conv3 is taken, its decision trains in the decision stage
@@ -120,12 +132,11 @@ def test_taken_reward_rules_keep_their_adaptive_scale_under_new_base_rates():
     assert torch.equal(again.blocks[2].rstdp.reward.a_plus, saved.blocks[2].rstdp.reward.a_plus)
 
 
-def test_a_layer_is_taken_by_name_where_its_module_path_differs(tmp_path_factory, tmp_path):
+def test_a_layer_is_taken_by_name_where_its_module_path_differs(sources, tmp_path):
     """resnet2024's conv3 sits inside its residual block (`blocks.2.main`), deep2024's is a
     block of its own (`blocks.2`): the layer named conv3 is taken all the same, and it is the
     layer resnet2024 would have trained itself (same seed, same input, STDP before pooling)."""
-    cache_dir = str(tmp_path_factory.mktemp("cache"))
-    source = run(tmp_path, cache_dir, "deep", "--model", "deep2024", "--epochs", "1", "1", "1", "1")
+    cache_dir, source = sources("deep")
     taken = state(source["run_dir"])
     target = run(tmp_path, cache_dir, "res", "--model", "resnet2024", "--init-from", source["run_dir"],
                  "--epochs", "0", "0", "0", "1")

@@ -65,3 +65,34 @@ def test_reconstruct_features_by_hand():
     assert features[0, 0, 2:].sum() == 0 and features[0, 1, :2].sum() == 0
     first_only = reconstruct_features([("conv", w1)])
     assert torch.equal(first_only, w1)
+
+
+def test_feature_and_spike_time_figures_are_one_mosaic_with_each_tile_in_place():
+    """The run's figures draw every tile into one image: tile i at row i // columns, column
+    i % columns, one white pixel between tiles; features on their own symmetric scale, spike
+    times on 0 .. T - 1 with never-spiking neurons white."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    import plots
+    images = np.zeros((5, 2, 3))
+    images[1] = [[-2.0, 0.0, 1.0], [2.0, 0.5, 0.0]]        # scale 2: -2 -> blue end, 2 -> red end
+    images[4, 0, 0] = 0.001                                  # a faint feature still spans the scale
+    figure = plots.image_grid_figure(images, "features")
+    shown = figure.axes[0].get_images()[0].get_array()
+    plt.close(figure)
+    assert len(figure.axes) == 1 and shown.shape == (2 * 3 + 1, 3 * 4 + 1, 4)     # 5 tiles: 2 rows of 3
+    cmap = plt.get_cmap("RdBu_r")
+    tile = shown[1:3, 5:8]                                   # tile 1: row 0, column 1
+    assert np.allclose(tile[0, 0], cmap(0.0)) and np.allclose(tile[1, 0], cmap(1.0))
+    assert np.allclose(tile[0, 1], cmap(0.5)) and np.allclose(tile[1, 1], cmap(0.625))
+    assert np.allclose(shown[4, 5], cmap(1.0))              # tile 4: row 1, column 1
+    assert np.allclose(shown[1:3, 1:4], cmap(0.5))          # an all-zero feature: the middle colour
+    assert np.all(shown[:, 4] == 1) and np.all(shown[3] == 1) and np.all(shown[4:6, 9:12] == 1)   # gaps, no tile 5
+    times = np.array([[[0, 14], [15, 7]]])                   # T = 15: 15 never spikes
+    figure = plots.spike_time_figure(times, 15, "conv1")
+    shown = figure.axes[0].get_images()[0].get_array()
+    plt.close(figure)
+    viridis = plt.get_cmap("viridis")
+    assert np.allclose(shown[1, 1], viridis(0.0)) and np.allclose(shown[1, 2], viridis(1.0))
+    assert np.allclose(shown[2, 1], 1.0) and np.allclose(shown[2, 2], viridis(0.5))
