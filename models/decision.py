@@ -61,7 +61,7 @@ class DecisionSpec:
     weight_mean: float = WEIGHT_MEAN
     weight_std: float = setting(WEIGHT_STD, low=0)
     dropout: float = setting(0.0, low=0, high=1)
-    averaged: bool = False
+    averaged: bool = setting(False, absent=False)     # runs before it existed: predicted with the weights
     teacher: float = setting(0.0, low=0, absent=0.0)     # runs before it existed: SpykeTorch's R-STDP
 
     def check(self) -> None:
