@@ -320,14 +320,17 @@ def test_deeper2024_conv4_with_and_without_its_skip(merge, gen):
 def test_a_run_recorded_before_a_setting_existed_is_rebuilt_as_it_ran():
     import json
     # deeper2024 recorded before `merge` existed: conv4 alone, its decision reading 200 maps
-    earlier = {"merge": "none", "decision.in_channels": 200, "decision.pad": 1, "conv4.pool": 2}
+    # (nor `decision.averaged`: it predicted with its weights, where today's default averages)
+    earlier = {"merge": "none", "decision.in_channels": 200, "decision.pad": 1, "conv4.pool": 2,
+               "decision.averaged": False}
     record = json.loads(json.dumps(models.create_model("deeper2024", settings=earlier).hyperparameters()))
-    del record["merge"]
+    del record["merge"], record["decision"]["averaged"]
     settings = models.recorded_settings("deeper2024", record)
     assert settings["merge"] == "none"               # its `absent` value, not today's default
-    assert settings["decision.in_channels"] == 200
+    assert settings["decision.in_channels"] == 200 and settings["decision.averaged"] is False
     rebuilt = models.create_model("deeper2024", settings=settings)
     assert rebuilt.blocks[3].name == "conv4" and rebuilt.blocks[3].spec.pool == 2
+    assert not rebuilt.blocks[4].spec.averaged
     assert models.setting_changes("deeper2024", record) == earlier     # what compare.py's settings column shows
 
 
