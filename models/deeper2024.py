@@ -15,15 +15,15 @@ skip, as resnet2024's around conv3): the decision reads what deep2024's reads, a
 The decision is deep2024's (`DEEP_WHOLE_MAP_DECISION`) with 150 neurons per class instead of 60
 and `averaged` (prediction with the kernels averaged over the epoch's adaptive-rate windows). On
 full MNIST (exact STDP layers, seeds 0 / 1, the same conv1-conv4) R-STDP reached 94.20 % /
-94.04 % against logistic readouts of the same features of 96.71 % / 96.85 % (2.5 / 2.8 points);
-100 per class, averaged: 93.46 % / 94.17 % (3.3 / 2.7); deep2024's decision as it is (60 per class, not averaged: `--set decision.neurons_per_class=60
---set decision.averaged=false`) 92.95 % / 93.91 % (3.8 / 2.9 points); the seed's decision, k5 pad
-2 with 20 per class: 91.87 % / 92.70 % against 96.66 % / 96.93 % (4.8 / 4.2 points). It is level
-with deep2024 on the same conv1-conv3 (94.08 % / 94.01 %): conv4 adds nothing a readout can use
-(96.71 % against 96.67 %). R-STDP on
-conv4 alone (`merge=none`, deep2024's decision) learned far more slowly: 75.2 % validation after
-10 epochs against the concatenation's 92.8 %. The seed's decision: `--set
-decision.kernel_size=5 --set decision.pad=2 --set decision.neurons_per_class=20 --set
+94.04 % against logistic readouts of the same features of 96.71 % / 96.85 % (2.5 / 2.8 points).
+With 100 per class, averaged: 93.46 % / 94.17 % (3.3 / 2.7). deep2024's decision as it is (60
+per class, not averaged: `--set decision.neurons_per_class=60 --set decision.averaged=false`):
+92.95 % / 93.91 % (3.8 / 2.9). The seed's decision, k5 pad 2 with 20 per class: 91.87 % /
+92.70 % against 96.66 % / 96.93 % (4.8 / 4.2). It is level with deep2024 on the same
+conv1-conv3 (94.08 % / 94.01 %): conv4 adds nothing a readout can use (96.71 % against
+96.67 %). R-STDP on conv4 alone (`merge=none`, deep2024's decision) learned far more slowly:
+75.2 % validation after 10 epochs against the concatenation's 92.8 %. The seed's decision:
+`--set decision.kernel_size=5 --set decision.pad=2 --set decision.neurons_per_class=20 --set
 decision.teacher=0 --set decision.averaged=false --epochs 2 4 4 4 100`.
 
 How it came to this (README, Results): the seed's layout pooled conv3 by 3 and conv4 by 3, so
@@ -39,8 +39,8 @@ MNIST this layout scores 88.0 % where that one scored 78.6 %.
 
 These earlier layouts ran the seed's decision: put `--set decision.kernel_size=5 --set
 decision.pad=2 --set decision.neurons_per_class=20 --set decision.teacher=0 --set
-decision.averaged=false` first (a later
-`--set` of the same key wins, so a layout's own decision settings below apply).
+decision.averaged=false` first (a later `--set` of the same key wins, so a layout's own decision
+settings below apply).
 - the full-MNIST run's layout: `--set conv1.kernel_size=3 --set conv3.pool=1 --set conv4.pool=2`;
 - conv4 alone, conv3 unpooled (the default before it): `--set merge=none --set
   decision.in_channels=200 --set decision.kernel_size=3 --set decision.pad=1 --set
