@@ -188,8 +188,8 @@ class DecisionLayer(nn.Module):
         4 x 4) then reads smaller maps (smaller images) whole too: the missing rows and columns
         never spike, as mozafari2018_shallow pads its maps. Maps that fit are unchanged."""
         k, pad = self.spec.kernel_size, self.spec.pad
-        rows, cols = (pad + fitting_pad(k, size + 2 * pad) for size in tuple(shape)[-2:])
-        return rows, cols
+        rows, cols = tuple(shape)[-2:]
+        return pad + fitting_pad(k, rows + 2 * pad), pad + fitting_pad(k, cols + 2 * pad)
 
     def potentials(self, final: torch.Tensor):
         """(the padded input, for the R-STDP receptive fields; final potentials [B, F, h, w])."""

@@ -125,7 +125,7 @@ def test_a_trained_digits_run_exports_and_nirtorch_agrees_on_every_test_image(tm
         first = first or metrics["run_dir"]
         out = export.main([metrics["run_dir"]])
         assert out == os.path.join(metrics["run_dir"], "model.nir") and os.path.isfile(out)
-        model, payload = export.load_trained(metrics["run_dir"])
+        model, _ = export.load_trained(metrics["run_dir"])
         times = model.frontend.build()(torch.as_tensor(dataset.test_images).float().unsqueeze(1) / 255)
         got, _ = run_graph(out, times, model.time_steps)
         expected = model.predict(times).classes
