@@ -99,6 +99,12 @@ def _mozafari(args):
     return models.create_model("mozafari2018", settings={**BENCH_SETTINGS, **parse_settings(args.set)})
 
 
+def _mozafari_set_args(args) -> list:
+    """The same settings as train.py arguments (`--set KEY=VALUE` each, BENCH_SETTINGS first)."""
+    pairs = [f"{key}={value}" for key, value in BENCH_SETTINGS.items()] + list(args.set)
+    return [part for pair in pairs for part in ("--set", pair)]
+
+
 def _prepared_model(args, count, stage_index):
     """mozafari2018 with the stages before `stage_index` trained and stage `stage_index`
     warmed up (untimed) on `--warmup` images, so the timed images see an epoch's steady state
@@ -153,7 +159,9 @@ def measure(name, args) -> dict:
     if name.startswith("infer:"):
         import models
         torch.manual_seed(0)
-        model = models.create_model(name.split(":", 1)[1])
+        name = name.split(":", 1)[1]
+        # mozafari2018 as the reference computes it (its ratios compare the same network)
+        model = _mozafari(args) if name == "mozafari2018" else models.create_model(name)
         times, _, _ = _encoded(args, args.images, model)
         x = torch.from_numpy(times)
 
@@ -213,7 +221,7 @@ def eval_only(args) -> dict:
     common = ["--data-root", args.data_root, "--no-download", "--out-dir", out,
               "--cache-dir", os.path.join(ROOT, "cache"), "--no-progress", "--threads", str(args.threads)]
     subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--dataset", "mnist", "--ratio", "0.02",
-                    "--epochs", "1", "1", "1", "--run-name", "trained", *common],
+                    "--epochs", "1", "1", "1", "--run-name", "trained", *_mozafari_set_args(args), *common],
                    check=True, cwd=ROOT, capture_output=True)
     checkpoint = os.path.join(out, "trained", "checkpoints", "best.ckpt")
 
