@@ -252,7 +252,7 @@ class HiddenLayer(nn.Module):
         if batch > self.limit():
             raise ValueError(f"batch of {batch} straddles a learning-rate change; take <= {self.limit()}")
         self._schedule()
-        if exact and batch > 1:
+        if exact:
             with parallel.summed_change(self.conv.weight, self.spec.lower_bound, self.spec.upper_bound):
                 won = self._learn_sequential(times)
         else:
@@ -265,14 +265,18 @@ class HiddenLayer(nn.Module):
     def learning_winners(self, times: torch.Tensor):
         """What STDP learns from, for input spike times [B, C, H, W]: (winners [B, k, 3] after
         pointwise inhibition and k-WTA, the winners' spiking steps [B, k], the padded input)."""
-        padded = self.padded(times)
-        if self.spec.inhibit_input:
-            # kheradpisheh2018's STDP stage: at each input position only the earliest map
-            # (lowest index among equals) reaches the layer
-            padded = st.pointwise_inhibition_times(padded, torch.ones(padded.shape, device=padded.device),
-                                                   self.time_steps)[0]
+        padded = self.learning_input(times)
         winners, post = self.winners(padded)
         return winners, post, padded
+
+    def learning_input(self, times: torch.Tensor) -> torch.Tensor:
+        """The padded input spike times STDP sees (with `inhibit_input`, only the earliest map
+        at each input position, the lowest index among equals: kheradpisheh2018's STDP stage)."""
+        padded = self.padded(times)
+        if self.spec.inhibit_input:
+            padded = st.pointwise_inhibition_times(padded, torch.ones(padded.shape, device=padded.device),
+                                                   self.time_steps)[0]
+        return padded
 
     def _learn_sequential(self, times: torch.Tensor) -> int:
         """The samples of a batch one after the other, in chunks whose forward passes are
@@ -280,23 +284,34 @@ class HiddenLayer(nn.Module):
         until a sample's update moves a non-negligible weight (`STDP.update_sequential`); the
         samples after it are taken again. The chunk doubles while no update matters (a
         converged layer: whole batches at once) and shrinks to what was kept when one does
-        (early learning: close to one sample at a time). Weights outside the bounds (the
-        first update clamps the whole tensor) and thresholds below MIN_SHORTCUT_THRESHOLD
-        take one sample at a time."""
+        (early learning: one sample at a time). A chunk of one sample takes the lean path
+        (`engine.sample_winners`, `STDP.update_one`: about a third of the tensor operations of
+        a batched call); so do weights outside the bounds (the first update clamps the whole
+        tensor) and thresholds below MIN_SHORTCUT_THRESHOLD, one sample at a time."""
         weight, spec = self.conv.weight, self.spec
         shortcut = self.threshold >= MIN_SHORTCUT_THRESHOLD
+        padded = self.learning_input(times)
         batch, start, won = times.shape[0], 0, 0
         chunk, run = getattr(self, "_chunk", (1, 1.0))
         while start < batch:
             bounded = within_bounds(weight, spec.lower_bound, spec.upper_bound)
             size = min(chunk, batch - start) if bounded and shortcut else 1
-            winners, post, padded = self.learning_winners(times[start:start + size])
-            if bounded and shortcut:
-                applied, clean = self.stdp.update_sequential(self.time_steps - padded.float(), post, winners)
+            if size == 1:
+                features, _, steps, fields = engine.sample_winners(
+                    padded[start], weight, self.threshold, self.time_steps, spec.kwta, spec.inhibition_radius)
+                moved = False
+                if features:
+                    since, features = weight._version, torch.tensor(features, device=weight.device)
+                    moved = self.stdp.update_one(fields, features, torch.tensor(steps, device=weight.device))
+                    if bounded:      # else the update clamped every row
+                        engine.patch_sample_matrix(weight, self.threshold, features, since)
+                applied, clean = 1, not moved
+                won += len(steps)
             else:
-                self.stdp.update(self.time_steps - padded.float(), post, winners)
-                applied, clean = 1, False
-            won += int((winners[:applied, :, 0] >= 0).sum())
+                winners, post = self.winners(padded[start:start + size])
+                applied, clean = self.stdp.update_sequential(self.time_steps - padded[start:start + size].float(),
+                                                             post, winners)
+                won += int((winners[:applied, :, 0] >= 0).sum())
             start += applied
             # chunk size: about the typical run of samples between updates that matter (a
             # chunk costs a fixed overhead plus its forward passes; the passes after the run's

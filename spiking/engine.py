@@ -105,15 +105,30 @@ def forward_weight(weight: torch.Tensor, threshold: float) -> torch.Tensor:
     cached = getattr(weight, "_forward_weight", None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    integer, bits = _EXPONENT_BITS[weight.dtype]
-    raw = weight.view(integer)
-    flushed = (raw * (raw & bits).ne(0)).view(weight.dtype)      # integer ops: no subnormal arithmetic
+    flushed = _flush_subnormals(weight)
     weight._forward_weight = (key, flushed)
     return flushed
 
 
+def _flush_subnormals(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` with its subnormal entries as zeros, by integer ops (no subnormal arithmetic)."""
+    integer, bits = _EXPONENT_BITS[tensor.dtype]
+    raw = tensor.view(integer)
+    return (raw * (raw & bits).ne(0)).view(tensor.dtype)
+
+
 # float dtype -> (same-width integer dtype, its exponent bits): a zero exponent is zero or subnormal
 _EXPONENT_BITS = {torch.float32: (torch.int32, 0x7F800000), torch.float64: (torch.int64, 0x7FF0000000000000)}
+
+
+def _gemm_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """The weights as the right-hand side of the engine's GEMMs: [C * kh * kw, F16], columns
+    beyond F zero. GEMMs run markedly faster with an output width that is a multiple of 16, and
+    zero columns never exceed a non-negative threshold."""
+    features = weight.shape[0]
+    matrix = weight.new_zeros(weight[0].numel(), -(-features // 16) * 16)
+    matrix[:, :features] = weight.reshape(features, -1).t()
+    return matrix
 
 
 def _spiking_rows(times, weight, threshold, time_steps) -> tuple[_Rows, tuple]:
@@ -121,11 +136,7 @@ def _spiking_rows(times, weight, threshold, time_steps) -> tuple[_Rows, tuple]:
     features, channels, kh, kw = weight.shape
     batch, _, height, width = times.shape
     rows, cols = height - kh + 1, width - kw + 1
-    # GEMMs run markedly faster with an output width that is a multiple of 16 (zero columns
-    # never exceed a non-negative threshold)
-    width16 = -(-features // 16) * 16
-    matrix = weight.new_zeros(channels * kh * kw, width16)
-    matrix[:, :features] = weight.reshape(features, -1).t()
+    matrix = _gemm_matrix(weight)
     values = times.to(weight.dtype)
     s = values.stride()
     view = values.as_strided((batch, rows, cols, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
@@ -189,25 +200,124 @@ def earliest_spikes(times: torch.Tensor, weight: torch.Tensor, threshold: float,
 def _bisect(fields, final, matrix, threshold, time_steps):
     """For rows known to cross by the last step (`final` = their last-step potentials), the
     earliest step at which any column of `wave_t @ matrix` exceeds `threshold`, and the
-    potentials at that step. `fields` holds the rows' spike times as floats [R, K]."""
+    potentials at that step. `fields` holds the rows' spike times as floats [R, K].
+
+    A binary search by powers of two: `step` counts the steps known to stay below the
+    threshold, and each round probes `step + bit - 1` (crossing is monotone in the step). The
+    last probe that crossed is the answer, so its potentials are kept (the last step's where
+    no probe crossed)."""
     count, features = final.shape
     wave = torch.empty_like(fields)
     padded = matrix.new_empty(count, matrix.shape[1])
     potentials = padded[:, :features]
     best = final
-    low = torch.zeros(count, dtype=torch.long, device=fields.device)
-    high = torch.full((count,), time_steps - 1, dtype=torch.long, device=fields.device)
-    for _ in range(math.ceil(math.log2(time_steps))):
-        active = low < high
-        middle = (low + high) // 2
-        # the cumulative wave at each row's own step: 1 where the field's time <= middle
-        torch.sub((middle + 1).to(fields.dtype).unsqueeze(1), fields, out=wave).clamp_(0, 1)
+    step = torch.zeros(count, dtype=torch.long, device=fields.device)
+    bit = 1 << (time_steps - 1).bit_length() - 1 if time_steps > 1 else 0
+    while bit:
+        probe = torch.add(step, bit - 1).clamp_(max=time_steps - 1)
+        # the cumulative wave at each row's own step: 1 where the field's time <= probe, compared
+        # straight into floats (`(a <= b).to(float)` converts bools ~5x slower)
+        torch.le(fields, probe.to(fields.dtype).unsqueeze(1), out=wave)
         torch.mm(wave, matrix, out=padded)
-        crossed = (potentials.amax(dim=1) > threshold) & active
-        high = torch.where(crossed, middle, high)
-        low = torch.where(active & ~crossed, middle + 1, low)
-        best = torch.where(crossed.unsqueeze(1), potentials, best)
-    return high, best
+        below = potentials.amax(dim=1) <= threshold
+        step.add_(below, alpha=bit)
+        best = torch.where(below.unsqueeze(1), best, potentials)
+        bit >>= 1
+    return step, best
+
+
+def sample_matrix(weight: torch.Tensor, threshold: float) -> torch.Tensor:
+    """`forward_weight(weight)` as `sample_winners` multiplies it: [kh * kw * C, F16], rows in
+    a channels-last receptive field's (kh, kw, C) order, columns beyond F zero.
+
+    Remembered on the weight with its version; `patch_sample_matrix` keeps it current through
+    one-sample updates, which change only their winners' columns."""
+    key = (weight.data_ptr(), weight._version, threshold)
+    cached = getattr(weight, "_sample_matrix", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    matrix = _gemm_matrix(forward_weight(weight, threshold).permute(0, 2, 3, 1))
+    weight._sample_matrix = (key, matrix)
+    return matrix
+
+
+def patch_sample_matrix(weight: torch.Tensor, threshold: float, features: torch.Tensor, since: int) -> None:
+    """After an in-place change of only the rows `features` of `weight`, made since its version
+    counter read `since`, update those columns of its remembered `sample_matrix` (or forget a
+    matrix remembered from another version)."""
+    cached = getattr(weight, "_sample_matrix", None)
+    if cached is None:
+        return
+    if cached[0] != (weight.data_ptr(), since, threshold):
+        weight._sample_matrix = None
+        return
+    rows = weight[features]
+    if threshold >= MIN_SHORTCUT_THRESHOLD and rows.dtype in _EXPONENT_BITS:
+        rows = _flush_subnormals(rows)
+    cached[1][:, features] = rows.permute(0, 2, 3, 1).reshape(len(features), -1).t()
+    weight._sample_matrix = ((weight.data_ptr(), weight._version, threshold), cached[1])
+
+
+def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, time_steps: int,
+                   kwta: int = 1, inhibition_radius: int = 0):
+    """One sample's pointwise inhibition and k-WTA, with few tensor operations.
+
+    The same winners as `survivor_winners(earliest_spikes(...))` on this one sample (same
+    float32 scores and tie rule), for the exact mode's one-sample steps, where a batched call's
+    ~150 small operations cost more than its arithmetic:
+
+    - the receptive fields are gathered channels-last (runs of kw * C contiguous values: ~4x
+      faster to copy than the weight's (C, kh, kw) order), against `sample_matrix`;
+    - one GEMM of every position's final wave selects the positions that spike at all;
+    - `_bisect` finds their earliest step, as in the batched pass;
+    - the k-WTA walks the candidates in score order on the host (a sort, then a loop that
+      skips inhibited features and neighbourhoods and stops at `kwta` picks).
+
+    Shape: times [C, H, W] (one padded sample's spike times), weight [F, C, kh, kw] ->
+    (features, positions, steps: lists of up to `kwta` ints in pick order, positions as
+    `row * W' + col`; the winners' receptive fields' spike times [n, C * kh * kw] float, in
+    the weight's order).
+    """
+    channels, height, width = times.shape
+    features, _, kh, kw = weight.shape
+    rows, cols = height - kh + 1, width - kw + 1
+    last = torch.empty((height, width, channels), dtype=weight.dtype, device=times.device)
+    last.copy_(times.permute(1, 2, 0))
+    fields = last.as_strided((rows, cols, kh, kw * channels), (width * channels, channels, width * channels, 1))
+    fields = fields.reshape(rows * cols, -1)                                          # [L, K]
+    # comparisons straight into a float tensor: `(a < b).to(float)` converts bools ~5x slower
+    spiked = torch.lt(fields, time_steps, out=torch.empty_like(fields))
+    matrix = sample_matrix(weight, threshold)
+    final = spiked @ matrix                                           # [L, F16]
+    positions = torch.nonzero(final.amax(dim=1) > threshold).flatten()
+    count = positions.numel()
+    if count == 0:
+        return [], [], [], fields.new_empty(0, fields.shape[1])
+    steps, best = _bisect(fields[positions], final[positions], matrix, threshold, time_steps)
+    best = best[:, :features]
+    feature = torch.where(best > threshold, best, float("-inf")).argmax(dim=1)
+    value = best.gather(1, feature.unsqueeze(1)).squeeze(1)
+    score = _scores(steps.unsqueeze(0), value.unsqueeze(0), time_steps)[0]
+    flat = feature * fields.shape[0] + positions
+    order = torch.argsort(flat)                     # equal scores: the first flat index wins
+    order = order[torch.argsort(score[order], descending=True, stable=True)]
+    feature, positions, steps = feature.tolist(), positions.tolist(), steps.tolist()
+    picked_features, picked_positions, picked_steps = [], [], []
+    for i in order.tolist():
+        f, p = feature[i], positions[i]
+        if f in picked_features:
+            continue
+        row, col = divmod(p, cols)
+        if any(abs(row - q // cols) <= inhibition_radius and abs(col - q % cols) <= inhibition_radius
+               for q in picked_positions):
+            continue
+        picked_features.append(f)
+        picked_positions.append(p)
+        picked_steps.append(steps[i])
+        if len(picked_features) == kwta:
+            break
+    won = fields[picked_positions].view(-1, kh, kw, channels).permute(0, 3, 1, 2).reshape(len(picked_positions), -1)
+    return picked_features, picked_positions, picked_steps, won
 
 
 def spike_times(times: torch.Tensor, weight: torch.Tensor, threshold: float, time_steps: int) -> torch.Tensor:
@@ -230,7 +340,7 @@ def spike_times(times: torch.Tensor, weight: torch.Tensor, threshold: float, tim
         wave = torch.empty_like(fields)
         potentials = rows.matrix.new_empty(fields.shape[0], rows.matrix.shape[1])
         for step in range(steps - 1):
-            torch.sub(step + 1.0, fields, out=wave).clamp_(0, 1)
+            torch.le(fields, float(step), out=wave)
             torch.mm(wave, rows.matrix, out=potentials)
             above[part] += potentials[:, :features] > threshold
     out = torch.full((batch * height * width, features), steps, dtype=torch.uint8, device=times.device)

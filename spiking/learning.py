@@ -45,7 +45,7 @@ import torch.nn as nn
 from . import functional as sf
 from . import parallel
 from ._checks import check_int, check_rank, check_same_shape
-from .sequential import NEGLIGIBLE_WEIGHT, chained_versions, mark_within_bounds, within_bounds
+from .sequential import NEGLIGIBLE_WEIGHT, chained_versions, mark_within_bounds, rule_step, within_bounds
 from .stdp_math import (apply_stdp_, as_winner_tensor, check_winners, dense_rates, stdp_rates,
                         winner_rates)
 
@@ -211,6 +211,32 @@ class STDP(nn.Module):
         flat[feature[latest]] = versions[latest]
         mark_within_bounds(weight, self.lower_bound, self.upper_bound)
         return applied, clean
+
+    @torch.no_grad()
+    def update_one(self, fields: torch.Tensor, features: torch.Tensor, steps: torch.Tensor) -> bool:
+        """One sample's update from its winners' receptive fields, as `update` of that sample
+        alone: `rate = a_plus[f]` where the input spiked at the winner's step or earlier
+        (`pre >= post`), `a_minus[f]` elsewhere, stabilised, then clamped.
+
+        Returns whether it moved a non-negligible weight (as `update_sequential`: whether
+        forward passes computed before it may have changed).
+
+        Shape: fields [n, C * kh * kw] (the winners' receptive fields' spike times, T where
+        never), features LongTensor [n] (distinct), steps [n] (the winners' spiking steps).
+        """
+        weight = self.conv_layer.weight
+        bounded = within_bounds(weight, self.lower_bound, self.upper_bound)
+        flat = weight.view(weight.shape[0], -1)
+        paired = fields <= steps.to(fields.dtype).unsqueeze(1)
+        rates = torch.where(paired, self.a_plus[features].unsqueeze(1), self.a_minus[features].unsqueeze(1))
+        rows = flat[features]
+        new = rule_step(rows, rates, self.use_stabilizer, self.lower_bound, self.upper_bound)
+        flat[features] = new
+        if not bounded:
+            weight.clamp_(self.lower_bound, self.upper_bound)
+        mark_within_bounds(weight, self.lower_bound, self.upper_bound)
+        moved = (new != rows) & ((rows.abs() >= NEGLIGIBLE_WEIGHT) | (new.abs() >= NEGLIGIBLE_WEIGHT))
+        return bool(moved.any())
 
     @torch.no_grad()
     def update(self, pre_counts, post_counts, winners, combine: str = "sum",

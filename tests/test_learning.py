@@ -39,6 +39,33 @@ def test_stdp_single_sample_matches_reference(stabilizer, seed):
     np.testing.assert_array_equal(conv.weight.numpy(), expected)
 
 
+@pytest.mark.parametrize("stabilizer", [True, False])
+def test_update_one_equals_the_reference_rule(stabilizer, gen):
+    """The exact mode's one-sample update, from the winners' receptive fields as spike times."""
+    from spiking.engine import im2col_times
+    from tests.conftest import random_times
+    for seed in range(4):
+        conv = make_layer(seed=seed)
+        conv.weight.clamp_(0.1, 0.9)        # update_one's rows start within the bounds
+        times = random_times(1, 3, 8, 8, 6, never=0.4, generator=gen)
+        wave = times_to_wave(times, 6)
+        _, spikes, winners = hidden_step(conv, wave)
+        won = [tuple(w) for w in winners[0].tolist() if w[0] >= 0]
+        rates = [(0.01 * (f + 1), -0.005 * (f + 1)) for f in range(4)]
+        expected, _ = ref.stdp_update(conv.weight, wave[0], spikes[0], won, [r[0] for r in rates],
+                                      [r[1] for r in rates], stabilizer, 0.1, 0.9)
+        fields = im2col_times(times.float(), 3)[[r * 6 + c for _, r, c in won]]
+        post = [int(spikes[0, :, f, r, c].sum()) for f, r, c in won]       # spiking steps
+        moved = STDP(conv, rates, use_stabilizer=stabilizer, lower_bound=0.1, upper_bound=0.9).update_one(
+            fields, torch.tensor([f for f, _, _ in won]), torch.tensor([6 - p for p in post]))
+        assert moved
+        np.testing.assert_array_equal(conv.weight.numpy(), expected)
+    # weights far below any float32 potential's resolution: an update of them does not matter
+    conv = make_layer()
+    conv.weight.fill_(2.0 ** -80)
+    assert not STDP(conv, (0.5, -0.5)).update_one(torch.zeros(1, 27), torch.tensor([1]), torch.tensor([0]))
+
+
 def test_batched_rates_are_the_sum_of_single_sample_rates(gen):
     conv = make_layer()
     wave = random_wave(5, 3, 8, 8, 6, generator=gen)

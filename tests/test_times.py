@@ -142,6 +142,55 @@ def test_earliest_spikes_with_float_weights_agree_with_wave_path(gen):
     assert torch.allclose(dense_values, expected_values, rtol=1e-6)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 4, 15, 17])
+@pytest.mark.parametrize("dyadic", [True, False])
+def test_sample_winners_equal_the_batched_winners(steps, dyadic, gen):
+    """The exact mode's one-sample path picks what the batched pass picks (dyadic weights:
+    frequent exact ties, so the tie rule is exercised), and returns the winners' receptive
+    fields in the weight's order."""
+    conv = layer(3, features=20, channels=5, k=3, dyadic=dyadic)
+    times = random_times(12, 5, 9, 11, steps, never=0.4, generator=gen)
+    threshold = 4.0 if dyadic else 3.3
+    survivors = engine.earliest_spikes(times, conv.weight, threshold, steps)
+    fields = engine.im2col_times(times.float(), 3).view(12, 7 * 9, -1)
+    picked = 0
+    for kwta, radius in [(1, 0), (5, 2), (8, 1), (30, 0)]:
+        expected = engine.survivor_winners(survivors, kwta, radius)
+        for b in range(12):
+            features, positions, found, won = engine.sample_winners(times[b], conv.weight, threshold, steps,
+                                                                    kwta, radius)
+            valid = expected[b][expected[b, :, 0] >= 0]
+            assert features == valid[:, 0].tolist()
+            assert positions == (valid[:, 1] * 9 + valid[:, 2]).tolist()
+            assert found == survivors.times[b, valid[:, 1], valid[:, 2]].tolist()
+            assert torch.equal(won, fields[b, positions])
+            picked += len(features)
+    assert picked > 12 * 4      # most samples have winners
+
+
+def test_sample_matrix_follows_patches_and_outside_changes(gen):
+    """`sample_matrix` is remembered through one-sample updates patched in (their rows only),
+    and rebuilt after any other in-place change; subnormal rows are multiplied as zeros."""
+    weight = layer(4, features=18, channels=3, k=2).weight.detach().clone()
+    fresh = lambda: engine._gemm_matrix(engine._flush_subnormals(weight).permute(0, 2, 3, 1))
+    first = engine.sample_matrix(weight, 1.0)
+    assert torch.equal(first, fresh()) and first.shape == (2 * 2 * 3, 32)
+    rows = torch.tensor([2, 17])
+    for scale in (1.0, 1e-39):                                  # 1e-39: subnormal rows
+        since = weight._version
+        weight[rows] = torch.rand(2, 3, 2, 2, generator=gen) * scale
+        engine.patch_sample_matrix(weight, 1.0, rows, since)
+        assert engine.sample_matrix(weight, 1.0) is first and torch.equal(first, fresh())
+    weight[5, 0, 1, 1] = 0.75                                   # a change without a patch
+    assert torch.equal(engine.sample_matrix(weight, 1.0), fresh())
+    stale = engine.sample_matrix(weight, 1.0)
+    weight[3] = 0.5                                             # unpatched, then a patch: forgotten
+    since = weight._version
+    weight[rows] = 0.25
+    engine.patch_sample_matrix(weight, 1.0, rows, since)
+    assert torch.equal(engine.sample_matrix(weight, 1.0), fresh()) and not torch.equal(stale, fresh())
+
+
 @pytest.mark.parametrize("steps", [1, 6, 15])
 def test_spike_times_equal_direct_per_step_path(steps, gen):
     conv = layer(5, features=12, channels=4, k=3, dyadic=True)
