@@ -304,7 +304,7 @@ class HiddenLayer(nn.Module):
                     since, features = weight._version, torch.tensor(features, device=weight.device)
                     moved = self.stdp.update_one(fields, features, torch.tensor(steps, device=weight.device))
                     if bounded:      # else the update clamped every row
-                        engine.patch_sample_matrix(weight, self.threshold, features, since)
+                        engine.patch_forward_matrix(weight, self.threshold, features, since)
                 applied, clean = 1, not moved
                 won += len(steps)
             else:

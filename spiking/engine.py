@@ -121,35 +121,25 @@ def _flush_subnormals(tensor: torch.Tensor) -> torch.Tensor:
 _EXPONENT_BITS = {torch.float32: (torch.int32, 0x7F800000), torch.float64: (torch.int64, 0x7FF0000000000000)}
 
 
-def _gemm_matrix(weight: torch.Tensor) -> torch.Tensor:
-    """The weights as the right-hand side of the engine's GEMMs: [C * kh * kw, F16], columns
-    beyond F zero. GEMMs run markedly faster with an output width that is a multiple of 16, and
-    zero columns never exceed a non-negative threshold."""
-    features = weight.shape[0]
-    matrix = weight.new_zeros(weight[0].numel(), -(-features // 16) * 16)
-    matrix[:, :features] = weight.reshape(features, -1).t()
-    return matrix
-
-
 def _spiking_rows(times, weight, threshold, time_steps) -> tuple[_Rows, tuple]:
-    weight = forward_weight(weight, threshold)
     features, channels, kh, kw = weight.shape
     batch, _, height, width = times.shape
     rows, cols = height - kh + 1, width - kw + 1
-    matrix = _gemm_matrix(weight)
-    values = times.to(weight.dtype)
-    s = values.stride()
-    view = values.as_strided((batch, rows, cols, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
+    matrix = forward_matrix(weight, threshold)
+    # channels-last receptive fields, in `forward_matrix`'s (kh, kw, C) order
+    values = torch.empty((batch, height, width, channels), dtype=weight.dtype, device=times.device)
+    values.copy_(times.permute(0, 2, 3, 1))
+    view = values.as_strided((batch, rows, cols, kh, kw * channels),
+                             (height * width * channels, width * channels, channels, width * channels, 1))
     if batch <= SMALL_BATCH:
         # a few images: one GEMM over every receptive field beats a convolution call, and the
         # rows it already holds are the spiking rows' fields
         every = view.reshape(batch * rows * cols, channels * kh * kw)
-        potentials = ((every < time_steps).to(weight.dtype) @ matrix)[:, :features]
+        potentials = (torch.lt(every, time_steps, out=torch.empty_like(every)) @ matrix)[:, :features]
         positions = torch.nonzero(potentials.amax(dim=1) > threshold).flatten()
         return (_Rows(positions, every[positions], potentials[positions], matrix), (batch, rows, cols))
-    else:
-        # plain F.conv2d: the engine is exact up to float32 summation order anyway
-        final = F.conv2d(final_map(times, time_steps, weight.dtype), weight)   # [B, F, H', W']
+    # plain F.conv2d: the engine is exact up to float32 summation order anyway
+    final = F.conv2d(final_map(times, time_steps, weight.dtype), forward_weight(weight, threshold))
     b, r, c = torch.nonzero(final.amax(dim=1) > threshold, as_tuple=True)
     fields = view[b, r, c]                      # the receptive fields of those positions
     last = final.permute(0, 2, 3, 1)[b, r, c]                                  # [R, F]
@@ -226,36 +216,42 @@ def _bisect(fields, final, matrix, threshold, time_steps):
     return step, best
 
 
-def sample_matrix(weight: torch.Tensor, threshold: float) -> torch.Tensor:
-    """`forward_weight(weight)` as `sample_winners` multiplies it: [kh * kw * C, F16], rows in
-    a channels-last receptive field's (kh, kw, C) order, columns beyond F zero.
+def forward_matrix(weight: torch.Tensor, threshold: float) -> torch.Tensor:
+    """`forward_weight(weight)` as the engine's GEMMs multiply it: [kh * kw * C, F16], rows in
+    a channels-last receptive field's (kh, kw, C) order (copied in runs of kw * C contiguous
+    values: ~4x faster than the weight's (C, kh, kw) order), columns beyond F zero (GEMMs run
+    markedly faster with an output width that is a multiple of 16, and zero columns never
+    exceed a non-negative threshold).
 
-    Remembered on the weight with its version; `patch_sample_matrix` keeps it current through
+    Remembered on the weight with its version; `patch_forward_matrix` keeps it current through
     one-sample updates, which change only their winners' columns."""
     key = (weight.data_ptr(), weight._version, threshold)
-    cached = getattr(weight, "_sample_matrix", None)
+    cached = getattr(weight, "_forward_matrix", None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    matrix = _gemm_matrix(forward_weight(weight, threshold).permute(0, 2, 3, 1))
-    weight._sample_matrix = (key, matrix)
+    flushed = forward_weight(weight, threshold)
+    features = weight.shape[0]
+    matrix = weight.new_zeros(weight[0].numel(), -(-features // 16) * 16)
+    matrix[:, :features] = flushed.permute(0, 2, 3, 1).reshape(features, -1).t()
+    weight._forward_matrix = (key, matrix)
     return matrix
 
 
-def patch_sample_matrix(weight: torch.Tensor, threshold: float, features: torch.Tensor, since: int) -> None:
+def patch_forward_matrix(weight: torch.Tensor, threshold: float, features: torch.Tensor, since: int) -> None:
     """After an in-place change of only the rows `features` of `weight`, made since its version
-    counter read `since`, update those columns of its remembered `sample_matrix` (or forget a
+    counter read `since`, update those columns of its remembered `forward_matrix` (or forget a
     matrix remembered from another version)."""
-    cached = getattr(weight, "_sample_matrix", None)
+    cached = getattr(weight, "_forward_matrix", None)
     if cached is None:
         return
     if cached[0] != (weight.data_ptr(), since, threshold):
-        weight._sample_matrix = None
+        weight._forward_matrix = None
         return
     rows = weight[features]
     if threshold >= MIN_SHORTCUT_THRESHOLD and rows.dtype in _EXPONENT_BITS:
         rows = _flush_subnormals(rows)
     cached[1][:, features] = rows.permute(0, 2, 3, 1).reshape(len(features), -1).t()
-    weight._sample_matrix = ((weight.data_ptr(), weight._version, threshold), cached[1])
+    weight._forward_matrix = ((weight.data_ptr(), weight._version, threshold), cached[1])
 
 
 def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, time_steps: int,
@@ -266,8 +262,8 @@ def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, 
     float32 scores and tie rule), for the exact mode's one-sample steps, where a batched call's
     ~150 small operations cost more than its arithmetic:
 
-    - the receptive fields are gathered channels-last (runs of kw * C contiguous values: ~4x
-      faster to copy than the weight's (C, kh, kw) order), against `sample_matrix`;
+    - the receptive fields are gathered channels-last, against `forward_matrix`, as in the
+      batched pass (so both sum each potential in the same order);
     - one GEMM of every position's final wave selects the positions that spike at all;
     - `_bisect` finds their earliest step, as in the batched pass;
     - the k-WTA walks the candidates in score order on the host (a sort, then a loop that
@@ -287,7 +283,7 @@ def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, 
     fields = fields.reshape(rows * cols, -1)                                          # [L, K]
     # comparisons straight into a float tensor: `(a < b).to(float)` converts bools ~5x slower
     spiked = torch.lt(fields, time_steps, out=torch.empty_like(fields))
-    matrix = sample_matrix(weight, threshold)
+    matrix = forward_matrix(weight, threshold)
     final = spiked @ matrix                                           # [L, F16]
     positions = torch.nonzero(final.amax(dim=1) > threshold).flatten()
     count = positions.numel()
@@ -297,7 +293,13 @@ def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, 
     best = best[:, :features]
     feature = torch.where(best > threshold, best, float("-inf")).argmax(dim=1)
     value = best.gather(1, feature.unsqueeze(1)).squeeze(1)
-    score = _scores(steps.unsqueeze(0), value.unsqueeze(0), time_steps)[0]
+    # the scores of the whole map, as the batched pass computes them: the sum over time of a
+    # map of R positions can round differently from that of the whole map
+    every_step = torch.full((fields.shape[0],), time_steps, dtype=steps.dtype, device=steps.device)
+    every_step[positions] = steps
+    every_value = value.new_zeros(fields.shape[0])
+    every_value[positions] = value
+    score = _scores(every_step.unsqueeze(0), every_value.unsqueeze(0), time_steps)[0, positions]
     flat = feature * fields.shape[0] + positions
     order = torch.argsort(flat)                     # equal scores: the first flat index wins
     order = order[torch.argsort(score[order], descending=True, stable=True)]

@@ -3,6 +3,7 @@ import copy as copy_module
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import spiking
 from spiking import functional as sf
@@ -168,27 +169,50 @@ def test_sample_winners_equal_the_batched_winners(steps, dyadic, gen):
     assert picked > 12 * 4      # most samples have winners
 
 
-def test_sample_matrix_follows_patches_and_outside_changes(gen):
-    """`sample_matrix` is remembered through one-sample updates patched in (their rows only),
+def test_sample_winners_break_near_ties_as_the_batched_pass(gen):
+    """Survivor values a few float32 ulps apart, at 1x1 kernels (one spiking channel per
+    position, some positions silent): whether two scores round to a tie depends on how the
+    sum over time is reduced, so the one-sample path must score the whole map as the batched
+    pass does (scoring only the spiking positions broke 10-20 of these 20 maps)."""
+    features = channels = 30
+    f, c = torch.arange(features).view(-1, 1), torch.arange(channels).view(1, -1)
+    weight = (16 + ((f + c) % features) * 7e-6 + c * 1e-6).view(features, channels, 1, 1)
+    for _ in range(20):
+        times = torch.full((1, channels, 24, 24), 15, dtype=torch.uint8)
+        times.scatter_(1, torch.randint(0, channels, (1, 1, 24, 24), generator=gen),
+                       torch.randint(0, 3, (1, 1, 24, 24), generator=gen).to(torch.uint8))
+        times[:, :, torch.rand(24, 24, generator=gen) < 0.4] = 15
+        expected = engine.survivor_winners(engine.earliest_spikes(times, weight, 15.0, 15), 30, 0)[0]
+        expected = expected[expected[:, 0] >= 0]
+        found, positions, _, _ = engine.sample_winners(times[0], weight, 15.0, 15, 30, 0)
+        assert found == expected[:, 0].tolist() and positions == (expected[:, 1] * 24 + expected[:, 2]).tolist()
+
+
+def test_forward_matrix_follows_patches_and_outside_changes(gen):
+    """`forward_matrix` is remembered through one-sample updates patched in (their rows only),
     and rebuilt after any other in-place change; subnormal rows are multiplied as zeros."""
     weight = layer(4, features=18, channels=3, k=2).weight.detach().clone()
-    fresh = lambda: engine._gemm_matrix(engine._flush_subnormals(weight).permute(0, 2, 3, 1))
-    first = engine.sample_matrix(weight, 1.0)
+
+    def fresh():          # (kh, kw, C) rows, 16-wide zero-padded columns, subnormals as zeros
+        flushed = torch.where(weight.abs() < torch.finfo(torch.float32).tiny, 0.0, weight)
+        return F.pad(flushed.permute(0, 2, 3, 1).reshape(18, -1).t(), (0, 14))
+
+    first = engine.forward_matrix(weight, 1.0)
     assert torch.equal(first, fresh()) and first.shape == (2 * 2 * 3, 32)
     rows = torch.tensor([2, 17])
     for scale in (1.0, 1e-39):                                  # 1e-39: subnormal rows
         since = weight._version
         weight[rows] = torch.rand(2, 3, 2, 2, generator=gen) * scale
-        engine.patch_sample_matrix(weight, 1.0, rows, since)
-        assert engine.sample_matrix(weight, 1.0) is first and torch.equal(first, fresh())
+        engine.patch_forward_matrix(weight, 1.0, rows, since)
+        assert engine.forward_matrix(weight, 1.0) is first and torch.equal(first, fresh())
     weight[5, 0, 1, 1] = 0.75                                   # a change without a patch
-    assert torch.equal(engine.sample_matrix(weight, 1.0), fresh())
-    stale = engine.sample_matrix(weight, 1.0)
+    assert torch.equal(engine.forward_matrix(weight, 1.0), fresh())
+    stale = engine.forward_matrix(weight, 1.0)
     weight[3] = 0.5                                             # unpatched, then a patch: forgotten
     since = weight._version
     weight[rows] = 0.25
-    engine.patch_sample_matrix(weight, 1.0, rows, since)
-    assert torch.equal(engine.sample_matrix(weight, 1.0), fresh()) and not torch.equal(stale, fresh())
+    engine.patch_forward_matrix(weight, 1.0, rows, since)
+    assert torch.equal(engine.forward_matrix(weight, 1.0), fresh()) and not torch.equal(stale, fresh())
 
 
 @pytest.mark.parametrize("steps", [1, 6, 15])
