@@ -285,8 +285,8 @@ class HiddenLayer(nn.Module):
         samples after it are taken again. The chunk doubles while no update matters (a
         converged layer: whole batches at once) and shrinks to what was kept when one does
         (early learning: one sample at a time). A chunk of one sample takes the lean path
-        (`engine.sample_winners`, `STDP.update_one`: about a third of the tensor operations of
-        a batched call); so do weights outside the bounds (the first update clamps the whole
+        (`engine.sample_winners`, `STDP.update_one`: about half the tensor operations of a
+        batched call); so do weights outside the bounds (the first update clamps the whole
         tensor) and thresholds below MIN_SHORTCUT_THRESHOLD, one sample at a time."""
         weight, spec = self.conv.weight, self.spec
         shortcut = self.threshold >= MIN_SHORTCUT_THRESHOLD

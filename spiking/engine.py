@@ -20,13 +20,12 @@ a threshold >= 0.01 and keeps CPU GEMMs off their slow subnormal path.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_int, check_rank, check_threshold, pair
+from ._checks import check_int, check_rank, check_threshold
 from .sequential import MIN_SHORTCUT_THRESHOLD
 from .times import TIMES, _scores, final_map
 
@@ -57,20 +56,6 @@ class Survivors:
         values = torch.zeros(shape, dtype=self.values.dtype, device=self.values.device)
         values.scatter_(1, index, torch.where(spiking, self.values.unsqueeze(1), 0.0))
         return out_times, values
-
-
-def im2col_times(times: torch.Tensor, kernel_size) -> torch.Tensor:
-    """Receptive fields of every output position as rows (a strided copy).
-
-    Shape: [B, C, H, W] -> [B * H' * W', C * kh * kw], same dtype, rows in (b, row, col) order,
-    columns in the weight's (channel, kh, kw) order.
-    """
-    kh, kw = pair(kernel_size, "kernel_size")
-    batch, channels, height, width = times.shape
-    rows, cols = height - kh + 1, width - kw + 1
-    s = times.stride()
-    view = times.as_strided((batch, rows, cols, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
-    return view.reshape(batch * rows * cols, channels * kh * kw)
 
 
 @dataclass
@@ -260,7 +245,7 @@ def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, 
 
     The same winners as `survivor_winners(earliest_spikes(...))` on this one sample (same
     float32 scores and tie rule), for the exact mode's one-sample steps, where a batched call's
-    ~150 small operations cost more than its arithmetic:
+    ~300 small operations cost more than its arithmetic (this path: ~160 with the update):
 
     - the receptive fields are gathered channels-last, against `forward_matrix`, as in the
       batched pass (so both sum each potential in the same order);

@@ -42,7 +42,6 @@ def test_stdp_single_sample_matches_reference(stabilizer, seed):
 @pytest.mark.parametrize("stabilizer", [True, False])
 def test_update_one_equals_the_reference_rule(stabilizer, gen):
     """The exact mode's one-sample update, from the winners' receptive fields as spike times."""
-    from spiking.engine import im2col_times
     from tests.conftest import random_times
     for seed in range(4):
         conv = make_layer(seed=seed)
@@ -54,7 +53,7 @@ def test_update_one_equals_the_reference_rule(stabilizer, gen):
         rates = [(0.01 * (f + 1), -0.005 * (f + 1)) for f in range(4)]
         expected, _ = ref.stdp_update(conv.weight, wave[0], spikes[0], won, [r[0] for r in rates],
                                       [r[1] for r in rates], stabilizer, 0.1, 0.9)
-        fields = im2col_times(times.float(), 3)[[r * 6 + c for _, r, c in won]]
+        fields = torch.nn.functional.unfold(times.float(), 3)[0].t()[[r * 6 + c for _, r, c in won]]
         post = [int(spikes[0, :, f, r, c].sum()) for f, r, c in won]       # spiking steps
         moved = STDP(conv, rates, use_stabilizer=stabilizer, lower_bound=0.1, upper_bound=0.9).update_one(
             fields, torch.tensor([f for f, _, _ in won]), torch.tensor([6 - p for p in post]))

@@ -109,13 +109,6 @@ def test_hidden_layer_final_map_equals_spiked_by_last_step(gen):
     assert torch.equal(final, st.final_map(out_times, 15))
 
 
-def test_im2col_times_matches_unfold(gen):
-    times = random_times(2, 3, 6, 7, 9, generator=gen)
-    rows = engine.im2col_times(times, (3, 2))
-    unfolded = torch.nn.functional.unfold(times.float(), (3, 2))          # [B, K, L]
-    assert torch.equal(rows.float(), unfolded.transpose(1, 2).reshape(-1, unfolded.shape[1]))
-
-
 @pytest.mark.parametrize("steps", [1, 4, 15])
 @pytest.mark.parametrize("seed", range(4))
 def test_earliest_spikes_equal_conv_fire_then_inhibit(seed, steps):
@@ -153,7 +146,7 @@ def test_sample_winners_equal_the_batched_winners(steps, dyadic, gen):
     times = random_times(12, 5, 9, 11, steps, never=0.4, generator=gen)
     threshold = 4.0 if dyadic else 3.3
     survivors = engine.earliest_spikes(times, conv.weight, threshold, steps)
-    fields = engine.im2col_times(times.float(), 3).view(12, 7 * 9, -1)
+    fields = F.unfold(times.float(), 3).transpose(1, 2)            # [B, L, C * kh * kw]
     picked = 0
     for kwta, radius in [(1, 0), (5, 2), (8, 1), (30, 0)]:
         expected = engine.survivor_winners(survivors, kwta, radius)
