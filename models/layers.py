@@ -299,12 +299,11 @@ class HiddenLayer(nn.Module):
             if size == 1:
                 features, _, steps, fields = engine.sample_winners(
                     padded[start], weight, self.threshold, self.time_steps, spec.kwta, spec.inhibition_radius)
-                moved = False
-                if features:
-                    since, features = weight._version, torch.tensor(features, device=weight.device)
-                    moved = self.stdp.update_one(fields, features, torch.tensor(steps, device=weight.device))
-                    if bounded:      # else the update clamped every row
-                        engine.patch_forward_matrix(weight, self.threshold, features, since)
+                # a silent sample updates nothing, but still clamps weights outside the bounds
+                since, features = weight._version, torch.tensor(features, dtype=torch.long, device=weight.device)
+                moved = self.stdp.update_one(fields, features, torch.tensor(steps, device=weight.device))
+                if bounded:          # else the update clamped every row
+                    engine.patch_forward_matrix(weight, self.threshold, features, since)
                 applied, clean = 1, not moved
                 won += len(steps)
             else:

@@ -179,8 +179,9 @@ def _bisect(fields, final, matrix, threshold, time_steps):
 
     A binary search by powers of two: `step` counts the steps known to stay below the
     threshold, and each round probes `step + bit - 1` (crossing is monotone in the step). The
-    last probe that crossed is the answer, so its potentials are kept (the last step's where
-    no probe crossed)."""
+    last probe that crossed is the answer, so its potentials are kept. Where no probe crossed
+    (`final` came from another product, rounded differently, a hair above the threshold) the
+    answer is the last step with `final`'s potentials."""
     count, features = final.shape
     wave = torch.empty_like(fields)
     padded = matrix.new_empty(count, matrix.shape[1])
@@ -198,7 +199,7 @@ def _bisect(fields, final, matrix, threshold, time_steps):
         step.add_(below, alpha=bit)
         best = torch.where(below.unsqueeze(1), best, potentials)
         bit >>= 1
-    return step, best
+    return step.clamp_(max=time_steps - 1), best
 
 
 def forward_matrix(weight: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -209,7 +210,8 @@ def forward_matrix(weight: torch.Tensor, threshold: float) -> torch.Tensor:
     exceed a non-negative threshold).
 
     Remembered on the weight with its version; `patch_forward_matrix` keeps it current through
-    one-sample updates, which change only their winners' columns."""
+    one-sample updates, which change only their winners' columns. (As for `forward_weight`:
+    writes through `weight.data` do not advance the version, so they are not seen.)"""
     key = (weight.data_ptr(), weight._version, threshold)
     cached = getattr(weight, "_forward_matrix", None)
     if cached is not None and cached[0] == key:
@@ -232,10 +234,11 @@ def patch_forward_matrix(weight: torch.Tensor, threshold: float, features: torch
     if cached[0] != (weight.data_ptr(), since, threshold):
         weight._forward_matrix = None
         return
-    rows = weight[features]
-    if threshold >= MIN_SHORTCUT_THRESHOLD and rows.dtype in _EXPONENT_BITS:
-        rows = _flush_subnormals(rows)
-    cached[1][:, features] = rows.permute(0, 2, 3, 1).reshape(len(features), -1).t()
+    if features.numel():
+        rows = weight[features]
+        if threshold >= MIN_SHORTCUT_THRESHOLD and rows.dtype in _EXPONENT_BITS:
+            rows = _flush_subnormals(rows)
+        cached[1][:, features] = rows.permute(0, 2, 3, 1).reshape(features.numel(), -1).t()
     weight._forward_matrix = ((weight.data_ptr(), weight._version, threshold), cached[1])
 
 
@@ -247,8 +250,9 @@ def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, 
     float32 scores and tie rule), for the exact mode's one-sample steps, where a batched call's
     ~300 small operations cost more than its arithmetic (this path: ~160 with the update):
 
-    - the receptive fields are gathered channels-last, against `forward_matrix`, as in the
-      batched pass (so both sum each potential in the same order);
+    - the receptive fields are gathered channels-last and multiplied by `forward_matrix`, as
+      in the batched pass, so the probes sum each potential in the same order (the batched
+      pass selects its positions with a convolution when it holds more than 2 images);
     - one GEMM of every position's final wave selects the positions that spike at all;
     - `_bisect` finds their earliest step, as in the batched pass;
     - the k-WTA walks the candidates in score order on the host (a sort, then a loop that
@@ -259,6 +263,8 @@ def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, 
     `row * W' + col`; the winners' receptive fields' spike times [n, C * kh * kw] float, in
     the weight's order).
     """
+    kwta = check_int(kwta, "kwta", 1)
+    inhibition_radius = check_int(inhibition_radius, "inhibition_radius", 0)
     channels, height, width = times.shape
     features, _, kh, kw = weight.shape
     rows, cols = height - kh + 1, width - kw + 1

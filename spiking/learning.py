@@ -219,7 +219,8 @@ class STDP(nn.Module):
         (`pre >= post`), `a_minus[f]` elsewhere, stabilised, then clamped.
 
         Returns whether it moved a non-negligible weight (as `update_sequential`: whether
-        forward passes computed before it may have changed).
+        forward passes computed before it may have changed); always true when the weights were
+        outside the bounds, which it clamps as a whole (as `update`, even without winners).
 
         Shape: fields [n, C * kh * kw] (the winners' receptive fields' spike times, T where
         never), features LongTensor [n] (distinct), steps [n] (the winners' spiking steps).
@@ -235,6 +236,8 @@ class STDP(nn.Module):
         if not bounded:
             weight.clamp_(self.lower_bound, self.upper_bound)
         mark_within_bounds(weight, self.lower_bound, self.upper_bound)
+        if not bounded:
+            return True
         moved = (new != rows) & ((rows.abs() >= NEGLIGIBLE_WEIGHT) | (new.abs() >= NEGLIGIBLE_WEIGHT))
         return bool(moved.any())
 

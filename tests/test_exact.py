@@ -197,6 +197,27 @@ def test_stdp_stage_is_the_same_at_every_batch_size_across_rate_doublings(inhibi
         assert torch.equal(layer.stdp.a_plus, reference.stdp.a_plus)
 
 
+def test_a_silent_sample_clamps_weights_outside_the_bounds(gen):
+    """SpykeTorch clamps after every sample, winners or not: weights drawn above the upper
+    bound are clamped by a first sample that is silent, before the next sample's forward pass."""
+    spec = HiddenSpec(in_channels=4, out_channels=8, kernel_size=3, threshold=3.0, kwta=2,
+                      inhibition_radius=1, pad=1)
+    times = random_times(40, 4, 8, 8, 15, never=0.5, generator=gen)
+    times[0] = 15                                              # silent: no input ever spikes
+    runs = []
+    for batch, exact in ((1, False), (1, True), (7, True)):
+        torch.manual_seed(0)
+        layer = HiddenLayer(spec, 15, "conv")
+        layer.conv.weight[::2, 0] = 5.0                        # outside [0, 1]
+        stage = STDPStage("conv", layer, input_node=0)
+        stage.configure(exact=exact, seed=0)
+        counts = drive(stage, times, torch.zeros(40, dtype=torch.long), batch)
+        runs.append((layer.conv.weight.clone(), sum(c["winners"] for c in counts)))
+        assert counts[0]["winners"] == 0 or batch > 1
+    for weight, won in runs[1:]:
+        assert torch.allclose(weight, runs[0][0], atol=1e-5, rtol=0) and won == runs[0][1]
+
+
 def test_majority_heads_are_three_independent_sequences(gen):
     model = models.create_model("majority2024")
     final = (random_times(64, 250, 4, 4, 15, never=0.8, generator=gen) < 15).float()

@@ -266,3 +266,15 @@ def test_forward_weight_follows_in_place_updates():
     copy = copy_module.deepcopy(weight)                     # a model snapshot: its own storage
     copy.fill_(1.0)
     assert torch.equal(engine.forward_weight(copy, 10.0), copy)
+
+
+def test_bisect_answers_the_last_step_where_no_probe_crosses():
+    """Rows are chosen by another product than the probes', which can round a potential a hair
+    above the threshold that no probe then reaches: the answer is the last step, with the
+    chosen potentials (as before the search was rewritten), never a step past the map."""
+    for steps in (1, 2, 3, 8, 15, 16, 17):
+        fields = torch.full((3, 4), float(steps))               # nothing ever spikes in the probes
+        matrix = torch.ones(4, 16)
+        final = torch.full((3, 16), 2.0)
+        found, best = engine._bisect(fields, final, matrix, 1.0, steps)
+        assert found.tolist() == [steps - 1] * 3 and torch.equal(best, final)
