@@ -250,11 +250,11 @@ def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, 
     float32 scores and tie rule), for the exact mode's one-sample steps, where a batched call's
     ~300 small operations cost more than its arithmetic (this path: ~160 with the update):
 
-    - the receptive fields are gathered channels-last and multiplied by `forward_matrix`, as
-      in the batched pass, so the probes sum each potential in the same order (the batched
-      pass selects its positions with a convolution when it holds more than 2 images);
-    - one GEMM of every position's final wave selects the positions that spike at all;
-    - `_bisect` finds their earliest step, as in the batched pass;
+    - `_spiking_rows` (its path for a few images) gathers the receptive fields channels-last
+      and selects the positions that spike at all by one GEMM against `forward_matrix` (the
+      batched pass selects with a convolution when it holds more than 2 images);
+    - `_bisect` finds their earliest step, as in the batched pass: both sum each potential
+      in the same order;
     - the k-WTA walks the candidates in score order on the host (a sort, then a loop that
       skips inhibited features and neighbourhoods and stops at `kwta` picks).
 
@@ -265,37 +265,29 @@ def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, 
     """
     kwta = check_int(kwta, "kwta", 1)
     inhibition_radius = check_int(inhibition_radius, "inhibition_radius", 0)
-    channels, height, width = times.shape
-    features, _, kh, kw = weight.shape
-    rows, cols = height - kh + 1, width - kw + 1
-    last = torch.empty((height, width, channels), dtype=weight.dtype, device=times.device)
-    last.copy_(times.permute(1, 2, 0))
-    fields = last.as_strided((rows, cols, kh, kw * channels), (width * channels, channels, width * channels, 1))
-    fields = fields.reshape(rows * cols, -1)                                          # [L, K]
-    # comparisons straight into a float tensor: `(a < b).to(float)` converts bools ~5x slower
-    spiked = torch.lt(fields, time_steps, out=torch.empty_like(fields))
-    matrix = forward_matrix(weight, threshold)
-    final = spiked @ matrix                                           # [L, F16]
-    positions = torch.nonzero(final.amax(dim=1) > threshold).flatten()
-    count = positions.numel()
-    if count == 0:
-        return [], [], [], fields.new_empty(0, fields.shape[1])
-    steps, best = _bisect(fields[positions], final[positions], matrix, threshold, time_steps)
-    best = best[:, :features]
+    channels, kh, kw = weight.shape[1:]
+    # one image: `_spiking_rows` selects the spiking positions by one GEMM of every field
+    found, (_, _, cols) = _spiking_rows(times.unsqueeze(0), weight, threshold, time_steps)
+    positions, fields = found.positions, found.fields                         # [R], [R, K]
+    if positions.numel() == 0:
+        return [], [], [], fields.new_empty(0, channels * kh * kw)
+    steps, best = _bisect(fields, found.final, found.matrix, threshold, time_steps)
     feature = torch.where(best > threshold, best, float("-inf")).argmax(dim=1)
     value = best.gather(1, feature.unsqueeze(1)).squeeze(1)
     # the scores of the whole map, as the batched pass computes them: the sum over time of a
     # map of R positions can round differently from that of the whole map
-    every_step = torch.full((fields.shape[0],), time_steps, dtype=steps.dtype, device=steps.device)
+    total = (times.shape[1] - kh + 1) * cols
+    every_step = torch.full((total,), time_steps, dtype=steps.dtype, device=steps.device)
     every_step[positions] = steps
-    every_value = value.new_zeros(fields.shape[0])
+    every_value = value.new_zeros(total)
     every_value[positions] = value
     score = _scores(every_step.unsqueeze(0), every_value.unsqueeze(0), time_steps)[0, positions]
-    flat = feature * fields.shape[0] + positions
+    flat = feature * total + positions
     order = torch.argsort(flat)                     # equal scores: the first flat index wins
     order = order[torch.argsort(score[order], descending=True, stable=True)]
     feature, positions, steps = feature.tolist(), positions.tolist(), steps.tolist()
     picked_features, picked_positions, picked_steps = [], [], []
+    picked = []
     for i in order.tolist():
         f, p = feature[i], positions[i]
         if f in picked_features:
@@ -307,9 +299,11 @@ def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, 
         picked_features.append(f)
         picked_positions.append(p)
         picked_steps.append(steps[i])
+        picked.append(i)
         if len(picked_features) == kwta:
             break
-    won = fields[picked_positions].view(-1, kh, kw, channels).permute(0, 3, 1, 2).reshape(len(picked_positions), -1)
+    # the winners' fields, from the channels-last (kh, kw, C) order to the weight's (C, kh, kw)
+    won = fields[picked].view(-1, kh, kw, channels).permute(0, 3, 1, 2).reshape(len(picked), -1)
     return picked_features, picked_positions, picked_steps, won
 
 
