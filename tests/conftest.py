@@ -39,3 +39,21 @@ def conv_potentials(wave, weight):
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+BATCHES = (1, 7, 32, 128)
+
+
+def drive(stage, inputs, labels, batch, epochs=1):
+    """The trainer's loop: batches that never straddle a rate change or a window."""
+    counts = []
+    for _ in range(epochs):
+        stage.start_epoch(len(inputs))
+        position = 0
+        while position < len(inputs):
+            size = min(batch, stage.limit(), len(inputs) - position)
+            stats = stage.step(inputs[position:position + size], labels[position:position + size])
+            counts.append({k: int(v) for k, v in stats.items()})
+            position += size
+        stage.end_epoch()
+    return counts

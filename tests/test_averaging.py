@@ -7,7 +7,8 @@ from models.decision import DecisionLayer, DecisionSpec
 from models.heads import majority_vote
 from models.stages import RSTDPStage
 from spiking import functional as sf
-from tests.test_exact import BATCHES, decision_data, drive
+from tests.conftest import BATCHES, drive
+from tests.test_exact import decision_data
 
 WINDOW = 50
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from models.decision import draw_dropout
-from test_exact import BATCHES, decision_data, decision_layer, reference_rstdp
+from tests.conftest import BATCHES
+from tests.test_exact import decision_data, decision_layer, reference_rstdp
 
 
 def dropout_layer(p=0.4, seed=1):

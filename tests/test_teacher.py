@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from models.stages import RSTDPStage
-from tests.test_exact import BATCHES, decision_data, decision_layer, drive, exact_winners, reference_rstdp
+from tests.conftest import BATCHES, drive
+from tests.test_exact import decision_data, decision_layer, exact_winners, reference_rstdp
 
 
 @pytest.mark.parametrize("batch", BATCHES)
