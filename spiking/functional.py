@@ -282,13 +282,55 @@ def intensity_lateral_inhibition(intensities: torch.Tensor,
 
 
 def conv2d(input: torch.Tensor, weight: torch.Tensor, padding=0) -> torch.Tensor:
-    """`F.conv2d` whose per-sample results do not depend on the batch size.
+    """`F.conv2d` whose per-sample, per-channel results do not depend on the call (how many
+    samples and output channels are computed with them).
 
     oneDNN runs a batch of one through a different kernel whose float32 rounding differs from
     the batched kernel; a lone sample is therefore computed as a batch of two copies, so that a
     sample gives bit-identical potentials alone or in a batch (and SpykeTorch's `B = 1` calls,
     which convolve T slices at once, are matched).
+
+    A float32 convolution with a one-position output (the kernel covers the whole padded map:
+    the zoo's decision layers) is `whole_map_conv2d` instead, a float64 matrix product rounded
+    to float32.
+
+    Shape: input [B, C, H, W], weight [F, C, kh, kw] -> [B, F, H', W'].
     """
+    rows, cols = (None, None) if isinstance(padding, str) else pair(padding, "padding")
+    if (rows is not None and input.dim() == 4 and weight.dim() == 4 and input.dtype == weight.dtype == torch.float32
+            and input.shape[2] + 2 * rows == weight.shape[2] and input.shape[3] + 2 * cols == weight.shape[3]):
+        return whole_map_conv2d(input, weight, (rows, cols))
     if input.shape[0] == 1:
         return F.conv2d(input.expand(2, *input.shape[1:]), weight, padding=padding)[:1]
     return F.conv2d(input, weight, padding=padding)
+
+
+def whole_map_conv2d(input: torch.Tensor, weight: torch.Tensor, padding=(0, 0)) -> torch.Tensor:
+    """A convolution whose kernel covers the whole zero-padded map (one output position), as a
+    matrix product: `potential[b, f] = sum_{c,i,j} input[b, c, i, j] * weight[f, c, pr + i, pc + j]`
+    (the zero padding meets only the kernel's border), summed in float64 and rounded once.
+
+    Why float64: on spike inputs the sum is exact, so each element is the correctly rounded
+    float32 of the true sum, whatever the order of summation, the batch, or the other channels
+    computed with it. (Products of small integers and float32 weights are exact; weights in
+    [2^-e, 1] or 0 are multiples of 2^-(e + 23); K such terms of at most 2^k sum exactly while
+    log2(K) + k + e <= 30: binary inputs over 4,096 synapses with weights >= 2^-18, where the
+    decision weights stay in [0.2, 0.8].) Outside those bounds the float64 sum still rounds to
+    the same float32 unless it lies within a few float64 ulps of a float32 rounding boundary.
+    On the CPU it runs ~3x faster than oneDNN's convolution (600 channels of 250 x 4 x 4).
+
+    The weight's float64 matrix is remembered on the weight with its version (`weight._version`;
+    writes through `weight.data` are not seen).
+
+    Shape: input [B, C, H, W], weight [F, C, H + 2 pr, W + 2 pc] float32 -> [B, F, 1, 1] float32.
+    """
+    rows, cols = padding
+    height, width = input.shape[2:]
+    key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride(), rows, cols)
+    cached = getattr(weight, "_whole_map_matrix", None)
+    if cached is None or cached[0] != key:
+        inner = weight[:, :, rows:rows + height, cols:cols + width]
+        cached = (key, inner.reshape(weight.shape[0], -1).to(torch.float64))
+        weight._whole_map_matrix = cached
+    product = input.reshape(input.shape[0], -1).to(torch.float64) @ cached[1].t()
+    return product.to(torch.float32).view(input.shape[0], weight.shape[0], 1, 1)

@@ -26,10 +26,16 @@ def decision_data(count, channels=20, classes=10, generator=None):
     return final, labels
 
 
-def decision_layer(seed=1, channels=20, per_class=4, **options):
+# (kernel, pad) over the 4 x 4 inputs: the paper's sliding decision (16 positions), and one
+# position over the whole map (the zoo's default: `sf.whole_map_conv2d`)
+GEOMETRIES = ((5, 2), (4, 0))
+
+
+def decision_layer(seed=1, channels=20, per_class=4, geometry=GEOMETRIES[0], **options):
     torch.manual_seed(seed)
-    return DecisionLayer(DecisionSpec(in_channels=channels, kernel_size=5, neurons_per_class=per_class, pad=2,
-                                      **options), 10, 15)
+    kernel, pad = geometry
+    return DecisionLayer(DecisionSpec(in_channels=channels, kernel_size=kernel, neurons_per_class=per_class,
+                                      pad=pad, **options), 10, 15)
 
 
 def reference_rstdp(layer, final, labels, dropped=None, taught=None):
@@ -94,12 +100,13 @@ def test_decision_picks_equal_select_winners(gen):
     assert torch.equal(index[~silent], expected[~silent])
 
 
+@pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("batch", BATCHES)
-def test_sequential_rstdp_equals_the_per_sample_reference(batch, gen):
+def test_sequential_rstdp_equals_the_per_sample_reference(batch, geometry, gen):
     final, labels = decision_data(300, generator=gen)
-    reference = decision_layer()
+    reference = decision_layer(geometry=geometry)
     expected = reference_rstdp(reference, final, labels)
-    layer = decision_layer()
+    layer = decision_layer(geometry=geometry)
     decided = exact_winners(layer, final, labels, batch)
     assert decided == expected
     assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0)

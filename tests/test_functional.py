@@ -208,3 +208,26 @@ def test_conv2d_per_sample_and_per_channel_results_do_not_depend_on_the_call(ker
         for channels in (slice(7, 8), slice(0, 3), slice(5, 20), slice(0, 16), slice(30, 47), slice(0, 200)):
             part = sf.conv2d(x[samples], weight[channels], padding=pad)
             assert torch.equal(part, full[samples, channels]), (samples, channels)
+
+
+def test_whole_map_conv2d_is_the_correctly_rounded_sum_and_follows_weight_updates():
+    """A one-position convolution (a decision reading the whole padded map) is the float32
+    rounding of the exact sum of its terms (`math.fsum`, an independent reference), whatever
+    the padding; an in-place update of the weight (remembered float64 matrix) is seen."""
+    import math
+    generator = torch.Generator().manual_seed(5)
+    x = (torch.rand(6, 30, 3, 3, generator=generator) < 0.4).float()
+    weight = torch.rand(7, 30, 5, 5, generator=generator) * 0.6 + 0.2
+    out = sf.conv2d(x, weight, padding=1)
+    assert out.shape == (6, 7, 1, 1)
+    assert torch.allclose(out, torch.nn.functional.conv2d(x, weight, padding=1), rtol=1e-5)
+    for b in range(6):
+        for f in range(7):
+            terms = [float(w) for w, spike in zip(weight[f, :, 1:4, 1:4].flatten(), x[b].flatten()) if spike > 0]
+            expected = torch.tensor(math.fsum(terms), dtype=torch.float64).float()
+            assert torch.equal(out[b, f, 0, 0], expected), (b, f)
+    weight[3].add_(0.01)
+    moved = sf.conv2d(x, weight, padding=1)
+    assert torch.equal(moved, torch.nn.functional.conv2d(x.double(), weight.double(), padding=1).float())
+    assert torch.equal(moved[:, [0, 1, 2, 4, 5, 6]], out[:, [0, 1, 2, 4, 5, 6]])
+    assert bool((moved[:, 3] > out[:, 3]).all())

@@ -6,20 +6,21 @@ import torch
 
 from models.stages import RSTDPStage
 from tests.conftest import BATCHES, drive
-from tests.test_exact import decision_data, decision_layer, exact_winners, reference_rstdp
+from tests.test_exact import GEOMETRIES, decision_data, decision_layer, exact_winners, reference_rstdp
 
 
+@pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("batch", BATCHES)
-def test_teacher_equals_the_per_sample_reference(batch, gen):
+def test_teacher_equals_the_per_sample_reference(batch, geometry, gen):
     final, labels = decision_data(300, generator=gen)
-    reference = decision_layer(teacher=2.0)
+    reference = decision_layer(teacher=2.0, geometry=geometry)
     taught = []
     expected = reference_rstdp(reference, final, labels, taught=taught)
     assert len(taught) > 20 and len({t[0] for t in taught}) > 10     # many punished samples taught
-    plain = decision_layer()
+    plain = decision_layer(geometry=geometry)
     reference_rstdp(plain, final, labels)
     assert (plain.conv.weight - reference.conv.weight).abs().max() > 1e-3    # the teacher matters
-    layer = decision_layer(teacher=2.0)
+    layer = decision_layer(teacher=2.0, geometry=geometry)
     assert exact_winners(layer, final, labels, batch) == expected
     assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0)
 
