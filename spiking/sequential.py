@@ -168,6 +168,9 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     fields = padded.as_strided((batch, out_h, out_w, channels, kh, kw), (s[0], s[2], s[3], s[1], s[2], s[3]))
     labels = labels.to(device)
     potentials = sf.conv2d(final, weight, padding=padding).flatten(2)  # [B, F, L]
+    # the weight's version after that call, and the features changed since (to patch a
+    # whole-map decision's remembered matrix, `sf.patch_whole_map_matrix`; None: all clamped)
+    since, moved = weight._version, []
     seen = torch.empty_like(potentials)                               # what each sample decided on
     winners = torch.full((batch, 1, 3), -1, dtype=torch.long, device=device)
     ids = torch.arange(batch, device=device)
@@ -199,6 +202,7 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
         f = int(flat) // cells
         rates = rates_of(ids[at:at + 1], flat.view(1), reward.view(1))
         flat_weight[f] = rule_step(flat_weight[f:f + 1], rates, stabilize, lower, upper)[0]
+        moved.append(torch.tensor([f], device=device))
         return f
 
     start = 0
@@ -217,11 +221,13 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
                 record(ids[here:here + 1], index[stop:stop + 1])
                 apply_one(here, index[stop], reward[stop])
                 weight.clamp_(lower, upper)
+                since = None
                 if taught[stop] >= 0:
                     apply_one(here, taught[stop], reward.new_tensor(2))
                 bounded = True
                 if here + 1 < batch:
                     potentials[here + 1:] = sf.conv2d(final[here + 1:], weight, padding=padding).flatten(2)
+                    since, moved = weight._version, []
             start += stop + 1
             continue
         # ---- the updates the guesses would make, in order (a sample's winner, then its teacher's)
@@ -258,6 +264,7 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
         latest = (samples < good) & (following >= good)
         if bool(latest.any()):
             flat_weight[f_up[latest]] = versions[latest]
+            moved.append(f_up[latest])
         if good == count:
             break
         # the rest of the batch now sees the committed rows
@@ -280,6 +287,8 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
         start = here + 1
     if bounded:
         mark_within_bounds(weight, lower, upper)
+    if since is not None and moved:
+        sf.patch_whole_map_matrix(weight, torch.cat(moved).unique(), since)
     return winners, seen.view(batch, features, out_h, out_w)
 
 

@@ -1,10 +1,12 @@
 """The decision layer's teacher (`DecisionSpec.teacher`): exact at every batch size against the
 per-sample reference of `tests.test_exact`, with adaptive windows and dropout; the summed mode;
-checkpoints trained without it."""
+checkpoints trained without it; the whole-map decision's remembered float64 matrix through exact
+R-STDP's updates."""
 import pytest
 import torch
 
 from models.stages import RSTDPStage
+from spiking import functional as sf
 from tests.conftest import BATCHES, drive
 from tests.test_exact import GEOMETRIES, decision_data, decision_layer, exact_winners, reference_rstdp
 
@@ -79,3 +81,34 @@ def test_a_layer_trained_without_the_teacher_loads_with_its_punish_scale():
     again = decision_layer(teacher=2.0)
     again.load_state_dict(taught.state_dict())             # --resume: saved as it was
     assert float(again.teacher_scale) == pytest.approx(0.9)
+
+
+def test_exact_rstdp_keeps_the_whole_map_matrix_current(gen):
+    """Exact R-STDP of a whole-map decision rewrites only its changed rows of the remembered
+    float64 matrix (`sf.patch_whole_map_matrix`): after every batch it equals a fresh conversion
+    of the weights, and the next batch's potentials are those of the weights as they are."""
+    final, labels = decision_data(200, generator=gen)
+    layer = decision_layer(teacher=2.0, geometry=(4, 0))
+    weight = layer.conv.weight
+    patched = 0
+    for start in range(0, 200, 32):
+        layer.reinforce_exact(final[start:start + 32], labels[start:start + 32])
+        cached = getattr(weight, "_whole_map_matrix", None)
+        if cached is not None and cached[0][1] == weight._version:
+            patched += 1
+            assert torch.equal(cached[1], weight.reshape(len(weight), -1).double())
+        fresh = torch.nn.functional.conv2d(final[:40].double(), weight.double()).float()
+        assert torch.equal(sf.conv2d(final[:40], weight), fresh)
+    assert patched >= 5          # every batch but the first (which clamps all weights) was patched
+
+
+def test_a_patch_from_another_version_forgets_the_matrix():
+    weight = torch.rand(3, 2, 2, 2) * 0.5 + 0.25
+    x = torch.ones(1, 2, 2, 2)
+    sf.conv2d(x, weight)                     # remembers the matrix at this version
+    weight[2].add_(0.1)                      # a change no patch is told of
+    since = weight._version
+    weight[1].add_(0.1)
+    sf.patch_whole_map_matrix(weight, torch.tensor([1]), since)
+    assert weight._whole_map_matrix is None
+    assert torch.equal(sf.conv2d(x, weight).flatten(), weight.reshape(3, -1).double().sum(1).float())
