@@ -291,8 +291,8 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, padding=0) -> torch.Tensor
     which convolve T slices at once, are matched).
 
     A float32 convolution with a one-position output (the kernel covers the whole padded map:
-    the zoo's decision layers) is `whole_map_conv2d` instead, a float64 matrix product rounded
-    to float32.
+    the decision layers of mozafari2018 and the deep zoo models) is `whole_map_conv2d` instead,
+    a float64 matrix product rounded to float32.
 
     Shape: input [B, C, H, W], weight [F, C, kh, kw] -> [B, F, H', W'].
     """

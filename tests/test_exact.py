@@ -27,7 +27,7 @@ def decision_data(count, channels=20, classes=10, generator=None):
 
 
 # (kernel, pad) over the 4 x 4 inputs: the paper's sliding decision (16 positions), and one
-# position over the whole map (the zoo's default: `sf.whole_map_conv2d`)
+# position over the whole map (mozafari2018's default: `sf.whole_map_conv2d`)
 GEOMETRIES = ((5, 2), (4, 0))
 
 
