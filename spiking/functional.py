@@ -337,7 +337,7 @@ def whole_map_conv2d(input: torch.Tensor, weight: torch.Tensor, padding=(0, 0)) 
             matrix = inner.to(torch.float64)
         cached = (key, matrix)
         weight._whole_map_matrix = cached
-    product = input.reshape(input.shape[0], -1).to(torch.float64) @ cached[1].t()
+    product = input.flatten(1).to(torch.float64) @ cached[1].t()      # flatten: a batch may be empty
     return product.to(torch.float32).view(input.shape[0], weight.shape[0], 1, 1)
 
 
