@@ -10,8 +10,9 @@ mozafari2018 run, through the trainer's own epoch loop, from two states:
 - `trained`: the run's kept decision layer and rates: a late epoch.
 
 Each state is timed in exact mode and in summed mode (`--batch-update sum`) from the same
-weights, in one process, alternately, `--repeats` times each (the best pass is kept); the conv2 maps the decision reads are computed once (untimed) and
-kept in `bench/rstdp-data/epoch-inputs-RUN-IMAGES.npz` (git-ignored). Results go to
+weights, in one process, alternately, `--repeats` times each (the best pass is kept). The conv2
+maps the decision reads are computed once (untimed) and kept in
+`bench/rstdp-data/epoch-inputs-RUN-IMAGES.npz` (git-ignored). Results go to
 `bench/rstdp_epoch.json`.
 
     python bench/rstdp_epoch.py --run runs/RUN [--images 20000] [--threads 2] [--repeats 3]
@@ -49,7 +50,11 @@ def main(argv=None) -> dict:
     from checkpoints import load_checkpoint
     from network_trainer import run_epoch
 
-    payload = load_checkpoint(os.path.join(args.run, "checkpoints", "best.ckpt"))
+    from utils import UserError
+    try:
+        payload = load_checkpoint(os.path.join(args.run, "checkpoints", "best.ckpt"))
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
     if payload["model"] != "mozafari2018":
         raise SystemExit(f"error: {args.run} is a {payload['model']} run; this script times mozafari2018's decision")
     torch.manual_seed(0)
