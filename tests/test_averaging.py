@@ -85,3 +85,23 @@ def test_majority_heads_vote_with_their_averaged_kernels(gen):
     raw = torch.stack([d.decide(d.potentials(final)[1]).classes for d in head.heads], dim=1)
     assert not torch.equal(votes, raw)
     assert torch.equal(head.predict(final).classes, majority_vote(votes, head.num_classes, head.fallback))
+
+
+def test_the_average_is_remembered_until_the_sum_or_the_count_changes(gen):
+    final, labels = decision_data(40, generator=gen)
+    averaged = layer(True)
+    averaged.adapt(0.5, 0.5, 0.0, 1.0)              # a window ends: the kernels join the average
+    first = averaged.evaluation_weight()
+    kernels = averaged.conv.weight.clone()
+    assert torch.equal(first, kernels) and averaged.evaluation_weight() is first
+    averaged.reinforce(final, labels)               # training moves the weights, not the average
+    assert averaged.evaluation_weight() is first
+    averaged.adapt(0.5, 0.5, 0.0, 1.0)
+    second = averaged.evaluation_weight()
+    assert torch.equal(second, ((kernels.double() + averaged.conv.weight.double()) / 2).float())
+    other = layer(True)
+    other.load_state_dict(averaged.state_dict())
+    other.average_sum.mul_(3)                       # an in-place change of the sum is seen
+    assert torch.equal(other.evaluation_weight(), (3 * averaged.average_sum / 2).float())
+    averaged.start_epoch(1, 0)                      # a new epoch restarts the average
+    assert averaged.evaluation_weight() is averaged.conv.weight
