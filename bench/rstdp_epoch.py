@@ -12,7 +12,7 @@ mozafari2018 run, through the trainer's own epoch loop, from two states:
 Each state is timed in exact mode and in summed mode (`--batch-update sum`) from the same
 weights, in one process, alternately, `--repeats` times each (the best pass is kept). The conv2
 maps the decision reads are computed once (untimed) and kept in
-`bench/rstdp-data/epoch-inputs-RUN-IMAGES.npz` (git-ignored). Results go to
+`bench/rstdp-data/epoch-inputs-CHECKPOINT-IMAGES.npz` (git-ignored; named by the checkpoint's hash). Results go to
 `bench/rstdp_epoch.json`.
 
     python bench/rstdp_epoch.py --run runs/RUN [--images 20000] [--threads 2] [--repeats 3]
@@ -64,8 +64,9 @@ def main(argv=None) -> dict:
     trained = copy.deepcopy(model.state_dict())
     stage = model.stages[-1]
 
-    name = os.path.basename(os.path.normpath(args.run))
-    cached = os.path.join(ROOT, "bench", "rstdp-data", f"epoch-inputs-{name}-{args.images}.npz")
+    with open(os.path.join(args.run, "checkpoints", "best.ckpt"), "rb") as handle:
+        digest = handle.read(40)[8:].hex()[:12]       # the checkpoint's own sha256 (its header)
+    cached = os.path.join(ROOT, "bench", "rstdp-data", f"epoch-inputs-{digest}-{args.images}.npz")
     if not os.path.exists(cached):
         times, labels, _ = bench_run._encoded(argparse.Namespace(data_root=args.data_root), args.images, model)
         node = bench_run._node(model, times, stage.input_node, stage.needs)

@@ -151,13 +151,14 @@ class DecisionLayer(nn.Module):
         recomputing it for every evaluation batch cost deeper2024's decision 15 ms a batch of
         128, and one tensor lets `sf.conv2d` keep its float64 matrix."""
         if self.spec.averaged and int(self.average_count) > 0:
-            key = (self.average_sum.data_ptr(), self.average_sum._version, self.average_count._version,
-                   self.conv.weight.dtype)
+            # the buffers themselves (a replaced buffer starts a new version counter), and versions
+            buffers = (self.average_sum, self.average_count)
+            versions = (self.average_sum._version, self.average_count._version, self.conv.weight.dtype)
             cached = getattr(self, "_average_weight", None)
-            if cached is None or cached[0] != key:
-                cached = (key, (self.average_sum / self.average_count).to(self.conv.weight.dtype))
+            if cached is None or any(a is not b for a, b in zip(cached[0], buffers)) or cached[1] != versions:
+                cached = (buffers, versions, (self.average_sum / self.average_count).to(self.conv.weight.dtype))
                 self._average_weight = cached
-            return cached[1]
+            return cached[2]
         return self.conv.weight
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -296,13 +296,30 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, padding=0) -> torch.Tensor
 
     Shape: input [B, C, H, W], weight [F, C, kh, kw] -> [B, F, H', W'].
     """
-    rows, cols = (None, None) if isinstance(padding, str) else pair(padding, "padding")
-    if (rows is not None and input.dim() == 4 and weight.dim() == 4 and input.dtype == weight.dtype == torch.float32
-            and input.shape[2] + 2 * rows == weight.shape[2] and input.shape[3] + 2 * cols == weight.shape[3]):
-        return whole_map_conv2d(input, weight, (rows, cols))
+    whole_map = _whole_map_padding(input, weight, padding)
+    if whole_map is not None:
+        return whole_map_conv2d(input, weight, whole_map)
     if input.shape[0] == 1:
         return F.conv2d(input.expand(2, *input.shape[1:]), weight, padding=padding)[:1]
     return F.conv2d(input, weight, padding=padding)
+
+
+def _whole_map_padding(input: torch.Tensor, weight: torch.Tensor, padding) -> tuple[int, int] | None:
+    """(rows, cols) of padding when `conv2d` should call `whole_map_conv2d`: float32 maps and
+    kernels on the CPU or CUDA (MPS has no float64), no autograd to record, and a kernel that
+    covers the whole padded map. None otherwise (`F.conv2d`'s other paddings included)."""
+    if isinstance(padding, str) or input.dim() != 4 or weight.dim() != 4:
+        return None
+    try:
+        rows, cols = pair(padding, "padding")
+    except TypeError:
+        return None
+    if (input.dtype != torch.float32 or weight.dtype != torch.float32 or input.device.type not in ("cpu", "cuda")
+            or (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad))):
+        return None
+    if input.shape[2] + 2 * rows != weight.shape[2] or input.shape[3] + 2 * cols != weight.shape[3]:
+        return None
+    return rows, cols
 
 
 def whole_map_conv2d(input: torch.Tensor, weight: torch.Tensor, padding=(0, 0)) -> torch.Tensor:
@@ -319,25 +336,31 @@ def whole_map_conv2d(input: torch.Tensor, weight: torch.Tensor, padding=(0, 0)) 
     the same float32 unless it lies within a few float64 ulps of a float32 rounding boundary.
     On the CPU it runs ~3x faster than oneDNN's convolution (600 channels of 250 x 4 x 4).
 
-    The weight's float64 matrix is remembered on the weight with its version (`weight._version`;
-    writes through `weight.data` are not seen); `patch_whole_map_matrix` keeps it current
-    through updates of a few rows.
+    The weight's float64 matrix is remembered on the weight with its storage and version
+    (`weight._version`; in-place writes through `weight.data` are not seen; the cache holds the
+    storage, so a weight given new storage cannot meet its old address); `patch_whole_map_matrix`
+    keeps it current through updates of a few rows. Inference-mode weights have no version: not
+    remembered.
 
     Shape: input [B, C, H, W], weight [F, C, H + 2 pr, W + 2 pc] float32 -> [B, F, 1, 1] float32.
     """
     rows, cols = padding
     height, width = input.shape[2:]
-    key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride(), rows, cols)
-    cached = getattr(weight, "_whole_map_matrix", None)
-    if cached is None or cached[0] != key:
-        inner = weight[:, :, rows:rows + height, cols:cols + width].reshape(weight.shape[0], -1)
-        if cached is not None and cached[0][0] == key[0] and cached[0][2:] == key[2:]:
-            matrix = cached[1].copy_(inner)      # a new version: refill (a fresh 20 MB page-faults)
-        else:
-            matrix = inner.to(torch.float64)
-        cached = (key, matrix)
-        weight._whole_map_matrix = cached
-    product = input.flatten(1).to(torch.float64) @ cached[1].t()      # flatten: a batch may be empty
+    inner = weight[:, :, rows:rows + height, cols:cols + width].reshape(weight.shape[0], -1)
+    if weight.is_inference():
+        matrix = inner.to(torch.float64)
+    else:
+        key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride(), rows, cols)
+        cached = getattr(weight, "_whole_map_matrix", None)
+        if cached is None or cached[0] != key:
+            if cached is not None and cached[0][0] == key[0] and cached[0][2:] == key[2:]:
+                matrix = cached[1].copy_(inner)      # a new version: refill (a fresh 20 MB page-faults)
+            else:
+                matrix = inner.to(torch.float64)
+            cached = (key, matrix, weight.detach())  # the storage, held while the key names it
+            weight._whole_map_matrix = cached
+        matrix = cached[1]
+    product = input.flatten(1).to(torch.float64) @ matrix.t()      # flatten: a batch may be empty
     return product.to(torch.float32).view(input.shape[0], weight.shape[0], 1, 1)
 
 
@@ -347,9 +370,9 @@ def patch_whole_map_matrix(weight: torch.Tensor, features: torch.Tensor, since: 
     matrix rather than converting the whole weight again at the next call (exact R-STDP changes
     one or two kernels a sample); a matrix remembered from another version is forgotten."""
     cached = getattr(weight, "_whole_map_matrix", None)
-    if cached is None:
+    if cached is None or weight.is_inference():
         return
-    key, matrix = cached
+    key, matrix, storage = cached
     if key[:2] != (weight.data_ptr(), since):
         weight._whole_map_matrix = None
         return
@@ -358,4 +381,4 @@ def patch_whole_map_matrix(weight: torch.Tensor, features: torch.Tensor, since: 
     if features.numel():
         inner = weight[features, :, rows:kernel_h - rows, cols:kernel_w - cols]
         matrix[features] = inner.reshape(features.numel(), -1).to(torch.float64)
-    weight._whole_map_matrix = ((weight.data_ptr(), weight._version) + key[2:], matrix)
+    weight._whole_map_matrix = ((weight.data_ptr(), weight._version) + key[2:], matrix, storage)

@@ -202,7 +202,7 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
         f = int(flat) // cells
         rates = rates_of(ids[at:at + 1], flat.view(1), reward.view(1))
         flat_weight[f] = rule_step(flat_weight[f:f + 1], rates, stabilize, lower, upper)[0]
-        moved.append(torch.tensor([f], device=device))
+        moved.append(f)
         return f
 
     start = 0
@@ -264,7 +264,7 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
         latest = (samples < good) & (following >= good)
         if bool(latest.any()):
             flat_weight[f_up[latest]] = versions[latest]
-            moved.append(f_up[latest])
+            moved.extend(f_up[latest].tolist())
         if good == count:
             break
         # the rest of the batch now sees the committed rows
@@ -288,7 +288,7 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     if bounded:
         mark_within_bounds(weight, lower, upper)
     if since is not None and moved:
-        sf.patch_whole_map_matrix(weight, torch.cat(moved).unique(), since)
+        sf.patch_whole_map_matrix(weight, torch.tensor(sorted(set(moved)), device=device), since)
     return winners, seen.view(batch, features, out_h, out_w)
 
 

@@ -231,3 +231,23 @@ def test_whole_map_conv2d_is_the_correctly_rounded_sum_and_follows_weight_update
     assert torch.equal(moved, torch.nn.functional.conv2d(x.double(), weight.double(), padding=1).float())
     assert torch.equal(moved[:, [0, 1, 2, 4, 5, 6]], out[:, [0, 1, 2, 4, 5, 6]])
     assert bool((moved[:, 3] > out[:, 3]).all())
+
+
+def test_whole_map_conv2d_corner_cases():
+    """New storage under the same version (`param.data = ...`), inference mode, autograd and
+    paddings `pair` does not take all give what `F.conv2d` gives."""
+    generator = torch.Generator().manual_seed(6)
+    x = (torch.rand(4, 5, 3, 3, generator=generator) < 0.5).float()
+    layer = torch.nn.Conv2d(5, 6, 3, bias=False)
+    with torch.no_grad():
+        layer.weight.uniform_(0.2, 0.8)
+        first = sf.conv2d(x, layer.weight)
+        layer.weight.data = layer.weight.data * 0.5            # new storage, same version counter
+        assert torch.allclose(sf.conv2d(x, layer.weight), first * 0.5, rtol=1e-6)
+    with torch.inference_mode():
+        weight = torch.rand(6, 5, 3, 3, generator=generator)
+        assert torch.equal(sf.conv2d(x, weight), torch.nn.functional.conv2d(x.double(), weight.double()).float())
+    out = sf.conv2d(x, layer.weight)                           # the weight requires grad
+    out.sum().backward()
+    assert layer.weight.grad is not None and torch.allclose(layer.weight.grad, x.sum(0).expand(6, -1, -1, -1))
+    assert sf.conv2d(x, layer.weight.detach(), padding=(0,)).shape == (4, 6, 1, 1)   # F.conv2d's own

@@ -112,3 +112,17 @@ def test_a_patch_from_another_version_forgets_the_matrix():
     sf.patch_whole_map_matrix(weight, torch.tensor([1]), since)
     assert weight._whole_map_matrix is None
     assert torch.equal(sf.conv2d(x, weight).flatten(), weight.reshape(3, -1).double().sum(1).float())
+
+
+def test_a_batch_whose_last_sample_first_clamps_the_weights_leaves_no_stale_matrix(gen):
+    """The initial weights lie outside the bounds; when the first update (which clamps every
+    weight) comes from a batch's last sample, the remembered matrix must not be patched as if
+    only that row had changed."""
+    final, labels = decision_data(40, generator=gen)
+    final[:7] = 0.0                               # silent: no update until the 8th sample
+    layer = decision_layer(teacher=2.0, geometry=(4, 0))
+    layer.reinforce_exact(final[:8], labels[:8])
+    weight = layer.conv.weight
+    assert weight.max() <= torch.tensor(0.8)          # clamped
+    fresh = torch.nn.functional.conv2d(final[8:].double(), weight.double()).float()
+    assert torch.equal(sf.conv2d(final[8:], weight), fresh)
