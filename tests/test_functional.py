@@ -251,3 +251,16 @@ def test_whole_map_conv2d_corner_cases():
     out.sum().backward()
     assert layer.weight.grad is not None and torch.allclose(layer.weight.grad, x.sum(0).expand(6, -1, -1, -1))
     assert sf.conv2d(x, layer.weight.detach(), padding=(0,)).shape == (4, 6, 1, 1)   # F.conv2d's own
+
+
+def test_whole_map_conv2d_with_unequal_row_and_column_padding():
+    """A kernel of 5 x 3 over a 3 x 3 map padded by one row on each side (none on the columns)
+    reads the whole map: the float64 product of the kernel's inner rows, as a float64
+    convolution rounds it."""
+    generator = torch.Generator().manual_seed(8)
+    x = (torch.rand(5, 7, 3, 3, generator=generator) < 0.5).float()
+    weight = torch.rand(4, 7, 5, 3, generator=generator) * 0.6 + 0.2
+    out = sf.conv2d(x, weight, padding=(1, 0))
+    expected = torch.nn.functional.conv2d(x.double(), weight.double(), padding=(1, 0)).float()
+    assert out.shape == (5, 4, 1, 1) and torch.equal(out, expected)
+    assert torch.equal(sf.conv2d(x[2:4], weight[1:3], padding=(1, 0)), out[2:4, 1:3])
