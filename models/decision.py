@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from spiking import functional as sf
 from spiking import parallel
 from spiking import times as st
+from spiking.remember import remembered
 from spiking.layers import Convolution
 from spiking.learning import RSTDP, STDP
 from spiking.sequential import reinforce_sequential_, teacher_picks
@@ -147,18 +148,13 @@ class DecisionLayer(nn.Module):
         """The kernels the layer predicts with: the epoch's average with `spec.averaged` (once a
         window has ended), else the weights themselves. [F, C, kh, kw]
 
-        The average is remembered until the sum or the count changes (torch's version counters):
-        recomputing it for every evaluation batch cost deeper2024's decision 15 ms a batch of
-        128, and one tensor lets `sf.conv2d` keep its float64 matrix."""
+        The average is remembered on the sum until the sum or the count changes
+        (`spiking.remember`): recomputing it for every evaluation batch cost deeper2024's
+        decision 15 ms a batch of 128, and one tensor lets `sf.conv2d` keep its float64 matrix."""
         if self.spec.averaged and int(self.average_count) > 0:
-            # the buffers themselves (a replaced buffer starts a new version counter), and versions
-            buffers = (self.average_sum, self.average_count)
-            versions = (self.average_sum._version, self.average_count._version, self.conv.weight.dtype)
-            cached = getattr(self, "_average_weight", None)
-            if cached is None or any(a is not b for a, b in zip(cached[0], buffers)) or cached[1] != versions:
-                cached = (buffers, versions, (self.average_sum / self.average_count).to(self.conv.weight.dtype))
-                self._average_weight = cached
-            return cached[2]
+            dtype = self.conv.weight.dtype
+            return remembered(self.average_sum, "_average", (self.average_count._version, dtype),
+                              lambda: (self.average_sum / self.average_count).to(dtype))
         return self.conv.weight
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_int, check_rank, check_threshold
+from .remember import patch_remembered, remembered
 from .sequential import MIN_SHORTCUT_THRESHOLD
 from .times import TIMES, _scores, final_map
 
@@ -84,15 +85,8 @@ def forward_weight(weight: torch.Tensor, threshold: float) -> torch.Tensor:
     """
     if threshold < MIN_SHORTCUT_THRESHOLD or weight.dtype not in _EXPONENT_BITS:
         return weight
-    # remembered with the storage and torch's version counter (which in-place updates and views
-    # share; a copy has another storage): a frozen or converged layer is flushed once
-    key = (weight.data_ptr(), weight._version)
-    cached = getattr(weight, "_forward_weight", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    flushed = _flush_subnormals(weight)
-    weight._forward_weight = (key, flushed)
-    return flushed
+    # remembered until the weight changes (`spiking.remember`): a frozen layer is flushed once
+    return remembered(weight, "_forward_weight", None, lambda: _flush_subnormals(weight))
 
 
 def _flush_subnormals(tensor: torch.Tensor) -> torch.Tensor:
@@ -209,37 +203,28 @@ def forward_matrix(weight: torch.Tensor, threshold: float) -> torch.Tensor:
     markedly faster with an output width that is a multiple of 16, and zero columns never
     exceed a non-negative threshold).
 
-    Remembered on the weight with its version; `patch_forward_matrix` keeps it current through
-    one-sample updates, which change only their winners' columns. (As for `forward_weight`:
-    writes through `weight.data` do not advance the version, so they are not seen.)"""
-    key = (weight.data_ptr(), weight._version, threshold)
-    cached = getattr(weight, "_forward_matrix", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    flushed = forward_weight(weight, threshold)
-    features = weight.shape[0]
-    matrix = weight.new_zeros(weight[0].numel(), -(-features // 16) * 16)
-    matrix[:, :features] = flushed.permute(0, 2, 3, 1).reshape(features, -1).t()
-    weight._forward_matrix = (key, matrix)
-    return matrix
+    Remembered on the weight until it changes (`spiking.remember`); `patch_forward_matrix`
+    keeps it current through one-sample updates, which change only their winners' columns."""
+    def build():
+        flushed = forward_weight(weight, threshold)
+        features = weight.shape[0]
+        matrix = weight.new_zeros(weight[0].numel(), -(-features // 16) * 16)
+        matrix[:, :features] = flushed.permute(0, 2, 3, 1).reshape(features, -1).t()
+        return matrix
+    return remembered(weight, "_forward_matrix", threshold, build)
 
 
 def patch_forward_matrix(weight: torch.Tensor, threshold: float, features: torch.Tensor, since: int) -> None:
     """After an in-place change of only the rows `features` of `weight`, made since its version
     counter read `since`, update those columns of its remembered `forward_matrix` (or forget a
-    matrix remembered from another version)."""
-    cached = getattr(weight, "_forward_matrix", None)
-    if cached is None:
-        return
-    if cached[0] != (weight.data_ptr(), since, threshold):
-        weight._forward_matrix = None
-        return
-    if features.numel():
-        rows = weight[features]
-        if threshold >= MIN_SHORTCUT_THRESHOLD and rows.dtype in _EXPONENT_BITS:
-            rows = _flush_subnormals(rows)
-        cached[1][:, features] = rows.permute(0, 2, 3, 1).reshape(features.numel(), -1).t()
-    weight._forward_matrix = ((weight.data_ptr(), weight._version, threshold), cached[1])
+    matrix remembered from another version or threshold)."""
+    def rewrite(matrix, _):
+        if features.numel():
+            rows = weight[features]
+            if threshold >= MIN_SHORTCUT_THRESHOLD and rows.dtype in _EXPONENT_BITS:
+                rows = _flush_subnormals(rows)
+            matrix[:, features] = rows.permute(0, 2, 3, 1).reshape(features.numel(), -1).t()
+    patch_remembered(weight, "_forward_matrix", since, rewrite, threshold)
 
 
 def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, time_steps: int,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_int, check_rank, check_same_shape, check_threshold, pair
+from .remember import patch_remembered, remembered
 
 WAVE = "[B, T, C, H, W]"
 
@@ -336,30 +337,20 @@ def whole_map_conv2d(input: torch.Tensor, weight: torch.Tensor, padding=(0, 0)) 
     the same float32 unless it lies within a few float64 ulps of a float32 rounding boundary.
     On the CPU it runs ~3x faster than oneDNN's convolution (600 channels of 250 x 4 x 4).
 
-    The weight's float64 matrix is remembered on the weight with its storage and version
-    (`weight._version`; in-place writes through `weight.data` are not seen; the cache holds the
-    storage, so a weight given new storage cannot meet its old address); `patch_whole_map_matrix`
-    keeps it current through updates of a few rows. Inference-mode weights have no version: not
-    remembered.
+    The weight's float64 matrix is remembered on the weight until it changes
+    (`spiking.remember`; a new version is refilled in place); `patch_whole_map_matrix` keeps
+    it current through updates of a few rows.
 
     Shape: input [B, C, H, W], weight [F, C, H + 2 pr, W + 2 pc] float32 -> [B, F, 1, 1] float32.
     """
     rows, cols = padding
     height, width = input.shape[2:]
-    inner = weight[:, :, rows:rows + height, cols:cols + width].reshape(weight.shape[0], -1)
-    if weight.is_inference():
-        matrix = inner.to(torch.float64)
-    else:
-        key = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride(), rows, cols)
-        cached = getattr(weight, "_whole_map_matrix", None)
-        if cached is None or cached[0] != key:
-            if cached is not None and cached[0][0] == key[0] and cached[0][2:] == key[2:]:
-                matrix = cached[1].copy_(inner)      # a new version: refill (a fresh 20 MB page-faults)
-            else:
-                matrix = inner.to(torch.float64)
-            cached = (key, matrix, weight.detach())  # the storage, held while the key names it
-            weight._whole_map_matrix = cached
-        matrix = cached[1]
+
+    def inner():
+        return weight[:, :, rows:rows + height, cols:cols + width].reshape(weight.shape[0], -1)
+    extra = (tuple(weight.shape), weight.stride(), rows, cols)
+    matrix = remembered(weight, "_whole_map_matrix", extra, lambda: inner().to(torch.float64),
+                        lambda old: old.copy_(inner()))
     product = input.flatten(1).to(torch.float64) @ matrix.t()      # flatten: a batch may be empty
     return product.to(torch.float32).view(input.shape[0], weight.shape[0], 1, 1)
 
@@ -369,16 +360,10 @@ def patch_whole_map_matrix(weight: torch.Tensor, features: torch.Tensor, since: 
     its version counter read `since`, rewrite those rows of its remembered `whole_map_conv2d`
     matrix rather than converting the whole weight again at the next call (exact R-STDP changes
     one or two kernels a sample); a matrix remembered from another version is forgotten."""
-    cached = getattr(weight, "_whole_map_matrix", None)
-    if cached is None or weight.is_inference():
-        return
-    key, matrix, storage = cached
-    if key[:2] != (weight.data_ptr(), since):
-        weight._whole_map_matrix = None
-        return
-    rows, cols = key[4:]
-    kernel_h, kernel_w = weight.shape[2:]
-    if features.numel():
-        inner = weight[features, :, rows:kernel_h - rows, cols:kernel_w - cols]
-        matrix[features] = inner.reshape(features.numel(), -1).to(torch.float64)
-    weight._whole_map_matrix = ((weight.data_ptr(), weight._version) + key[2:], matrix, storage)
+    def rewrite(matrix, extra):
+        rows, cols = extra[2:]
+        kernel_h, kernel_w = weight.shape[2:]
+        if features.numel():
+            inner = weight[features, :, rows:kernel_h - rows, cols:kernel_w - cols]
+            matrix[features] = inner.reshape(features.numel(), -1).to(torch.float64)
+    patch_remembered(weight, "_whole_map_matrix", since, rewrite)
