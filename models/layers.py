@@ -12,13 +12,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from spiking import engine
+from spiking import compiled, engine
 from spiking import functional as sf
 from spiking import parallel
 from spiking import times as st
 from spiking.layers import Convolution
 from spiking.learning import RSTDP, STDP
-from spiking.sequential import MIN_SHORTCUT_THRESHOLD, within_bounds
+from spiking.sequential import MIN_SHORTCUT_THRESHOLD, mark_within_bounds, within_bounds
 from spiking.settings import MAX_COUNT, require, setting, settings
 
 # the zoo's shared constants (Mozafari et al. 2018/2019, SpykeTorch's MozafariDeep)
@@ -289,8 +289,16 @@ class HiddenLayer(nn.Module):
         batched call); so do weights outside the bounds (the first update clamps the whole
         tensor) and thresholds below MIN_SHORTCUT_THRESHOLD, one sample at a time."""
         weight, spec = self.conv.weight, self.spec
-        shortcut = self.threshold >= MIN_SHORTCUT_THRESHOLD
         padded = self.learning_input(times)
+        if compiled.usable(padded, weight):
+            # the same loop, compiled: one call for the batch (`spiking.compiled`)
+            winners = compiled.stdp_sequential_(
+                padded, weight, self.threshold, self.time_steps, spec.kwta, spec.inhibition_radius,
+                self.stdp.a_plus, self.stdp.a_minus, spec.use_stabilizer, spec.lower_bound,
+                spec.upper_bound, within_bounds(weight, spec.lower_bound, spec.upper_bound))
+            mark_within_bounds(weight, spec.lower_bound, spec.upper_bound)
+            return int((winners[..., 0] >= 0).sum())
+        shortcut = self.threshold >= MIN_SHORTCUT_THRESHOLD
         batch, start, won = times.shape[0], 0, 0
         chunk, run = getattr(self, "_chunk", (1, 1.0))
         while start < batch:

@@ -8,8 +8,19 @@ import torch.nn.functional as F
 import models
 from models.layers import HiddenLayer, HiddenSpec
 from models.stages import STDPStage
+from spiking import compiled
 from spiking import times as st
 from tests.conftest import BATCHES, drive, random_times
+
+
+@pytest.fixture(params=["compiled", "tensor"])
+def exact_path(request, monkeypatch):
+    """Both exact paths: the compiled loop (`spiking.compiled`, the CPU's) and the tensor path
+    (CUDA's, or without numba)."""
+    if request.param == "compiled" and not compiled.ENABLED:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(compiled, "ENABLED", request.param == "compiled")
+    return request.param
 
 
 def stdp_run(batch, times, spec, exact=True):
@@ -22,7 +33,7 @@ def stdp_run(batch, times, spec, exact=True):
 
 
 @pytest.mark.parametrize("inhibit_input", [False, True])
-def test_stdp_stage_is_the_same_at_every_batch_size_across_rate_doublings(inhibit_input, gen):
+def test_stdp_stage_is_the_same_at_every_batch_size_across_rate_doublings(inhibit_input, gen, exact_path):
     spec = HiddenSpec(in_channels=4, out_channels=8, kernel_size=3, threshold=3.0, kwta=2,
                       inhibition_radius=1, pad=1, rate_doubling_every=40, inhibit_input=inhibit_input)
     times = random_times(200, 4, 8, 8, 15, never=0.5, generator=gen)
@@ -37,7 +48,7 @@ def test_stdp_stage_is_the_same_at_every_batch_size_across_rate_doublings(inhibi
         assert torch.equal(layer.stdp.a_plus, reference.stdp.a_plus)
 
 
-def test_a_silent_sample_clamps_weights_outside_the_bounds(gen):
+def test_a_silent_sample_clamps_weights_outside_the_bounds(gen, exact_path):
     """SpykeTorch clamps after every sample, winners or not: weights drawn above the upper
     bound are clamped by a first sample that is silent, before the next sample's forward pass."""
     spec = HiddenSpec(in_channels=4, out_channels=8, kernel_size=3, threshold=3.0, kwta=2,
@@ -58,7 +69,7 @@ def test_a_silent_sample_clamps_weights_outside_the_bounds(gen):
         assert torch.allclose(weight, runs[0][0], atol=1e-5, rtol=0) and won == runs[0][1]
 
 
-def test_threshold_adaptation_is_the_same_at_every_batch_size(gen):
+def test_threshold_adaptation_is_the_same_at_every_batch_size(gen, exact_path):
     spec = HiddenSpec(in_channels=4, out_channels=8, kernel_size=3, threshold=3.0, kwta=2,
                       inhibition_radius=1, pad=1, pool=2, rate_doubling_every=40,
                       target_activity=0.25, adapt_every=50)
