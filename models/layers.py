@@ -279,8 +279,10 @@ class HiddenLayer(nn.Module):
         return padded
 
     def _learn_sequential(self, times: torch.Tensor) -> int:
-        """The samples of a batch one after the other, in chunks whose forward passes are
-        batched: a chunk's forward passes (computed with the weights at its start) stay valid
+        """The samples of a batch one after the other. On the CPU (numba present, float32
+        weights) the whole batch is one call of the compiled loop (`spiking.compiled`).
+        Otherwise (CUDA; the tests also force it on the CPU) it runs in chunks whose forward
+        passes are batched: a chunk's forward passes (computed with the weights at its start) stay valid
         until a sample's update moves a non-negligible weight (`STDP.update_sequential`); the
         samples after it are taken again. The chunk doubles while no update matters (a
         converged layer: whole batches at once) and shrinks to what was kept when one does

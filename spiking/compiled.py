@@ -1,4 +1,5 @@
-"""Compiled per-sample loops (numba) for exact conv STDP on the CPU.
+"""Compiled per-sample loops (numba) for exact learning on the CPU: conv STDP
+(`stdp_sequential_`) and the R-STDP of a decision read at one position (`reinforce_whole_map_`).
 
 SpykeTorch's conv STDP is a loop over samples: forward one sample, pick its winners, update
 their kernels, next sample. Written as tensor operations, one sample costs about 160 small
@@ -35,6 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from . import functional as sf
 
 try:
     import numba
@@ -228,3 +231,144 @@ def _learn(times, weight, threshold, steps, kwta, radius, a_plus, a_minus, stabi
                             weight[f, c, i, j] = w
                             rows[c, i, j, f] = w
             bounded = True
+
+
+def whole_map_usable(final: torch.Tensor, weight: torch.Tensor, padding) -> bool:
+    """Whether `reinforce_whole_map_` can run: as `usable` (float final maps), and the kernel
+    covers the whole zero-padded map (one output position, `functional.whole_map_conv2d`)."""
+    rows, cols = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    return (ENABLED and final.device.type == "cpu" and weight.device.type == "cpu"
+            and final.dtype == torch.float32 and weight.dtype == torch.float32 and weight.is_contiguous()
+            and final.dim() == 4 and final.shape[2] + 2 * rows == weight.shape[2]
+            and final.shape[3] + 2 * cols == weight.shape[3])
+
+
+@torch.no_grad()
+def reinforce_whole_map_(rule, final: torch.Tensor, labels: torch.Tensor, feature_class: torch.Tensor,
+                         time_steps: int, padding=0, allowed: torch.Tensor | None = None,
+                         teacher: torch.Tensor | None = None):
+    """`sequential.reinforce_sequential_` for a decision read at one position (its kernel covers
+    the whole padded map), as one compiled loop over the batch.
+
+    The batch's potentials come from one `functional.whole_map_conv2d` (a float64 product
+    rounded once: on spike inputs with the decision's weights the float64 sum is exact, so each
+    is the correctly rounded float32 of the true sum). Sample after sample, the loop recomputes
+    the potentials of the features updated earlier in the batch the same way (a float64 sum of
+    the weights of the inputs that spiked, rounded once: the same bits), decides (largest
+    potential, `sequential.decision_picks`' score and tie rule), rewards or punishes its winner
+    (and with `teacher` updates the label class's neuron with the largest potential after a
+    punishment, `sequential.teacher_picks`) and updates those rows before the next sample:
+    `W[f] += rate * (W[f] - lower)(upper - W[f])` with the stabiliser (`W[f] += rate`
+    without), `rate = a_plus` where the input spiked, `a_minus` elsewhere, then clamped. Weights
+    outside the bounds are clamped as a whole by the first update, before its teacher's.
+
+    Shape: as `reinforce_sequential_`: final [B, C, H, W] (binary), labels [B], feature_class [F]
+    -> (winners LongTensor [B, 1, 3], -1 when silent; the potentials each sample decided on
+    [B, F, 1, 1]).
+    """
+    from .sequential import mark_within_bounds, within_bounds      # (it imports this module)
+
+    weight = rule.conv_layer.weight
+    lower, upper = rule.reward.lower_bound, rule.reward.upper_bound
+    features = weight.shape[0]
+    rows, cols = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    batch = final.shape[0]
+    potentials = sf.whole_map_conv2d(final, weight, (rows, cols)).view(batch, features).clone()
+    since = weight._version                      # the remembered float64 matrix's version
+    padded = torch.nn.functional.pad(final, (cols, cols, rows, rows)).flatten(1) > 0
+    allowed = torch.ones(features, dtype=torch.bool) if allowed is None else allowed.to(torch.bool)
+    rates = torch.stack((rule.reward.a_plus, rule.reward.a_minus, rule.punish.a_plus, rule.punish.a_minus,
+                         *(teacher if teacher is not None else rule.reward.a_plus.new_zeros(2, features))))
+    picked = np.full(batch, -1, dtype=np.int64)
+    moved = np.zeros(features, dtype=np.bool_)
+    bounded = within_bounds(weight, lower, upper)
+    clamped = _reinforce(padded.numpy(), weight.detach().view(features, -1).numpy(),
+                         potentials.numpy(), labels.to(torch.long).numpy(), feature_class.to(torch.long).numpy(),
+                         int(time_steps), allowed.numpy(), rates.to(torch.float32).numpy(), teacher is not None,
+                         bool(rule.reward.use_stabilizer), float(lower), float(upper), bounded, picked, moved)
+    if batch:
+        torch.autograd.graph.increment_version(weight)
+    if bounded or clamped:
+        mark_within_bounds(weight, lower, upper)
+    if not clamped and moved.any():
+        sf.patch_whole_map_matrix(weight, torch.from_numpy(np.flatnonzero(moved)), since)
+    picked = torch.from_numpy(picked)
+    zero = torch.zeros_like(picked)
+    winners = torch.stack((picked, torch.where(picked >= 0, zero, -1), torch.where(picked >= 0, zero, -1)), 1)
+    return winners.unsqueeze(1), potentials.view(batch, features, 1, 1)
+
+
+@_jit
+def _reinforce(inputs, weight, potentials, labels, feature_class, steps, allowed, rates, has_teacher,
+               stabilize, lower, upper, bounded, picked, moved):
+    batch, size = inputs.shape
+    features = weight.shape[0]
+    changed = np.zeros(features, np.bool_)       # rows that differ from the batch's start
+    spiked = np.empty(size, np.int64)
+    low, high = np.float32(lower), np.float32(upper)
+    clamped = False
+    for b in range(batch):
+        count = 0
+        for k in range(size):
+            if inputs[b, k]:
+                spiked[count] = k
+                count += 1
+        for f in range(features):
+            if changed[f]:
+                total = 0.0
+                for n in range(count):
+                    total += weight[f, spiked[n]]
+                potentials[b, f] = np.float32(total)
+        # ---- the decision: score p + T * max(p) over the spiking (positive, allowed) neurons
+        largest, any_spike = np.float32(0.0), False
+        for f in range(features):
+            p = potentials[b, f]
+            if p > 0 and allowed[f]:
+                any_spike = True
+                largest = max(largest, p)
+        if not any_spike:
+            continue                              # silent: no reward, no update
+        v = np.float32(largest * np.float32(steps))
+        winner, best = -1, np.float32(0.0)
+        for f in range(features):
+            p = potentials[b, f]
+            if p > 0 and allowed[f]:
+                score = np.float32(p + v)
+                if winner < 0 or score > best:
+                    winner, best = f, score
+        picked[b] = winner
+        hit = feature_class[winner] == labels[b]
+        taught = -1
+        if has_teacher and not hit:
+            top = np.float32(0.0)
+            for f in range(features):
+                if feature_class[f] == labels[b] and allowed[f] and (taught < 0 or potentials[b, f] > top):
+                    taught, top = f, potentials[b, f]
+        # ---- the winner's update (then the first update's clamp), then the teacher's
+        for turn in range(2):
+            f = winner if turn == 0 else taught
+            if f < 0:
+                continue
+            row = 0 if hit else 2
+            if turn == 1:
+                row = 4
+            plus, minus = rates[row, f], rates[row + 1, f]
+            for k in range(size):
+                w = weight[f, k]
+                rate = plus if inputs[b, k] else minus
+                if stabilize:
+                    new = np.float32(w + np.float32(rate * np.float32(np.float32(w - low) * np.float32(high - w))))
+                else:
+                    new = np.float32(w + rate)
+                weight[f, k] = min(max(new, low), high)
+            changed[f] = True
+            moved[f] = True
+            if not bounded:
+                for g in range(features):
+                    for k in range(size):
+                        weight[g, k] = min(max(weight[g, k], low), high)
+                    changed[g] = True
+                    moved[g] = True
+                bounded = True
+                clamped = True
+    return clamped

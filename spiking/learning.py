@@ -18,9 +18,10 @@ Batches, two algorithms:
   forward pass seeing the previous sample's update, which is SpykeTorch's algorithm at any batch
   size (`spiking.sequential`). Decision layers use `reinforce_sequential_` (speculative rounds:
   decide the batch, verify with the rows each sample would really see, commit up to the first
-  changed decision); hidden layers use `STDP.update_sequential` inside
-  `models.layers.HiddenLayer` (a chunk's forward passes stay valid until an update moves a
-  non-negligible weight), and `STDP.update_one` for the one-sample steps of early learning.
+  changed decision); hidden layers run the loop compiled on the CPU (`spiking.compiled`) and
+  elsewhere use `STDP.update_sequential` inside `models.layers.HiddenLayer` (a chunk's forward
+  passes stay valid until an update moves a non-negligible weight), and `STDP.update_one` for
+  the one-sample steps of early learning.
 - summed (`combine="sum"`, `--batch-update sum`): every sample's rates are computed against the
   same starting weights and summed, `W += (sum_b rate_b) * stabiliser(W)`, then one clamp. With
   `B = 1` this is the single-sample rule. `combine="sequential"` applies given winners one sample

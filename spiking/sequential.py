@@ -2,7 +2,7 @@
 
 - `reinforce_sequential_`: R-STDP of a one-winner decision layer by speculative rounds (decide
   the batch, verify each sample with the kernel rows it would really see, commit up to the first
-  changed decision).
+  changed decision); a one-position decision on the CPU goes to `compiled.reinforce_whole_map_`.
 - `chained_versions`: the rows a sequence of single-sample updates leaves, vectorised per level
   of repetition of a feature (used here and by `STDP.update_sequential`).
 - `within_bounds` / `mark_within_bounds`: the weights-in-bounds check, remembered with torch's
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from . import compiled
 from . import functional as sf
 
 # an update that moves only weights below this (before and after) changes no float32 potential
@@ -120,7 +121,9 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     (`teacher_picks`, on the same potentials the sample decided on) with these rates at that
     neuron's position, after its winner's update.
 
-    It is computed speculatively. One sample's update changes only its winner's kernel (and its
+    A decision read at one position on the CPU runs as one compiled loop instead
+    (`compiled.reinforce_whole_map_`: the same bits, faster than the summed mode). Elsewhere it is
+    computed speculatively. One sample's update changes only its winner's kernel (and its
     teacher pick's), so every later sample's potentials stay valid but for the features changed
     before it:
 
@@ -153,6 +156,10 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     each sample decided on [B, F, h, w]).
     """
     weight = rule.conv_layer.weight
+    if compiled.whole_map_usable(final, weight, padding):
+        # one position: the same loop compiled, on the CPU (`spiking.compiled`)
+        return compiled.reinforce_whole_map_(rule, final, labels, feature_class, time_steps, padding,
+                                             allowed, teacher)
     lower, upper = rule.reward.lower_bound, rule.reward.upper_bound
     stabilize = rule.reward.use_stabilizer
     features, channels, kh, kw = weight.shape

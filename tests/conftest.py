@@ -36,6 +36,23 @@ def conv_potentials(wave, weight):
     return sf.conv2d(wave.flatten(0, 1), weight).unflatten(0, (b, t))
 
 
+@pytest.fixture(params=["compiled", "tensor"])
+def exact_path(request, monkeypatch):
+    """Both exact paths where the CPU has two: the compiled loop (`spiking.compiled`, the CPU's
+    default) and the tensor path (CUDA's, or without numba)."""
+    from spiking import compiled
+    if request.param == "compiled" and not compiled.ENABLED:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(compiled, "ENABLED", request.param == "compiled")
+    return request.param
+
+
+def whole_map_only(geometry, exact_path):
+    """Skip the compiled variant of a decision geometry it does not handle (several positions)."""
+    if exact_path == "compiled" and geometry != (4, 0):
+        pytest.skip("the compiled R-STDP loop reads one position")
+
+
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)

@@ -14,7 +14,7 @@ from models.stages import RSTDPStage
 from spiking import functional as sf
 from spiking import times as st
 from spiking.sequential import decision_picks
-from tests.conftest import BATCHES, drive, random_times
+from tests.conftest import BATCHES, drive, random_times, whole_map_only
 
 def decision_data(count, channels=20, classes=10, generator=None):
     """Binary decision-layer inputs [N, C, 4, 4] that carry their label (channel = label lit),
@@ -102,7 +102,8 @@ def test_decision_picks_equal_select_winners(gen):
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("batch", BATCHES)
-def test_sequential_rstdp_equals_the_per_sample_reference(batch, geometry, gen):
+def test_sequential_rstdp_equals_the_per_sample_reference(batch, geometry, gen, exact_path):
+    whole_map_only(geometry, exact_path)
     final, labels = decision_data(300, generator=gen)
     reference = decision_layer(geometry=geometry)
     expected = reference_rstdp(reference, final, labels)

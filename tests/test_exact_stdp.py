@@ -8,19 +8,8 @@ import torch.nn.functional as F
 import models
 from models.layers import HiddenLayer, HiddenSpec
 from models.stages import STDPStage
-from spiking import compiled
 from spiking import times as st
 from tests.conftest import BATCHES, drive, random_times
-
-
-@pytest.fixture(params=["compiled", "tensor"])
-def exact_path(request, monkeypatch):
-    """Both exact paths: the compiled loop (`spiking.compiled`, the CPU's) and the tensor path
-    (CUDA's, or without numba)."""
-    if request.param == "compiled" and not compiled.ENABLED:
-        pytest.skip("numba is not installed")
-    monkeypatch.setattr(compiled, "ENABLED", request.param == "compiled")
-    return request.param
 
 
 def stdp_run(batch, times, spec, exact=True):

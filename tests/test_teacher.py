@@ -7,13 +7,14 @@ import torch
 
 from models.stages import RSTDPStage
 from spiking import functional as sf
-from tests.conftest import BATCHES, drive
+from tests.conftest import BATCHES, drive, whole_map_only
 from tests.test_exact import GEOMETRIES, decision_data, decision_layer, exact_winners, reference_rstdp
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("batch", BATCHES)
-def test_teacher_equals_the_per_sample_reference(batch, geometry, gen):
+def test_teacher_equals_the_per_sample_reference(batch, geometry, gen, exact_path):
+    whole_map_only(geometry, exact_path)
     final, labels = decision_data(300, generator=gen)
     reference = decision_layer(teacher=2.0, geometry=geometry)
     taught = []
@@ -45,16 +46,18 @@ def test_teacher_rates_follow_the_punish_scale_across_windows(gen):
         assert torch.allclose(other.conv.weight, layer.conv.weight, atol=1e-5, rtol=0), batch
 
 
-def test_teacher_with_dropout_picks_only_allowed_neurons(gen):
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_teacher_with_dropout_picks_only_allowed_neurons(geometry, gen, exact_path):
+    whole_map_only(geometry, exact_path)
     final, labels = decision_data(200, generator=gen)
     dropped = torch.zeros(40, dtype=torch.bool)
     dropped[::3] = True
-    reference = decision_layer(teacher=1.0)
+    reference = decision_layer(teacher=1.0, geometry=geometry)
     before = reference.conv.weight.clone()
     taught = []
     expected = reference_rstdp(reference, final, labels, dropped, taught)
     assert not any(dropped[t[0]] for t in taught) and len(taught) > 10
-    layer = decision_layer(teacher=1.0, dropout=0.5)
+    layer = decision_layer(teacher=1.0, dropout=0.5, geometry=geometry)
     layer.dropped.copy_(dropped)
     assert exact_winners(layer, final, labels, 32) == expected
     assert torch.allclose(layer.conv.weight, reference.conv.weight, atol=1e-5, rtol=0)
@@ -83,7 +86,7 @@ def test_a_layer_trained_without_the_teacher_loads_with_its_punish_scale():
     assert float(again.teacher_scale) == pytest.approx(0.9)
 
 
-def test_exact_rstdp_keeps_the_whole_map_matrix_current(gen):
+def test_exact_rstdp_keeps_the_whole_map_matrix_current(gen, exact_path):
     """Exact R-STDP of a whole-map decision rewrites only its changed rows of the remembered
     float64 matrix (`sf.patch_whole_map_matrix`): after every batch it equals a fresh conversion
     of the weights, and the next batch's potentials are those of the weights as they are."""
@@ -114,7 +117,7 @@ def test_a_patch_from_another_version_forgets_the_matrix():
     assert torch.equal(sf.conv2d(x, weight).flatten(), weight.reshape(3, -1).double().sum(1).float())
 
 
-def test_a_batch_whose_last_sample_first_clamps_the_weights_leaves_no_stale_matrix(gen):
+def test_a_batch_whose_last_sample_first_clamps_the_weights_leaves_no_stale_matrix(gen, exact_path):
     """The initial weights lie outside the bounds; when the first update (which clamps every
     weight) comes from a batch's last sample, the remembered matrix must not be patched as if
     only that row had changed."""
