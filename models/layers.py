@@ -294,11 +294,13 @@ class HiddenLayer(nn.Module):
         padded = self.learning_input(times)
         if compiled.usable(padded, weight):
             # the same loop, compiled: one call for the batch (`spiking.compiled`)
+            bounded = within_bounds(weight, spec.lower_bound, spec.upper_bound)
             winners = compiled.stdp_sequential_(
                 padded, weight, self.threshold, self.time_steps, spec.kwta, spec.inhibition_radius,
                 self.stdp.a_plus, self.stdp.a_minus, spec.use_stabilizer, spec.lower_bound,
-                spec.upper_bound, within_bounds(weight, spec.lower_bound, spec.upper_bound))
-            mark_within_bounds(weight, spec.lower_bound, spec.upper_bound)
+                spec.upper_bound, bounded)
+            if bounded or len(padded):          # a sample, winners or not, clamps them all
+                mark_within_bounds(weight, spec.lower_bound, spec.upper_bound)
             return int((winners[..., 0] >= 0).sum())
         shortcut = self.threshold >= MIN_SHORTCUT_THRESHOLD
         batch, start, won = times.shape[0], 0, 0

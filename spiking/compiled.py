@@ -11,15 +11,18 @@ the same bits, because it *is* the loop.
 Per sample, what it computes (the definitions of `functional`, for a one-sample batch):
 
 - potentials `P[f, pos](t) = sum of W[f, c, i, j] over the inputs of pos's receptive field with
-  spike time <= t`, accumulated step by step in float64 and rounded to float32 when compared:
-  the float32 rounding of the exact sum (float64 holds it exactly while the weights span less
-  than 2**44), whatever the order. The batched engine rounds in its GEMM's order instead, so
-  the two can disagree on a potential within a few float32 ulps of the threshold (README:
-  "Exact mode");
+  spike time <= t`, accumulated step by step in float64 (in a fixed order: input spikes by
+  step, then by channel, row and column) and rounded to float32 when compared. While a
+  kernel's nonzero weights span a range R with K * R < 2**29 (weights in [2**-20, 1], say) the
+  float64 sum is exact, so each potential is the float32 rounding of its exact sum; decayed,
+  tiny weights can break that by a float64 ulp, in the same way at every batch size. The
+  batched engine rounds in its GEMM's float32 order instead, so the two can disagree on a
+  potential within a few float32 ulps of the threshold (README: "Exact batched training");
 - a position's spike step: the first `t` with some `float32(P[f, pos](t)) > threshold`; its
   survivor (pointwise inhibition): the largest of those potentials, the lowest feature on ties;
 - k-WTA on SpykeTorch's float32 score: `v = float32(T * max survivor value)`, `score = the
-  float32 sum, step after step, of (T - step) copies of float32(value + v)`; the best score
+  float32 sum, step after step, of (T - step) copies of float32(value + v)` (as
+  `times._scores` and `functional.get_k_winners` sum it); the best score
   wins, the lowest flat index `f * H'W' + pos` among equal ones; a winner inhibits its feature
   everywhere and the positions within `inhibition_radius` rows and columns;
 - each winner (f, pos, step): `W[f] += rate * (W[f] - lower) * (upper - W[f])` with the
@@ -72,8 +75,9 @@ def stdp_sequential_(times: torch.Tensor, weight: torch.Tensor, threshold: float
            int(time_steps), int(kwta), int(inhibition_radius),
            a_plus.detach().to(torch.float32).numpy(), a_minus.detach().to(torch.float32).numpy(),
            bool(use_stabilizer), float(lower), float(upper), bool(bounded), winners)
-    # numpy's writes bypass torch: tell version-keyed caches (`spiking.remember`) the weight changed
-    torch.autograd.graph.increment_version(weight)
+    if batch:
+        # numpy's writes bypass torch: tell version-keyed caches (`spiking.remember`) the weight changed
+        torch.autograd.graph.increment_version(weight)
     return torch.from_numpy(winners)
 
 

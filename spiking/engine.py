@@ -259,14 +259,10 @@ def sample_winners(times: torch.Tensor, weight: torch.Tensor, threshold: float, 
     steps, best = _bisect(fields, found.final, found.matrix, threshold, time_steps)
     feature = torch.where(best > threshold, best, float("-inf")).argmax(dim=1)
     value = best.gather(1, feature.unsqueeze(1)).squeeze(1)
-    # the scores of the whole map, as the batched pass computes them: the sum over time of a
-    # map of R positions can round differently from that of the whole map
+    # the spiking positions' scores: `_scores` sums each one on its own, step after step, so
+    # they equal the whole map's (the silent positions only add zeros to the maximum)
     total = (times.shape[1] - kh + 1) * cols
-    every_step = torch.full((total,), time_steps, dtype=steps.dtype, device=steps.device)
-    every_step[positions] = steps
-    every_value = value.new_zeros(total)
-    every_value[positions] = value
-    score = _scores(every_step.unsqueeze(0), every_value.unsqueeze(0), time_steps)[0, positions]
+    score = _scores(steps.unsqueeze(0), value.unsqueeze(0), time_steps)[0]
     flat = feature * total + positions
     order = torch.argsort(flat)                     # equal scores: the first flat index wins
     order = order[torch.argsort(score[order], descending=True, stable=True)]

@@ -189,7 +189,9 @@ def get_k_winners(potentials: torch.Tensor, kwta: int = 1, inhibition_radius: in
 
     Score, per sample in float32 (SpykeTorch's): `first = T - (number of spiking steps)`, clamped
     to `T - 1`; `value = potentials[first]`; `v = T * max(spikes * value)` over this sample;
-    `score = sum over steps of spikes * (value + v)`. Earlier spikes have more spiking steps and
+    `score = sum over steps of spikes * (value + v)`, summed step after step (a reduction over
+    the time dimension would round in an order that depends on the neuron's place in the
+    tensor, so equal neurons could score differently). Earlier spikes have more spiking steps and
     so a larger score; among equal spike times the larger value wins; values within about one
     float32 ulp of `v` tie and go to the first flat index. The greedy selection, one winner per
     feature and the inhibition radius, is `select_winners`.
@@ -214,7 +216,9 @@ def get_k_winners(potentials: torch.Tensor, kwta: int = 1, inhibition_radius: in
     truncated = spikes * values
     v = truncated.flatten(1).max(dim=1).values.mul_(steps).view(-1, 1, 1, 1, 1)
     truncated.addcmul_(spikes, v)
-    scores = truncated.sum(dim=1)                               # [B, C, H, W]
+    scores = truncated[:, 0].clone()                            # [B, C, H, W]
+    for step in range(1, steps):
+        scores += truncated[:, step]
     return select_winners(scores, kwta, inhibition_radius)
 
 

@@ -130,19 +130,23 @@ def pointwise_inhibition_times(times: torch.Tensor, values: torch.Tensor, time_s
 
 
 def _scores(times: torch.Tensor, values: torch.Tensor, time_steps: int) -> torch.Tensor:
-    """SpykeTorch's float32 k-WTA score from spike times and first-spike values, bit for bit:
-    `v = T * max(value)` per sample, `score = sum over spiking steps of (value + v)` with the
-    time sum done by the same reduction as the wave path (`.sum` over the time dimension).
-    Values of spiking neurons must be positive (above a non-negative threshold).
+    """SpykeTorch's float32 k-WTA score from spike times and first-spike values, bit for bit with
+    the wave path (`functional.get_k_winners`): `v = T * max(value)` per sample, `score = sum
+    over spiking steps of (value + v)`, summed step after step in float32 (as the spec's
+    reference and the compiled loop do). A reduction such as `.sum` over the time dimension
+    would round in an order that depends on the neuron's place in the tensor, so equal spike
+    times and values at two positions could score differently and break the tie rule. Values
+    of spiking neurons must be positive (above a non-negative threshold).
 
     Shape: [B, N] (any trailing shape) -> float [B, N...]."""
     spiking = times < time_steps
     truncated = torch.where(spiking, values, 0.0)
     v = truncated.flatten(1).max(dim=1).values.mul_(time_steps)
-    v = v.view((-1,) + (1,) * (values.dim() - 1))
-    steps = torch.arange(time_steps, device=times.device).view((1, -1) + (1,) * (values.dim() - 1))
-    terms = torch.where(steps >= times.unsqueeze(1), (truncated + v).unsqueeze(1), 0.0)
-    return terms.sum(dim=1)
+    term = truncated + v.view((-1,) + (1,) * (values.dim() - 1))
+    total = torch.zeros_like(term)
+    for step in range(time_steps):
+        total += torch.where(times <= step, term, 0.0)
+    return total
 
 
 def winner_scores(times: torch.Tensor, values: torch.Tensor, time_steps: int) -> torch.Tensor:

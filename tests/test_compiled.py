@@ -99,19 +99,23 @@ def test_compiled_stage_gives_the_same_bits_at_every_batch_size(inhibit_input, g
         assert count == won
 
 
-def test_the_tensor_path_learns_what_the_compiled_loop_learns(gen, monkeypatch):
-    """Where every sum is exact (integer weights and rates) the engine's float32 GEMMs and the
-    compiled loop's rounding agree, so the two exact paths must give the same bits."""
-    spec = HiddenSpec(in_channels=4, out_channels=8, kernel_size=3, threshold=4.0, kwta=2,
-                      inhibition_radius=1, pad=1, learning_rate=(1.0, -1.0), use_stabilizer=False,
-                      upper_bound=3.0)
-    times = random_times(120, 4, 8, 8, STEPS, never=0.5, generator=gen)
-    start = torch.randint(0, 3, (8, 4, 3, 3), generator=gen).float()
+@pytest.mark.parametrize("steps, kwta, radius, grid, threshold", [
+    (15, 2, 1, 1.0, 4.0), (17, 5, 0, 1 / 16, 2.5), (20, 3, 2, 1 / 8, 3.0)])
+def test_the_tensor_path_learns_what_the_compiled_loop_learns(steps, kwta, radius, grid, threshold, gen,
+                                                              monkeypatch):
+    """Where every sum is exact (weights and rates on a grid, no stabiliser) the engine's
+    float32 GEMMs and the compiled loop's rounding agree, and both sum scores step after step,
+    so the two exact paths must give the same bits, ties included."""
+    spec = HiddenSpec(in_channels=4, out_channels=8, kernel_size=3, threshold=threshold, kwta=kwta,
+                      inhibition_radius=radius, pad=1, learning_rate=(grid, -grid), use_stabilizer=False,
+                      upper_bound=3 * grid if grid == 1.0 else 1.0, rate_doubling_every=0)
+    times = random_times(120, 4, 8, 8, steps, never=0.5, generator=gen)
+    start = torch.randint(0, 3 if grid == 1.0 else int(1 / grid) + 1, (8, 4, 3, 3), generator=gen) * grid
     runs = {}
     for enabled in (True, False):
         monkeypatch.setattr(compiled, "ENABLED", enabled)
         torch.manual_seed(0)
-        layer = HiddenLayer(spec, STEPS, "conv")
+        layer = HiddenLayer(spec, steps, "conv")
         with torch.no_grad():
             layer.conv.weight.copy_(start)
         stage = STDPStage("conv", layer, input_node=0)
@@ -120,6 +124,21 @@ def test_the_tensor_path_learns_what_the_compiled_loop_learns(gen, monkeypatch):
         runs[enabled] = (layer.conv.weight.detach().clone(), sum(c["winners"] for c in counts))
     assert runs[True][1] > 120
     assert torch.equal(runs[True][0], runs[False][0]) and runs[True][1] == runs[False][1]
+
+
+def test_an_empty_batch_leaves_weights_outside_the_bounds_to_the_next_sample(gen):
+    spec = HiddenSpec(in_channels=4, out_channels=8, kernel_size=3, threshold=3.0, kwta=2,
+                      inhibition_radius=0, pad=1)
+    torch.manual_seed(0)
+    layer = HiddenLayer(spec, STEPS, "conv")
+    with torch.no_grad():
+        layer.conv.weight[0] = 1.5
+    times = random_times(2, 4, 8, 8, STEPS, never=0.5, generator=gen)
+    times[1] = STEPS                                           # silent
+    layer.learn(times[:0])
+    assert float(layer.conv.weight.max()) == 1.5
+    layer.learn(times[1:])                                     # a silent sample still clamps
+    assert float(layer.conv.weight.max()) <= 1.0
 
 
 def test_compiled_updates_reach_the_caches_keyed_by_the_weights_version(gen):

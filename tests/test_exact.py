@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import models
 from models.decision import DecisionLayer, DecisionSpec
 from models.stages import RSTDPStage
+from spiking import compiled
 from spiking import functional as sf
 from spiking import times as st
 from spiking.sequential import decision_picks
@@ -115,9 +116,12 @@ def test_sequential_rstdp_equals_the_per_sample_reference(batch, geometry, gen, 
     assert layer.conv.weight.max() <= torch.tensor(0.8) and len({d for d in decided if d[0] >= 0}) > 5
 
 
-def test_sequential_rstdp_with_the_stabiliser_and_per_feature_rates(gen):
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_sequential_rstdp_with_the_stabiliser_and_per_feature_rates(geometry, gen, exact_path):
+    whole_map_only(geometry, exact_path)
     final, labels = decision_data(200, generator=gen)
-    spec = DecisionSpec(in_channels=20, kernel_size=5, neurons_per_class=4, pad=2, use_stabilizer=True,
+    kernel, pad = geometry
+    spec = DecisionSpec(in_channels=20, kernel_size=kernel, neurons_per_class=4, pad=pad, use_stabilizer=True,
                         reward=(0.05, -0.04), punish=(-0.05, 0.01))
     torch.manual_seed(2)
     one = DecisionLayer(spec, 10, 15)
@@ -130,6 +134,32 @@ def test_sequential_rstdp_with_the_stabiliser_and_per_feature_rates(gen):
     for start in range(0, 200, 32):
         many.reinforce_exact(final[start:start + 32], labels[start:start + 32])
     assert torch.allclose(one.conv.weight, many.conv.weight, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("stabilizer", [False, True])
+@pytest.mark.parametrize("start", ["grid", "outside the bounds"])
+def test_the_compiled_rstdp_loop_learns_the_rounds_bits_through_ties(stabilizer, start, gen, monkeypatch):
+    """A whole-map decision with weights on a grid of 1/8 and rates of 1/64 (potentials tie often), with
+    the teacher and dropout: the compiled loop and the speculative rounds must decide, teach and
+    update identically, bit for bit (both round exact float64 sums once)."""
+    if not compiled.ENABLED:
+        pytest.skip("numba is not installed")
+    final, labels = decision_data(400, generator=gen)
+    grid = 0.25 + torch.randint(0, 5, (40, 20, 4, 4), generator=gen) / 8
+    dropped = torch.rand(40, generator=gen) < 0.2
+    runs = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(compiled, "ENABLED", enabled)
+        layer = decision_layer(geometry=(4, 0), teacher=1.0, dropout=0.2, use_stabilizer=stabilizer,
+                               lower_bound=0.25, upper_bound=0.75, reward=(1 / 64, -1 / 64),
+                               punish=(-1 / 64, 1 / 64))
+        layer.dropped.copy_(dropped)
+        if start == "grid":
+            layer.conv.weight.data.copy_(grid)
+        decided = exact_winners(layer, final, labels, 32)
+        runs[enabled] = (decided, layer.conv.weight.detach().clone())
+    assert runs[True][0] == runs[False][0] and len({d for d in runs[True][0] if d[0] >= 0}) > 5
+    assert torch.equal(runs[True][1], runs[False][1])
 
 
 def test_summed_mode_is_a_different_algorithm(gen):

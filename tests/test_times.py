@@ -9,6 +9,7 @@ import spiking
 from spiking import functional as sf
 from spiking import engine
 from spiking import times as st
+from tests import reference as ref
 from tests.conftest import random_times
 
 
@@ -165,8 +166,9 @@ def test_sample_winners_equal_the_batched_winners(steps, dyadic, gen):
 def test_sample_winners_break_near_ties_as_the_batched_pass(gen):
     """Survivor values a few float32 ulps apart, at 1x1 kernels (one spiking channel per
     position, some positions silent): whether two scores round to a tie depends on how the
-    sum over time is reduced, so the one-sample path must score the whole map as the batched
-    pass does (scoring only the spiking positions broke 10-20 of these 20 maps)."""
+    sum over time is reduced. The one-sample path scores only the spiking positions; with
+    `.sum` over the time dimension that broke 10-20 of these 20 maps, with the step-by-step
+    sum it must not."""
     features = channels = 30
     f, c = torch.arange(features).view(-1, 1), torch.arange(channels).view(1, -1)
     weight = (16 + ((f + c) % features) * 7e-6 + c * 1e-6).view(features, channels, 1, 1)
@@ -179,6 +181,24 @@ def test_sample_winners_break_near_ties_as_the_batched_pass(gen):
         expected = expected[expected[:, 0] >= 0]
         found, positions, _, _ = engine.sample_winners(times[0], weight, 15.0, 15, 30, 0)
         assert found == expected[:, 0].tolist() and positions == (expected[:, 1] * 24 + expected[:, 2]).tolist()
+
+
+@pytest.mark.parametrize("steps", [15, 17])
+@pytest.mark.parametrize("side", [5, 6, 7, 10, 14])
+def test_equal_neurons_tie_and_the_first_flat_index_wins_on_every_map(side, steps):
+    """Every neuron of the map spikes at the same step with the same value, so every score is
+    the same sum: the first flat index must win, in the times path, the wave path and the
+    spec's reference (a `.sum` over time rounded such sums by position: 6 x 6 at T = 15)."""
+    times = torch.zeros(1, side, side, dtype=torch.long)
+    values = torch.full((1, side, side), 3.3)
+    survivors = engine.Survivors(times, torch.zeros_like(times), values, 2, steps)
+    assert engine.survivor_winners(survivors, 1, 0)[0].tolist() == [[0, 0, 0]]
+    potentials = torch.full((1, steps, 2, side, side), 3.3)
+    potentials[:, :, 1] = 0.0
+    assert sf.get_k_winners(potentials, 1, 0)[0].tolist() == [[0, 0, 0]]
+    assert ref.get_k_winners(potentials[0], 1, 0) == [(0, 0, 0)]
+    score = st.winner_scores(times.unsqueeze(1).to(torch.uint8), values.unsqueeze(1), steps)
+    assert torch.equal(score, torch.full_like(score, float(score.flatten()[0])))
 
 
 def test_forward_matrix_follows_patches_and_outside_changes(gen):
