@@ -33,7 +33,9 @@ Per sample, what it computes (the definitions of `functional`, for a one-sample 
 
 Used by `models.layers.HiddenLayer` in exact mode when `usable` says so (CPU float32 tensors and
 numba importable); otherwise the tensor path (`engine.sample_winners` / `STDP.update_sequential`)
-computes the same loop. Set `ENABLED = False` to force the tensor path.
+computes the same loop, up to the float32 rounding of potentials (it sums them in its GEMM's
+order; the two agree bit for bit where every sum is exact, `tests/test_compiled.py`). Set
+`ENABLED = False` to force the tensor path.
 """
 from __future__ import annotations
 
