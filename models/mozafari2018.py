@@ -16,7 +16,7 @@ read the whole map at one position (as deep2024's). On full MNIST (exact STDP, t
 epochs, validation-selected) it gave 96.52 % / 96.61 % test (seeds 0 / 1) against 96.21 % /
 96.69 % with the paper's decision, its R-STDP stage taking a third to a half of the time (README,
 "The mozafari2018 recipe"); the recipe on the current code (potentials rounded differently, so
-another path at near-ties) gives 96.42 % / 96.61 % in about 12 minutes.
+another path at near-ties) gives 96.23 % / 96.49 % (seeds 0-4: mean 96.44 %) in under 7 minutes.
 The paper's decision: `--set decision.kernel_size=5 --set decision.pad=2
 --set decision.neurons_per_class=20`; SpykeTorch's R-STDP on it exactly (its port's recipe but
 for the doubled rates): add `--set decision.teacher=0 --epochs 2 4 60`.

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from . import functional as sf
+from ._checks import pair
 
 try:
     import numba
@@ -55,8 +56,14 @@ ENABLED = numba is not None
 def usable(times: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether `stdp_sequential_` can run on these tensors: numba present (and `ENABLED`), CPU,
     uint8 spike times, contiguous float32 weights."""
-    return (ENABLED and times.device.type == "cpu" and weight.device.type == "cpu"
-            and times.dtype == torch.uint8 and weight.dtype == torch.float32 and weight.is_contiguous())
+    return _compilable(weight, times) and times.dtype == torch.uint8
+
+
+def _compilable(weight: torch.Tensor, *others: torch.Tensor) -> bool:
+    """numba present (and `ENABLED`), every tensor on the CPU, contiguous float32 weights (the
+    loops write them in place through numpy)."""
+    return (ENABLED and all(t.device.type == "cpu" for t in (weight, *others))
+            and weight.dtype == torch.float32 and weight.is_contiguous())
 
 
 @torch.no_grad()
@@ -240,13 +247,10 @@ def _learn(times, weight, threshold, steps, kwta, radius, a_plus, a_minus, stabi
 
 
 def whole_map_usable(final: torch.Tensor, weight: torch.Tensor, padding) -> bool:
-    """Whether `reinforce_whole_map_` can run: as `usable` (float final maps), and the kernel
-    covers the whole zero-padded map (one output position, `functional.whole_map_conv2d`)."""
-    rows, cols = (padding, padding) if isinstance(padding, int) else tuple(padding)
-    return (ENABLED and final.device.type == "cpu" and weight.device.type == "cpu"
-            and final.dtype == torch.float32 and weight.dtype == torch.float32 and weight.is_contiguous()
-            and final.dim() == 4 and final.shape[2] + 2 * rows == weight.shape[2]
-            and final.shape[3] + 2 * cols == weight.shape[3])
+    """Whether `reinforce_whole_map_` can run: as `usable`, and the convolution is one that
+    `functional.conv2d` computes as `whole_map_conv2d` (float32 maps, the kernel covering the
+    whole zero-padded map: one output position)."""
+    return _compilable(weight, final) and sf._whole_map_padding(final, weight, padding) is not None
 
 
 @torch.no_grad()
@@ -277,9 +281,10 @@ def reinforce_whole_map_(rule, final: torch.Tensor, labels: torch.Tensor, featur
     weight = rule.conv_layer.weight
     lower, upper = rule.reward.lower_bound, rule.reward.upper_bound
     features = weight.shape[0]
-    rows, cols = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    rows, cols = pair(padding, "padding")
     batch = final.shape[0]
-    potentials = sf.whole_map_conv2d(final, weight, (rows, cols)).view(batch, features).clone()
+    # a new tensor (the product's rounding), which the loop overwrites with what each sample saw
+    potentials = sf.whole_map_conv2d(final, weight, (rows, cols)).view(batch, features)
     since = weight._version                      # the remembered float64 matrix's version
     padded = torch.nn.functional.pad(final, (cols, cols, rows, rows)).flatten(1) > 0
     allowed = torch.ones(features, dtype=torch.bool) if allowed is None else allowed.to(torch.bool)
