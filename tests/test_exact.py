@@ -162,6 +162,27 @@ def test_the_compiled_rstdp_loop_learns_the_rounds_bits_through_ties(stabilizer,
     assert torch.equal(runs[True][1], runs[False][1])
 
 
+def test_the_cpu_runs_the_compiled_loops(gen, monkeypatch):
+    """With numba, exact training on the CPU takes the compiled loops (conv STDP; R-STDP of a
+    decision read at one position), and the paper's sliding decision the speculative rounds."""
+    if not compiled.ENABLED:
+        pytest.skip("numba is not installed")
+    calls = []
+    for name in ("_learn", "_reinforce"):
+        original = getattr(compiled, name)
+        monkeypatch.setattr(compiled, name, lambda *args, _name=name, _original=original:
+                            calls.append(_name) or _original(*args))
+    final, labels = decision_data(40, generator=gen)
+    for geometry in GEOMETRIES:
+        exact_winners(decision_layer(geometry=geometry), final, labels, 16)
+    assert calls == ["_reinforce"] * 3            # the whole-map decision's three batches
+    model = models.create_model("mozafari2018")
+    times = random_times(8, *model.frontend.output_shape((28, 28)), 15, generator=gen)
+    del calls[:]
+    model.stages[0].layer.learn(times, exact=True)
+    assert calls == ["_learn"]
+
+
 def test_summed_mode_is_a_different_algorithm(gen):
     final, labels = decision_data(128, generator=gen)
     exact, summed = decision_layer(), decision_layer()
