@@ -91,7 +91,17 @@ def stdp_sequential_(times: torch.Tensor, weight: torch.Tensor, threshold: float
 
 
 def _jit(function):
-    return numba.njit(cache=True, nogil=True)(function) if numba is not None else function
+    """numba's compilation of `function`, cached on disk where numba finds a writable place
+    (`__pycache__` beside this file, else the user's cache directory; `NUMBA_CACHE_DIR`
+    overrides both), else compiled afresh in each process (about 2 s a loop): numba refuses
+    `cache=True` with a RuntimeError at import where neither is writable (a read-only install
+    run by a user without a home directory, as in some containers)."""
+    if numba is None:
+        return function
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError:            # "cannot cache function ...: no locator available for file ..."
+        return numba.njit(nogil=True)(function)
 
 
 @_jit

@@ -164,3 +164,18 @@ def test_usable_only_on_cpu_uint8_times_and_float32_weights(monkeypatch):
     assert not compiled.usable(times, weight.transpose(0, 1))
     monkeypatch.setattr(compiled, "ENABLED", False)
     assert not compiled.usable(times, weight)
+
+
+def test_a_loop_compiles_uncached_where_numba_has_nowhere_to_write_its_cache(monkeypatch):
+    """numba raises at decoration time when no cache directory is writable (a read-only install,
+    no home directory): `_jit` then compiles without the disk cache instead of failing the import."""
+    asked = []
+
+    def njit(cache=False, nogil=False):
+        asked.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'compiled.py'")
+        return lambda function: function
+
+    monkeypatch.setattr(compiled.numba, "njit", njit)
+    assert compiled._jit(abs)(-3) == 3 and asked == [True, False]
