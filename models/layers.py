@@ -18,7 +18,8 @@ from spiking import parallel
 from spiking import times as st
 from spiking.layers import Convolution
 from spiking.learning import RSTDP, STDP
-from spiking.sequential import MIN_SHORTCUT_THRESHOLD, mark_within_bounds, within_bounds
+from spiking.remember import mark_within_bounds, within_bounds
+from spiking.sequential import MIN_SHORTCUT_THRESHOLD
 from spiking.settings import MAX_COUNT, require, setting, settings
 
 # the zoo's shared constants (Mozafari et al. 2018/2019, SpykeTorch's MozafariDeep)

@@ -44,6 +44,7 @@ import torch
 
 from . import functional as sf
 from ._checks import pair
+from .remember import mark_within_bounds, within_bounds
 
 try:
     import numba
@@ -286,8 +287,6 @@ def reinforce_whole_map_(rule, final: torch.Tensor, labels: torch.Tensor, featur
     -> (winners LongTensor [B, 1, 3], -1 when silent; the potentials each sample decided on
     [B, F, 1, 1]).
     """
-    from .sequential import mark_within_bounds, within_bounds      # (it imports this module)
-
     weight = rule.conv_layer.weight
     lower, upper = rule.reward.lower_bound, rule.reward.upper_bound
     features = weight.shape[0]

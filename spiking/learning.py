@@ -46,7 +46,8 @@ import torch.nn as nn
 from . import functional as sf
 from . import parallel
 from ._checks import check_int, check_rank, check_same_shape
-from .sequential import NEGLIGIBLE_WEIGHT, chained_versions, mark_within_bounds, rule_step, within_bounds
+from .remember import mark_within_bounds, within_bounds
+from .sequential import NEGLIGIBLE_WEIGHT, chained_versions, rule_step
 from .stdp_math import (apply_stdp_, as_winner_tensor, check_winners, dense_rates, stdp_rates,
                         winner_rates)
 

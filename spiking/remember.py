@@ -1,5 +1,5 @@
-"""Values derived from a tensor (a weight's flushed copy, its GEMM matrix), remembered on the
-tensor until it changes.
+"""Values derived from a tensor (a weight's flushed copy, its GEMM matrix, whether it lies within
+its bounds), remembered on the tensor until it changes.
 
 An entry is keyed by the tensor's address, torch's version counter (which in-place updates and
 views share) and the caller's `extra`, and holds the tensor's storage (a detached alias): while
@@ -49,3 +49,25 @@ def patch_remembered(tensor: torch.Tensor, name: str, since: int,
         return
     rewrite(value, remembered_extra)
     setattr(tensor, name, ((address, tensor._version, remembered_extra), value, storage))
+
+
+def within_bounds(weight: torch.Tensor, lower: float, upper: float) -> bool:
+    """Whether every weight lies in [lower, upper]. The answer is remembered with torch's
+    version counter of the tensor: a rule that leaves the weights clamped marks them
+    (`mark_within_bounds`), so a training loop scans them only after outside edits."""
+    key = (weight._version, lower, upper)
+    cached = getattr(weight, "_within_bounds", None)
+    if cached == key:
+        return True
+    inside = True
+    if weight.numel():
+        low, high = weight.aminmax()
+        inside = bool(low >= lower) and bool(high <= upper)
+    if inside:
+        mark_within_bounds(weight, lower, upper)
+    return inside
+
+
+def mark_within_bounds(weight: torch.Tensor, lower: float, upper: float) -> None:
+    """Record that `weight`, as it is now, lies within [lower, upper]."""
+    weight._within_bounds = (weight._version, lower, upper)

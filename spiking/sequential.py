@@ -5,9 +5,6 @@
   changed decision); a one-position decision on the CPU goes to `compiled.reinforce_whole_map_`.
 - `chained_versions`: the rows a sequence of single-sample updates leaves, vectorised per level
   of repetition of a feature (used here and by `STDP.update_sequential`).
-- `within_bounds` / `mark_within_bounds`: the weights-in-bounds check, remembered with torch's
-  version counter (the first update of out-of-bound weights clamps every feature, so it must be
-  applied alone).
 - `NEGLIGIBLE_WEIGHT`: an update moving only weights below it cannot change a forward pass whose
   threshold is at least `MIN_SHORTCUT_THRESHOLD` (conv STDP's chunks, `models.layers`).
 
@@ -19,6 +16,7 @@ import torch
 
 from . import compiled
 from . import functional as sf
+from .remember import mark_within_bounds, within_bounds
 
 # an update that moves only weights below this (before and after) changes no float32 potential
 # that can reach a threshold >= MIN_SHORTCUT_THRESHOLD: their sum, at most ~1e-15 over any
@@ -297,28 +295,6 @@ def reinforce_sequential_(rule: "RSTDP", final: torch.Tensor, labels: torch.Tens
     if since is not None and moved:
         sf.patch_whole_map_matrix(weight, torch.tensor(sorted(set(moved)), device=device), since)
     return winners, seen.view(batch, features, out_h, out_w)
-
-
-def within_bounds(weight: torch.Tensor, lower: float, upper: float) -> bool:
-    """Whether every weight lies in [lower, upper]. The answer is remembered with torch's
-    version counter of the tensor: a rule that leaves the weights clamped marks them
-    (`mark_within_bounds`), so a training loop scans them only after outside edits."""
-    key = (weight._version, lower, upper)
-    cached = getattr(weight, "_within_bounds", None)
-    if cached == key:
-        return True
-    inside = True
-    if weight.numel():
-        low, high = weight.aminmax()
-        inside = bool(low >= lower) and bool(high <= upper)
-    if inside:
-        mark_within_bounds(weight, lower, upper)
-    return inside
-
-
-def mark_within_bounds(weight: torch.Tensor, lower: float, upper: float) -> None:
-    """Record that `weight`, as it is now, lies within [lower, upper]."""
-    weight._within_bounds = (weight._version, lower, upper)
 
 
 def _sample_rates(rule: "RSTDP", reward: torch.Tensor, feature: torch.Tensor,
