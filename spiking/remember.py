@@ -52,9 +52,11 @@ def patch_remembered(tensor: torch.Tensor, name: str, since: int,
 
 
 def within_bounds(weight: torch.Tensor, lower: float, upper: float) -> bool:
-    """Whether every weight lies in [lower, upper]. The answer is remembered with torch's
-    version counter of the tensor: a rule that leaves the weights clamped marks them
-    (`mark_within_bounds`), so a training loop scans them only after outside edits."""
+    """Whether every weight lies in [lower, upper] (the learning rules ask: the first update of
+    out-of-bound weights clamps every feature, so it must be applied alone). The answer is
+    remembered with torch's version counter of the tensor: a rule that leaves the weights
+    clamped marks them (`mark_within_bounds`), so a training loop scans them only after
+    outside edits."""
     key = (weight._version, lower, upper)
     cached = getattr(weight, "_within_bounds", None)
     if cached == key:
