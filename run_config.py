@@ -16,6 +16,7 @@ import ast
 import dataclasses
 from dataclasses import dataclass, field
 
+from spiking.settings import check_type
 from utils import UserError
 
 
@@ -89,15 +90,18 @@ def to_json(config: RunConfig, runtime: Runtime) -> dict:
 
 def from_json(saved: dict) -> tuple[RunConfig, Runtime]:
     """The (RunConfig, Runtime) a config.json holds. Folders written before the split kept every
-    flag under "args"; their fields are read from there."""
+    flag under "args"; their fields are read from there. A value of the wrong type raises
+    ValueError."""
     if "run" in saved:
         run, runtime = saved["run"], saved.get("runtime") or {}
     else:
         run = runtime = saved["args"]
 
     def build(cls, values):
-        names = {f.name for f in dataclasses.fields(cls)}
-        kept = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kept = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
+        for name, value in kept.items():    # a hand-edited file: one line, not a traceback later
+            check_type(name, value, fields[name].type)
         return cls(**kept)
     return build(RunConfig, run), build(Runtime, runtime)
 

@@ -24,6 +24,9 @@ class RunDirectory:
 
     @classmethod
     def create(cls, out_dir: str, name: str) -> "RunDirectory":
+        if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+            raise UserError(f"--run-name {name!r}: a run's name is one folder name inside --out-dir "
+                            f"(no {os.sep!r}, not '.' or '..')")
         try:
             os.makedirs(out_dir, exist_ok=True)
         except OSError as error:

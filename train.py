@@ -10,6 +10,8 @@ import datetime
 import glob
 import json
 import os
+import re
+import shutil
 import sys
 
 import torch
@@ -43,6 +45,29 @@ def main(argv=None) -> dict:
     except KeyboardInterrupt:
         eprint("interrupted: the last completed epoch is saved; continue with --resume RUN_DIR")
         raise SystemExit(130) from None
+    except (MemoryError, RuntimeError) as error:
+        wanted = out_of_memory(error)
+        if wanted is None:
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            eprint(f"error: out of memory{wanted}: settings that size the layers or their inputs "
+                   f"(maps, kernels, padding) or --batch-size ask for more than this machine has")
+        raise SystemExit(2) from None
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """None unless `error` is an allocation failure (Python's MemoryError, torch's CPU
+    allocator or CUDA); then what it asked for (" (256.0 GiB asked)") or ""."""
+    text = str(error)
+    if not (isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text):
+        return None
+    match = re.search(r"tried to allocate (\d+(?:\.\d+)?) ?(bytes|[KMG]iB)", text, re.IGNORECASE)
+    if not match:
+        return ""
+    amount, unit = float(match.group(1)), match.group(2)
+    if unit == "bytes":
+        amount, unit = amount / 2 ** 30, "GiB"
+    return f" ({amount:.1f} {unit} asked)"
 
 
 def _main(argv) -> dict:
@@ -158,7 +183,8 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
               "threads": threads, "device": str(device), "world_size": world, "versions": package_versions(),
               "git_commit": git_commit(), "started": datetime.datetime.now().isoformat(timespec="seconds"),
               "command": "python train.py " + " ".join(argv)}
-    if run is None and writes:
+    created = run is None and writes
+    if created:
         # the run folder exists (with its configuration) before any long work, so that a run
         # killed even during encoding can be resumed
         run = RunDirectory.create(runtime.out_dir, runtime.run_name or default_run_name(config.model, dataset.slug))
@@ -175,6 +201,14 @@ def _train(config, runtime, argv, run, recorded, rank: int, world: int, threads:
         if writes and resuming and os.path.exists(run.file("checkpoints", "last.ckpt")):
             trainer.resume(run.file("checkpoints", "last.ckpt"))
         metrics = trainer.fit()
+    except (UserError, MemoryError, RuntimeError) as error:
+        # input this run cannot take (data too few for the splits, settings beyond the memory),
+        # found before its first checkpoint: nothing to resume, so no folder is left behind
+        refused = isinstance(error, UserError) or out_of_memory(error) is not None
+        if created and refused and not os.path.isdir(os.path.join(run.path, "checkpoints")):
+            run.release()
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
     finally:
         if run is not None:
             run.release()
@@ -219,9 +253,15 @@ def _resume(parser, argv, args):
         with open(run.file("config.json")) as handle:
             recorded = json.load(handle)
         config, _ = run_config.from_json(recorded)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         run.release()
         raise UserError(f"{args.resume} has no readable config.json: not a run folder") from error
+    except ValueError as error:         # a value of the wrong type (a hand-edited file)
+        run.release()
+        raise UserError(f"{args.resume}/config.json: {error}") from error
+    if config.model not in models.list_models():
+        run.release()
+        raise UserError(f"{args.resume}/config.json names an unknown model {config.model!r}")
     return config, run, recorded
 
 

@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import numbers
 from typing import Any, Callable
 
 import torch
@@ -63,7 +64,11 @@ def create_model(name: str, num_classes: int = 10, *, readout_choice=None, setti
                 raise ValueError("this model has no decision stage to replace")
             extra = {"readout": readout_choice}
         settings = resolve_overrides(defaults, settings)
-    return factory(num_classes=num_classes, **extra, **settings)
+    model = factory(num_classes=num_classes, **extra, **settings)
+    counts = model.config.default_epochs
+    if not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 0 for c in counts):
+        raise ValueError(f"default_epochs takes whole counts >= 0, one per stage, got {counts!r}")
+    return model
 
 
 def recorded_settings(name: str, hyperparameters: dict, num_classes: int = 10) -> dict[str, Any]:

@@ -26,6 +26,7 @@ points; README, "The zoo on full MNIST"). The seed's decision: `--set decision.k
 from __future__ import annotations
 
 import dataclasses
+import string
 
 from spiking.settings import require, setting, settings
 
@@ -37,6 +38,8 @@ from .layers import MAX_KERNEL, HiddenLayer, HiddenSpec
 
 BRANCH = HiddenSpec(in_channels=75, out_channels=100, kernel_size=3, threshold=50.0, kwta=15,
                     inhibition_radius=1, pad=1)
+
+BRANCH_LETTERS = string.ascii_lowercase     # the branches' stages: conv3a, conv3b, ...
 
 
 @settings
@@ -52,9 +55,10 @@ class Inception2024Config(FamilyConfig):
     default_epochs: tuple = (2, 4, 4, 4, 4, 60)
 
     def check(self) -> None:
-        require(len(self.branch_kernels) >= 1 and all(k % 2 == 1 for k in self.branch_kernels),
-                f"branch_kernels must be odd sizes (the branches are padded to one output size), "
-                f"got {self.branch_kernels!r}")
+        count = len(self.branch_kernels)
+        require(1 <= count <= len(BRANCH_LETTERS) and all(k % 2 == 1 for k in self.branch_kernels),
+                f"branch_kernels must be 1 to {len(BRANCH_LETTERS)} odd sizes (the branches are padded "
+                f"to one output size), got {self.branch_kernels!r}")
 
 
 class Inception2024(ConvFamily):
@@ -63,7 +67,7 @@ class Inception2024(ConvFamily):
     def add_head(self, config, num_classes: int) -> None:
         smallest = min(config.branch_kernels)
         branches = [HiddenLayer(dataclasses.replace(config.branch, kernel_size=k), self.time_steps,
-                                f"conv3{'abc'[i]}", "branch") for i, k in enumerate(config.branch_kernels)]
+                                f"conv3{BRANCH_LETTERS[i]}", "branch") for i, k in enumerate(config.branch_kernels)]
         out_pads = [(k - smallest) // 2 for k in config.branch_kernels]   # to the k3 output size
         self.add_block(Branches(branches, out_pads, config.branch_pool, self.time_steps))
         super().add_head(config, num_classes)

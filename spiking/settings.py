@@ -8,10 +8,11 @@ value fails where the model is built, in one line, not as a traceback deep in tr
         threshold: float = setting(15.0, low=0)
         mode: str = setting("usable", choices=("faithful", "usable"))
 
-Every number (also inside tuples) must be finite; `low` / `high` bound numbers (inclusive; for a
-tuple, each number in it), `above` is an exclusive lower bound, `choices` lists the accepted
-values; simple annotations (`int`, `float | None`, `str`...) are checked too. A class may add a `check(self)`
-method for constraints between fields (it raises ValueError). Errors name the field
+Every number must be finite, also inside tuples (which hold numbers, or tuples of them);
+`low` / `high` bound numbers (inclusive; for a tuple, each number in it), `above` is an
+exclusive lower bound, `choices` lists the accepted values; simple annotations (`int`,
+`float | None`, `str`...) are checked too. A class may add a `check(self)` method for
+constraints between fields (it raises ValueError). Errors name the field
 (`kwta must be >= 1, got 0`); `models._registry.resolve_overrides` prefixes the group
 (`conv1.kwta ...`).
 """
@@ -50,7 +51,7 @@ def check_settings(config) -> None:
     accept, then run the class's own `check()` (constraints between fields)."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        _check_type(field.name, value, field.type)
+        check_type(field.name, value, field.type)
         _check(field.name, value, field.metadata)
     own = getattr(config, "check", None)
     if own is not None:
@@ -61,8 +62,9 @@ _TYPES = {"int": (numbers.Integral,), "float": (numbers.Real,), "bool": (bool,),
           "tuple": (tuple,), "None": (type(None),)}
 
 
-def _check_type(name: str, value, annotation) -> None:
-    """The value against a simple annotation ("int", "float | None"...; others are not checked)."""
+def check_type(name: str, value, annotation) -> None:
+    """Raise ValueError unless the value matches a simple annotation ("int", "float | None"...;
+    others are not checked). An int is a float; a bool is not an int."""
     names = [part.strip() for part in str(annotation).split("|")]
     if not all(part in _TYPES for part in names):
         return
@@ -91,6 +93,8 @@ def _check(name: str, value, rules) -> None:
             raise ValueError(f"{name} must be <= {high}, got {value}")
     elif isinstance(value, (tuple, list)):
         for item in value:
+            if isinstance(item, bool) or not isinstance(item, (numbers.Real, tuple, list)):
+                raise ValueError(f"{name} holds numbers, got {item!r} in {value!r}")
             _check(name, item, rules)
 
 

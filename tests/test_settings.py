@@ -35,7 +35,7 @@ def bad_values(default):
     if isinstance(default, str):
         return ["bogus", 3]
     if isinstance(default, tuple):
-        return [(), (-1.0,), (math.nan, 1.0), "x", 5]
+        return [(), (-1.0,), (1.5,), (math.nan, 1.0), ("x", 1.0), (None,), "x", 5]
     return ["x"]
 
 
@@ -61,8 +61,6 @@ def test_every_setting_rejects_bad_values_in_one_line_or_works(name):
     defaults = models.create_model(name, num_classes=3).config
     accepted = []
     for key, default in leaves(defaults):
-        if key in ("default_epochs",):          # the trainer's business (checked by the CLI)
-            continue
         for value in bad_values(default):
             try:
                 with torch.random.fork_rng(devices=[]):
@@ -158,6 +156,45 @@ def test_the_reported_set_and_readout_crashes_are_one_line_errors_or_work(tmp_pa
                             "--out-dir", str(tmp_path), "--run-name", "eval", "--cache-dir", cache_dir,
                             "--no-progress"])
     assert evaluated["accuracy"] == metrics["accuracy"]
+
+
+def test_the_fuzzers_tracebacks_are_one_line_errors_and_leave_no_run_folder(tmp_path, cache_dir, capsys,
+                                                                           monkeypatch):
+    """Inputs a fuzzing session found ending in tracebacks: non-numbers inside tuple settings,
+    epoch counts that are not whole, a fourth inception branch, an allocation beyond the
+    machine, a run name outside --out-dir, a hand-edited config.json under --resume. Each is
+    one line, and a run refused before its first checkpoint leaves no folder."""
+    import train
+    from tests.test_train import expect_error
+    out = tmp_path / "runs"
+    base = ["--dataset", "synthetic", "--out-dir", str(out), "--cache-dir", cache_dir, "--no-progress"]
+    expect_error(capsys, base + ["--model", "chevalier2019", "--set", "learning_rates=('abc', 0.05, 0.01)"],
+                 "learning_rates holds numbers, got 'abc'")
+    expect_error(capsys, base + ["--model", "mozafari2018_shallow", "--set", "default_epochs=(1.5,)"],
+                 "default_epochs takes whole counts >= 0")
+    expect_error(capsys, base + ["--model", "inception2024", "--set", "branch_kernels=(3, 5, 7, 7)"],
+                 "decision reads 300 input maps, but its input has 400")
+    expect_error(capsys, base + ["--run-name", "../escaped"], "a run's name is one folder name inside --out-dir")
+    assert not (tmp_path / "escaped").exists()
+
+    def allocation_fails(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 274877906944 bytes. Error code 12")
+    with monkeypatch.context() as patch:        # after the run folder exists, as encoding does
+        patch.setattr(train, "prepare_splits", allocation_fails)
+        expect_error(capsys, base + ["--run-name", "huge"], "out of memory (256.0 GiB asked)")
+    expect_error(capsys, base + ["--ratio", "0.001", "--run-name", "few"], "leave 0 training")
+    assert not out.exists() or not any(out.iterdir())
+    # --resume of a config.json edited by hand
+    train.main(base + ["--dry-run", "--run-name", "done"])
+    config_file = out / "done" / "config.json"
+    saved = json.loads(config_file.read_text())
+    for field, value, message in (("ratio", "x", "ratio takes float, got 'x'"),
+                                  ("seed", "x", "seed takes int, got 'x'"),
+                                  ("dataset", 5, "dataset takes str, got 5"),
+                                  ("model", "nope", "names an unknown model 'nope'")):
+        config_file.write_text(json.dumps({**saved, "run": {**saved["run"], field: value}}))
+        expect_error(capsys, ["--resume", str(out / "done"), "--no-progress"], message)
 
 
 def test_none_on_the_command_line_selects_a_choice_named_none():
