@@ -11,10 +11,11 @@ and every speed-up is a ratio of two numbers measured in the same run:
 - with `--full-recipe`, time-to-accuracy of the full mozafari2018 MNIST recipe (train.py).
 
 The mozafari2018 measurements (encoding, training, the reference) use the paper's decision layer
-(k5 pad 2, 20 neurons per class) and SpykeTorch's R-STDP (`decision.teacher=0`), the network and
-algorithm the reference computes; `--set KEY=VALUE` (as train.py's) changes the model, e.g.
-`--set decision.kernel_size=4 --set decision.pad=0 --set decision.neurons_per_class=60 --set
-decision.teacher=0.5` for the default recipe's decision layer.
+(k5 pad 2, 20 neurons per class) and SpykeTorch's R-STDP (`decision.teacher=0`, predicting with
+the last kernels: `decision.averaged=false`), the network and algorithm the reference computes;
+`--set KEY=VALUE` (as train.py's) changes the model, e.g. `--set decision.kernel_size=4 --set
+decision.pad=0 --set decision.neurons_per_class=60 --set decision.teacher=0.5 --set
+decision.averaged=true` for the default recipe's decision layer.
 
 Not part of the test suite.
 """
@@ -89,7 +90,7 @@ def _node(model, times, index, kind):
 
 # the paper's decision layer and SpykeTorch's R-STDP, as bench/reference.py computes them
 BENCH_SETTINGS = {"decision.teacher": 0, "decision.kernel_size": 5, "decision.pad": 2,
-                  "decision.neurons_per_class": 20}
+                  "decision.neurons_per_class": 20, "decision.averaged": False}
 
 
 def _mozafari(args):

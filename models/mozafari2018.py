@@ -20,7 +20,7 @@ averaged over each epoch, gives 96.43 % / 96.55 % (seeds 0-4: mean 96.50 %) in 6
 with the last kernels (`--set decision.averaged=false`) 96.23 % / 96.49 % (mean 96.44 %).
 The paper's decision: `--set decision.kernel_size=5 --set decision.pad=2
 --set decision.neurons_per_class=20`; SpykeTorch's R-STDP on it exactly (its port's recipe but
-for the doubled rates): add `--set decision.teacher=0 --epochs 2 4 60`.
+for the doubled rates): add `--set decision.teacher=0 --set decision.averaged=false --epochs 2 4 60`.
 Fixes relative to the seed: the decision width follows the number of classes; model selection
 and early stopping use a validation split, never the test set.
 """
