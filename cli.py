@@ -9,6 +9,7 @@ import data
 import image_folders
 import models
 from run_config import parse_settings
+from run_folder import check_run_name
 from utils import UserError
 
 
@@ -128,6 +129,8 @@ def validate(args) -> None:
         if not ok:
             raise UserError(message)
     parse_settings(args.settings)
+    if args.run_name is not None:
+        check_run_name(args.run_name)
     if args.also_readout and args.readout not in (None, "rstdp"):
         raise UserError(f"--also-readout {args.also_readout} sits beside an R-STDP decision; "
                         f"--readout {args.readout} replaces it (give one of the two)")

@@ -24,9 +24,7 @@ class RunDirectory:
 
     @classmethod
     def create(cls, out_dir: str, name: str) -> "RunDirectory":
-        if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
-            raise UserError(f"--run-name {name!r}: a run's name is one folder name inside --out-dir "
-                            f"(no {os.sep!r}, not '.' or '..')")
+        check_run_name(name)
         try:
             os.makedirs(out_dir, exist_ok=True)
         except OSError as error:
@@ -87,6 +85,13 @@ class RunDirectory:
         path = os.path.join(self.path, *parts)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return path
+
+
+def check_run_name(name: str) -> None:
+    """A run's name is one folder inside the output folder: no path separator, not '.' or '..'."""
+    if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+        raise UserError(f"--run-name {name!r}: a run's name is one folder name inside --out-dir "
+                        f"(no {os.sep!r}, not '.' or '..')")
 
 
 def default_run_name(model: str, dataset: str) -> str:

@@ -49,25 +49,29 @@ def main(argv=None) -> dict:
         wanted = out_of_memory(error)
         if wanted is None:
             raise
-        if os.environ.get("RANK", "0") == "0":
-            eprint(f"error: out of memory{wanted}: settings that size the layers or their inputs "
-                   f"(maps, kernels, padding) or --batch-size ask for more than this machine has")
+        # each rank allocates its own memory: whichever ran out says so (a UserError is every rank's)
+        rank = os.environ.get("RANK", "0")
+        eprint(f"error: {'' if rank == '0' else f'rank {rank}: '}out of memory{wanted}: the layers and "
+               f"inputs these settings size need more than is free here (a run stopped after its first "
+               f"epoch is kept: --resume continues it)")
         raise SystemExit(2) from None
 
 
 def out_of_memory(error: BaseException) -> str | None:
     """None unless `error` is an allocation failure (Python's MemoryError, torch's CPU
-    allocator or CUDA); then what it asked for (" (256.0 GiB asked)") or ""."""
+    allocator or CUDA); then what it asked for (" (256.0 GiB asked)", " (50.0 MiB asked)") or ""."""
     text = str(error)
     if not (isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text):
         return None
     match = re.search(r"tried to allocate (\d+(?:\.\d+)?) ?(bytes|[KMG]iB)", text, re.IGNORECASE)
     if not match:
         return ""
-    amount, unit = float(match.group(1)), match.group(2)
-    if unit == "bytes":
-        amount, unit = amount / 2 ** 30, "GiB"
-    return f" ({amount:.1f} {unit} asked)"
+    units = (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10))
+    amount = float(match.group(1)) * {u.lower(): size for u, size in units}.get(match.group(2).lower(), 1)
+    for unit, size in units:
+        if amount >= size:
+            return f" ({amount / size:.1f} {unit} asked)"
+    return f" ({amount:.0f} bytes asked)"
 
 
 def _main(argv) -> dict:

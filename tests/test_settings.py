@@ -184,6 +184,11 @@ def test_the_fuzzers_tracebacks_are_one_line_errors_and_leave_no_run_folder(tmp_
         patch.setattr(train, "prepare_splits", allocation_fails)
         expect_error(capsys, base + ["--run-name", "huge"], "out of memory (256.0 GiB asked)")
     expect_error(capsys, base + ["--ratio", "0.001", "--run-name", "few"], "leave 0 training")
+    for text, said in (("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0)", " (20.0 MiB asked)"),
+                       ("can't allocate memory: you tried to allocate 100 bytes", " (100 bytes asked)"),
+                       ("out of memory", "")):
+        assert train.out_of_memory(RuntimeError(text)) == said
+    assert train.out_of_memory(RuntimeError("shape mismatch")) is None and train.out_of_memory(MemoryError()) == ""
     assert not out.exists() or not any(out.iterdir())
     # --resume of a config.json edited by hand
     train.main(base + ["--dry-run", "--run-name", "done"])
