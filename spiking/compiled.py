@@ -106,6 +106,17 @@ def _jit(function):
 
 
 @_jit
+def _rule_step(w, rate, stabilize, low, high):
+    """One weight's update in float32, in SpykeTorch's operation order, clamped to [low, high]:
+    `w + rate * (w - low)(high - w)` with the stabiliser, `w + rate` without."""
+    if stabilize:
+        new = np.float32(w + np.float32(rate * np.float32(np.float32(w - low) * np.float32(high - w))))
+    else:
+        new = np.float32(w + rate)
+    return min(max(new, low), high)
+
+
+@_jit
 def _learn(times, weight, threshold, steps, kwta, radius, a_plus, a_minus, stabilize, lower, upper,
            bounded, winners):
     batch, channels, height, width = times.shape
@@ -238,12 +249,7 @@ def _learn(times, weight, threshold, steps, kwta, radius, a_plus, a_minus, stabi
                 for i in range(kh):
                     for j in range(kw):
                         rate = a_plus[f] if np.int64(times[b, c, r + i, col + j]) <= post else a_minus[f]
-                        w = weight[f, c, i, j]
-                        if stabilize:
-                            new = np.float32(w + np.float32(rate * np.float32(np.float32(w - low) * np.float32(high - w))))
-                        else:
-                            new = np.float32(w + rate)
-                        new = min(max(new, low), high)
+                        new = _rule_step(weight[f, c, i, j], rate, stabilize, low, high)
                         weight[f, c, i, j] = new
                         rows[c, i, j, f] = new
         if not bounded:
@@ -374,13 +380,7 @@ def _reinforce(inputs, weight, potentials, labels, feature_class, steps, allowed
                 row = 4
             plus, minus = rates[row, f], rates[row + 1, f]
             for k in range(size):
-                w = weight[f, k]
-                rate = plus if inputs[b, k] else minus
-                if stabilize:
-                    new = np.float32(w + np.float32(rate * np.float32(np.float32(w - low) * np.float32(high - w))))
-                else:
-                    new = np.float32(w + rate)
-                weight[f, k] = min(max(new, low), high)
+                weight[f, k] = _rule_step(weight[f, k], plus if inputs[b, k] else minus, stabilize, low, high)
             changed[f] = True
             moved[f] = True
             if not bounded:
